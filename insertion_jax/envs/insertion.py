@@ -1,0 +1,287 @@
+"""The vectorized MJX connector-insertion environment.
+
+`InsertionEnv(config)` compiles the scene of one connector and exposes two pure
+functions, `reset(key) -> State` and `step(state, action) -> State`. Both are
+jit- and vmap-able and keep no Python state: everything that changes lives in
+`State`, a `flax.struct.dataclass`.
+
+Control loop (as on the paper's Sawyer): at `control_hz` the policy returns a
+relative Cartesian move u of the end effector, in metres, clipped to
+`max_action_m` per axis. The impedance set-point becomes the current flange
+position plus u, and the compliant end effector (a spring-damper in each axis,
+see `scene.py`) pulls the plug toward it for `substeps` physics steps. Contact
+therefore pushes back: a plug that catches the socket rim stays there while the
+set-point moves on, and the force grows with the gap.
+
+Observation (`OBS_SPEC`, 4 floats):
+  ee_pos_rel_goal_mm (3): tool-point position x minus the goal x* the robot
+    was told (the perturbed goal under goal noise), in millimetres.
+  f_z_n (1): vertical force on the end effector from the F/T sensor, newtons,
+    positive when contact pushes the plug up; the sensor bias (the plug's
+    weight) is removed at reset.
+
+Goal noise: with `goal_noise_mm = g`, each episode draws a horizontal offset
+uniformly from [-g, g] mm per axis (x and y independently) and adds it to the
+goal that the controller, the observation and the dense reward see. The socket
+itself does not move, so success is judged against the true goal.
+
+Per-episode variation: the start position (uniform +-`reset_xy_range_mm` per
+horizontal axis, `reset_height_mm` above the goal) and the Coulomb friction of
+every contact (uniform in the connector's `friction_range`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import mujoco
+from flax import struct
+from mujoco import mjx
+
+from insertion_jax.envs import connectors, rewards, scene
+
+OBS_SPEC: Tuple[Tuple[str, int], ...] = (('ee_pos_rel_goal_mm', 3), ('f_z_n', 1))
+OBS_DIM = sum(size for _, size in OBS_SPEC)
+ACTION_DIM = 3
+
+
+def _obs_slices() -> Dict[str, slice]:
+    slices, start = {}, 0
+    for name, size in OBS_SPEC:
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
+
+
+OBS_SLICES = _obs_slices()
+
+
+def obs_field(obs: jax.Array, name: str) -> jax.Array:
+    """Returns field `name` of `OBS_SPEC` from observation(s) of shape (..., OBS_DIM)."""
+    if name not in OBS_SLICES:
+        raise ValueError(f'Unknown observation field {name!r}; fields: {", ".join(OBS_SLICES)}.')
+    return obs[..., OBS_SLICES[name]]
+
+
+@dataclasses.dataclass(frozen=True)
+class InsertionConfig:
+    """Static configuration of one insertion environment.
+
+    Attributes:
+      task: connector name, see `connectors.task_names()`.
+      control_hz: policy rate.
+      substeps: physics steps per control step (timestep = 1/(hz * substeps)).
+      horizon: control steps per episode.
+      max_action_m: per-axis clip of the relative move u.
+      reset_height_mm: start height of the tool point above the goal.
+      reset_xy_range_mm: start offset range, uniform per horizontal axis.
+      goal_noise_mm: half-width of the uniform goal perturbation per axis.
+      reward: 'sparse' (eq. 1) or 'dense' (eq. 2).
+      dense: coefficients of the dense reward.
+    """
+
+    task: str = 'usb'
+    control_hz: float = 10.0
+    substeps: int = 50
+    horizon: int = 30
+    max_action_m: float = 0.01
+    reset_height_mm: float = 50.0
+    reset_xy_range_mm: float = 2.0
+    goal_noise_mm: float = 0.0
+    reward: str = 'sparse'
+    dense: rewards.DenseRewardConfig = rewards.DenseRewardConfig()
+
+    def __post_init__(self):
+        connectors.get_task(self.task)  # raises with the list of valid names
+        rewards.validate_reward_type(self.reward)
+        for name in ('control_hz', 'max_action_m', 'reset_height_mm'):
+            if not getattr(self, name) > 0:
+                raise ValueError(f'InsertionConfig.{name}={getattr(self, name)!r} must be > 0.')
+        for name in ('substeps', 'horizon'):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f'InsertionConfig.{name}={value!r} must be a positive integer.')
+        for name in ('goal_noise_mm', 'reset_xy_range_mm'):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f'InsertionConfig.{name}={getattr(self, name)!r} must be >= 0.')
+
+    @property
+    def timestep_s(self) -> float:
+        return 1.0 / (self.control_hz * self.substeps)
+
+
+@struct.dataclass
+class State:
+    """Environment state; every field is a JAX array or a pytree of them.
+
+    Attributes:
+      data: MJX physics state.
+      obs: observation, shape (OBS_DIM,).
+      reward: reward of the last step, shape ().
+      done: episode over (horizon reached or physics diverged), shape ().
+      metrics: named scalars of the last step (reward terms, success, force...).
+      info: per-episode quantities: 'goal' (true goal, (3,)), 'goal_observed'
+        ((3,)), 'friction' (()), 'ft_bias' ((3,)), 'step' (int32 ()),
+        'success' (bool (), connected at this step), 'ever_success' (bool ()).
+    """
+
+    data: mjx.Data
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    metrics: Dict[str, jax.Array]
+    info: Dict[str, Any]
+
+
+class InsertionEnv:
+    """One connector-insertion task on MJX; see the module docstring."""
+
+    def __init__(self, config: InsertionConfig = InsertionConfig()):
+        self.config = config
+        self.spec = connectors.get_task(config.task)
+        self.ee_spec = scene.EndEffectorSpec(timestep_s=config.timestep_s)
+        self.mj_model = scene.build_model(self.spec, self.ee_spec)
+        self.mjx_model = mjx.put_model(self.mj_model)
+        name2id = functools.partial(mujoco.mj_name2id, self.mj_model)
+        self._tip_site = name2id(mujoco.mjtObj.mjOBJ_SITE, scene.TIP_SITE)
+        self._slide_qpos = jnp.array(
+            [self.mj_model.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, j)] for j in scene.SLIDE_JOINTS]
+        )
+        sensor = name2id(mujoco.mjtObj.mjOBJ_SENSOR, scene.FT_SENSOR)
+        adr = int(self.mj_model.sensor_adr[sensor])
+        self._ft_slice = slice(adr, adr + 3)
+        depth_m = self.spec.insertion_depth_mm * 1e-3
+        self.goal = jnp.array([0.0, 0.0, -depth_m])
+        self._tolerance_m = self.spec.success_tolerance_mm * 1e-3
+        self._capture_m = (self.spec.clearance_mm / 2 + 1.0) * 1e-3
+
+    # ----------------------------------------------------------------- helpers
+    def _model(self, friction: jax.Array) -> mjx.Model:
+        pair_friction = self.mjx_model.pair_friction.at[:, :2].set(friction)
+        return self.mjx_model.replace(pair_friction=pair_friction)
+
+    def tip_position(self, data: mjx.Data) -> jax.Array:
+        """World position of the plug's tool point (mating-face centre), (3,)."""
+        return data.site_xpos[self._tip_site]
+
+    def _force(self, data: mjx.Data, bias: jax.Array) -> jax.Array:
+        # The sensor reports the force the flange exerts on the plug; contact
+        # pushing the plug up shows as the flange pulling down, hence the sign.
+        return -(data.sensordata[self._ft_slice] - bias)
+
+    def connected(self, data: mjx.Data, goal: jax.Array) -> jax.Array:
+        """Electrically connected: seated within tolerance, inside the socket."""
+        tip = self.tip_position(data)
+        seated = tip[2] - goal[2] < self._tolerance_m
+        inside = jnp.linalg.norm(tip[:2] - goal[:2]) < self._capture_m
+        return seated & inside
+
+    def _observe(self, data: mjx.Data, info: Dict[str, Any]) -> Tuple[jax.Array, jax.Array]:
+        rel_mm = (self.tip_position(data) - info['goal_observed']) * 1e3
+        f_z = self._force(data, info['ft_bias'])[2]
+        return jnp.concatenate([rel_mm, f_z[None]]).astype(jnp.float32), f_z
+
+    def _reward(self, data, info, f_z, connected):
+        if self.config.reward == 'sparse':
+            return rewards.sparse_reward(connected)
+        return rewards.dense_reward(
+            self.tip_position(data), info['goal_observed'], f_z, connected, self.config.dense
+        )
+
+    # --------------------------------------------------------------- interface
+    def reset(self, key: jax.Array) -> State:
+        """Starts an episode. `key`: PRNG key. Returns the initial `State`."""
+        cfg = self.config
+        key_xy, key_goal, key_mu, key_next = jax.random.split(key, 4)
+        start_xy = jax.random.uniform(
+            key_xy, (2,), minval=-cfg.reset_xy_range_mm, maxval=cfg.reset_xy_range_mm
+        ) * 1e-3
+        start = jnp.concatenate([start_xy, self.goal[2:] + cfg.reset_height_mm * 1e-3])
+        goal_offset = jax.random.uniform(
+            key_goal, (2,), minval=-cfg.goal_noise_mm, maxval=cfg.goal_noise_mm
+        ) * 1e-3
+        goal_observed = self.goal + jnp.concatenate([goal_offset, jnp.zeros(1)])
+        low, high = self.spec.friction_range
+        friction = jax.random.uniform(key_mu, (), minval=low, maxval=high)
+
+        data = mjx.make_data(self.mjx_model)
+        qpos = data.qpos.at[self._slide_qpos].set(start)
+        ctrl = data.ctrl.at[:3].set(start)
+        data = data.replace(qpos=qpos, ctrl=ctrl)
+        data = mjx.forward(self._model(friction), data)
+        info = {
+            'goal': self.goal,
+            'goal_observed': goal_observed,
+            'friction': friction,
+            'ft_bias': data.sensordata[self._ft_slice],
+            'step': jnp.zeros((), jnp.int32),
+            'success': jnp.zeros((), bool),
+            'ever_success': jnp.zeros((), bool),
+            'rng': key_next,
+        }
+        obs, f_z = self._observe(data, info)
+        reward, terms = self._reward(data, info, f_z, jnp.zeros((), bool))
+        metrics = self._metrics(data, info, f_z, terms, jnp.zeros(()))
+        return State(
+            data=data,
+            obs=obs,
+            reward=jnp.zeros(()),
+            done=jnp.zeros((), bool),
+            metrics=metrics,
+            info=info,
+        )
+
+    def _metrics(self, data, info, f_z, terms, penetration_m, finite=True):
+        tip = self.tip_position(data)
+        return {
+            'nonfinite': 1.0 - jnp.asarray(finite, jnp.float32),
+            **{f'reward/{k}': v.astype(jnp.float32) for k, v in terms.items()},
+            'f_z_n': f_z,
+            'depth_to_go_mm': (tip[2] - info['goal'][2]) * 1e3,
+            'distance_mm': jnp.linalg.norm(tip - info['goal']) * 1e3,
+            'max_penetration_mm': penetration_m * 1e3,
+            'success': info['success'].astype(jnp.float32),
+        }
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """Advances one control step with relative move `action` (3,), metres."""
+        cfg = self.config
+        action = jnp.clip(action, -cfg.max_action_m, cfg.max_action_m)
+        model = self._model(state.info['friction'])
+        data = state.data
+        target = data.qpos[self._slide_qpos] + action
+        data = data.replace(ctrl=data.ctrl.at[:3].set(target))
+
+        def substep(carry, _):
+            d, pen = carry
+            d = mjx.step(model, d)
+            # Deepest interpenetration among all contacts, for diagnostics.
+            pen = jnp.maximum(pen, jnp.max(-d._impl.contact.dist, initial=0.0))
+            return (d, pen), None
+
+        (data, penetration), _ = jax.lax.scan(
+            substep, (data, jnp.zeros(())), None, length=cfg.substeps
+        )
+        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        connected = self.connected(data, state.info['goal']) & finite
+        step_count = state.info['step'] + 1
+        info = {
+            **state.info,
+            'step': step_count,
+            'success': connected,
+            'ever_success': state.info['ever_success'] | connected,
+        }
+        obs, f_z = self._observe(data, info)
+        reward, terms = self._reward(data, info, f_z, connected)
+        obs = jnp.where(finite, obs, 0.0)
+        reward = jnp.where(finite, reward, 0.0)
+        metrics = self._metrics(data, info, f_z, terms, penetration, finite)
+        done = (step_count >= cfg.horizon) | ~finite
+        return state.replace(
+            data=data, obs=obs, reward=reward.astype(jnp.float32), done=done,
+            metrics=metrics, info=info,
+        )

@@ -1,0 +1,516 @@
+"""MJCF scene built from a `ConnectorSpec`: a pure function, no XML copies.
+
+The scene has two parts:
+
+* The socket, static in the world: four walls around the opening (the two x
+  walls turned by the taper angle for a trapezoidal shell), a 45 degree lead-in
+  chamfer box along each wall's inner top edge, the floor as a plane at
+  z = -insertion_depth, and, per connector, key grooves cut into the +y wall,
+  an O-ring seal (two soft capsules) near the floor, and pin holes below the
+  floor lined with soft spring contacts.
+* The compliant end effector: a body `ee` (the robot flange) with three slide
+  and three hinge joints, each driven by a position actuator and damped, so
+  the flange behaves as a Cartesian spring-damper (impedance) about its
+  commanded pose. The plug is a child body `plug` rigidly attached to the
+  flange; a force/torque sensor sits at the site `ft` between them. The plug's
+  mating-face centre is the site `tip`, the tool point that the observation
+  reports and the goal refers to.
+
+Contacts are listed explicitly as `<pair>` elements (all geoms have
+contype = conaffinity = 0): plug geoms against socket geoms only, pins only
+against their own hole. This keeps the collision work of MJX, which checks
+every listed pair every step, to what can actually touch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Sequence, Tuple
+
+import mujoco
+import numpy as np
+
+from insertion_jax.envs.connectors import ConnectorSpec
+
+_MM = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class EndEffectorSpec:
+    """The robot side of the scene: flange mass and Cartesian compliance.
+
+    Attributes:
+      mass_kg: moving mass of flange plus plug (the arm's apparent mass).
+      plug_mass_kg: part of `mass_kg` carried by the plug below the sensor.
+      stiffness_n_per_m: translational impedance stiffness, each axis.
+      damping_ratio: translational and rotational damping, relative to critical.
+      rot_stiffness_nm_per_rad: rotational stiffness of the wrist, each axis.
+      pivot_height_mm: height of the wrist's rotation centre above the tip.
+      timestep_s: physics timestep.
+    """
+
+    mass_kg: float = 0.5
+    plug_mass_kg: float = 0.05
+    stiffness_n_per_m: float = 4000.0
+    damping_ratio: float = 1.0
+    rot_stiffness_nm_per_rad: float = 2.0
+    pivot_height_mm: float = 40.0
+    timestep_s: float = 0.002
+
+    @property
+    def rot_inertia_kgm2(self) -> float:
+        """Rotational inertia of the flange about its pivot (a 4 cm box)."""
+        return 2e-4
+
+    @property
+    def damping_n_s_per_m(self) -> float:
+        return 2.0 * self.damping_ratio * math.sqrt(self.stiffness_n_per_m * self.mass_kg)
+
+    @property
+    def rot_damping_nms_per_rad(self) -> float:
+        return 2.0 * self.damping_ratio * math.sqrt(
+            self.rot_stiffness_nm_per_rad * self.rot_inertia_kgm2
+        )
+
+
+DEFAULT_EE = EndEffectorSpec()
+
+# Names shared with the environment.
+EE_BODY = 'ee'
+PLUG_BODY = 'plug'
+TIP_SITE = 'tip'
+FT_SENSOR = 'ft_force'
+SLIDE_JOINTS = ('ee_x', 'ee_y', 'ee_z')
+HINGE_JOINTS = ('ee_rx', 'ee_ry', 'ee_rz')
+
+_WALL_THICKNESS_MM = 4.0
+_SOCKET_RGBA = '0.25 0.27 0.32 1'
+_PLUG_RGBA = '0.78 0.78 0.82 1'
+
+
+@dataclasses.dataclass
+class _Geom:
+    """One geom, positioned in world (socket) or plug-body frame, in metres."""
+
+    name: str
+    kind: str  # 'box' | 'capsule' | 'plane'
+    pos: np.ndarray
+    size: Tuple[float, ...]
+    rot: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
+    rgba: str = _SOCKET_RGBA
+    group: int = 1
+    material: str = ''
+    fromto: Tuple[float, ...] = ()
+
+    def xml(self) -> str:
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, np.asarray(self.rot, dtype=np.float64).reshape(-1))
+        attrs = [
+            f'name="{self.name}"',
+            f'type="{self.kind}"',
+            f'group="{self.group}"',
+            'contype="0" conaffinity="0"',
+        ]
+        if self.fromto:
+            attrs.append('fromto="' + ' '.join(f'{v:.7g}' for v in self.fromto) + '"')
+            attrs.append(f'size="{self.size[0]:.7g}"')
+        else:
+            attrs.append('pos="' + ' '.join(f'{v:.7g}' for v in self.pos) + '"')
+            attrs.append('quat="' + ' '.join(f'{v:.7g}' for v in quat) + '"')
+            attrs.append('size="' + ' '.join(f'{v:.7g}' for v in self.size) + '"')
+        attrs.append(f'material="{self.material}"' if self.material else f'rgba="{self.rgba}"')
+        return '<geom ' + ' '.join(attrs) + '/>'
+
+
+def _frame(tangent: np.ndarray, normal_in: np.ndarray) -> np.ndarray:
+    """Rotation whose columns are (tangent, inward normal, z): a wall's axes."""
+    tangent = np.array([*tangent, 0.0][:3]) / np.linalg.norm(tangent)
+    normal_in = np.array([*normal_in, 0.0][:3]) / np.linalg.norm(normal_in)
+    rot = np.stack([tangent, normal_in, np.array([0.0, 0.0, 1.0])], axis=1)
+    if np.linalg.det(rot) < 0:
+        rot[:, 0] *= -1
+    return rot
+
+
+def _wall_with_chamfer(
+    name: str,
+    face_point: np.ndarray,
+    tangent: np.ndarray,
+    normal_in: np.ndarray,
+    half_length: float,
+    depth: float,
+    chamfer: float,
+    group: int,
+    chamfer_overhang: float = 0.0,
+) -> List[_Geom]:
+    """A wall whose inner face passes through `face_point` (x, y), plus its chamfer.
+
+    The wall box runs from the floor (z = -depth) to z = -chamfer. The chamfer is
+    a box lying behind the 45 degree bevel that rises from the wall's inner edge
+    at z = -chamfer to the mating face z = 0, `chamfer` outward of the opening.
+    It runs `chamfer_overhang` past both ends of the wall to close the corners.
+    """
+    thickness = _WALL_THICKNESS_MM * _MM
+    normal_in = normal_in / np.linalg.norm(normal_in)
+    top = -chamfer
+    wall_centre = np.array([*(face_point - normal_in * thickness / 2), (top - depth) / 2])
+    geoms = [
+        _Geom(
+            name=f'{name}_wall',
+            kind='box',
+            pos=wall_centre,
+            size=(half_length, thickness / 2, (depth + top) / 2),
+            rot=_frame(tangent, normal_in),
+            group=group,
+        )
+    ]
+    if chamfer > 0:
+        out = np.array([*(-normal_in), 0.0])
+        up = np.array([0.0, 0.0, 1.0])
+        bevel = (out + up) / math.sqrt(2)  # from inner edge up and outward
+        material = (out - up) / math.sqrt(2)  # into the socket material
+        edge = np.array([*face_point, -chamfer])
+        depth_into = chamfer / math.sqrt(2)
+        centre = edge + bevel * chamfer / math.sqrt(2) + material * depth_into / 2
+        t3 = np.array([*(tangent / np.linalg.norm(tangent)), 0.0])
+        rot = np.stack([t3, bevel, material], axis=1)
+        if np.linalg.det(rot) < 0:
+            rot[:, 0] *= -1
+        geoms.append(
+            _Geom(
+                name=f'{name}_chamfer',
+                kind='box',
+                pos=centre,
+                size=(half_length + chamfer_overhang, chamfer / math.sqrt(2), depth_into / 2),
+                rot=rot,
+                group=group,
+            )
+        )
+    return geoms
+
+
+def _plug_half_width_at(spec: ConnectorSpec, y: float) -> float:
+    """Half width (x) of the plug cross-section at height y, in metres."""
+    taper = math.tan(math.radians(spec.taper_deg))
+    return (spec.plug_width_mm / 2 - (spec.plug_thickness_mm / 2 - y / _MM) * taper) * _MM
+
+
+def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_Geom]]:
+    """Socket geoms: (shell walls and chamfers, seal capsules, pin-hole walls)."""
+    depth = spec.insertion_depth_mm * _MM
+    chamfer = spec.chamfer_mm * _MM
+    gap = spec.clearance_mm * _MM / 2
+    thick = _WALL_THICKNESS_MM * _MM
+    half_t = spec.plug_thickness_mm * _MM / 2 + gap  # opening half thickness
+    theta = math.radians(spec.taper_deg)
+    # Opening half width at y = 0, measured along x; the x walls lean by theta.
+    half_w0 = _plug_half_width_at(spec, 0.0) + gap / math.cos(theta)
+    shell: List[_Geom] = []
+
+    # x walls (slanted for a trapezoid): the long side of the shell is at +y.
+    for sign, side in ((1, 'px'), (-1, 'nx')):
+        tangent = np.array([sign * math.sin(theta), math.cos(theta)])
+        normal_in = np.array([-sign * math.cos(theta), sign * math.sin(theta)])
+        shell += _wall_with_chamfer(
+            side,
+            np.array([sign * half_w0, 0.0]),
+            tangent,
+            normal_in,
+            half_length=half_t / math.cos(theta),
+            depth=depth,
+            chamfer=chamfer,
+            group=1,
+            chamfer_overhang=chamfer,
+        )
+
+    # y walls span past the x walls to close the corners. The +y wall carries the
+    # key grooves: it is split into segments between them.
+    reach = _plug_half_width_at(spec, half_t) + gap + thick / math.cos(theta) + chamfer
+    for sign, side in ((1, 'py'), (-1, 'ny')):
+        group = 1 if sign > 0 else 3  # the -y side faces the camera: hidden in cut-aways
+        cuts = []
+        if sign > 0:
+            for key in spec.keys:
+                half_slot = (key.width_mm + key.groove_clearance_mm) * _MM / 2
+                cuts.append((key.x_mm * _MM - half_slot, key.x_mm * _MM + half_slot))
+        edges = [-reach] + [v for cut in sorted(cuts) for v in cut] + [reach]
+        for i in range(0, len(edges), 2):
+            x0, x1 = edges[i], edges[i + 1]
+            shell += _wall_with_chamfer(
+                f'{side}{i // 2}',
+                np.array([(x0 + x1) / 2, sign * half_t]),
+                np.array([1.0, 0.0]),
+                np.array([0.0, -sign * 1.0]),
+                half_length=(x1 - x0) / 2,
+                depth=depth,
+                chamfer=chamfer,
+                group=group,
+            )
+        if sign > 0:
+            for k, key in enumerate(spec.keys):
+                slot_lo, slot_hi = cuts[k]
+                groove_depth = (key.protrusion_mm + key.groove_clearance_mm / 2) * _MM
+                # Back of the groove, then the groove's own chamfered side walls.
+                back = half_t + groove_depth
+                shell.append(
+                    _Geom(
+                        name=f'key{k}_back',
+                        kind='box',
+                        pos=np.array([(slot_lo + slot_hi) / 2, back + thick / 2, -depth / 2]),
+                        size=((slot_hi - slot_lo) / 2 + chamfer, thick / 2, depth / 2),
+                    )
+                )
+                for edge_x, direction, tag in ((slot_lo, 1.0, 'lo'), (slot_hi, -1.0, 'hi')):
+                    shell += _wall_with_chamfer(
+                        f'key{k}_{tag}',
+                        np.array([edge_x, half_t + groove_depth / 2]),
+                        np.array([0.0, 1.0]),
+                        np.array([direction, 0.0]),
+                        half_length=groove_depth / 2,
+                        depth=depth,
+                        chamfer=chamfer,
+                        group=1,
+                    )
+
+    seals: List[_Geom] = []
+    if spec.seal_interference_mm > 0:
+        radius = 2.0 * _MM  # O-ring cross-section: a large radius gives a gentle lead-in
+        z = -depth + spec.seal_height_mm * _MM
+        for sign, side in ((1, 'px'), (-1, 'nx')):
+            x = sign * (
+                _plug_half_width_at(spec, 0.0) - spec.seal_interference_mm * _MM + radius
+            )
+            seals.append(
+                _Geom(
+                    name=f'seal_{side}',
+                    kind='capsule',
+                    pos=np.zeros(3),
+                    size=(radius,),
+                    fromto=(x, -half_t, z, x, half_t, z),
+                    rgba='0.1 0.1 0.1 1',
+                )
+            )
+
+    holes: List[_Geom] = []
+    pin_r = spec.pin_radius_mm * _MM
+    for p, pin in enumerate(spec.pins):
+        px, py = pin.x_mm * _MM, pin.y_mm * _MM
+        hx = pin_r + spec.pin_clearance_mm * _MM / 2
+        hy = pin_r + spec.pin_clearance_mm * _MM / 2 - spec.pin_interference_mm * _MM / 2
+        hole_depth = (spec.pin_length_mm + 2.0) * _MM
+        zc = -depth - hole_depth / 2
+        block = 1.5 * _MM  # hole wall thickness: covers a misaligned pin tip
+        for sign, tag in ((1, 'px'), (-1, 'nx')):
+            holes.append(
+                _Geom(
+                    name=f'pin{p}_hole_{tag}',
+                    kind='box',
+                    pos=np.array([px + sign * (hx + block / 2), py, zc]),
+                    size=(block / 2, hy + block, hole_depth / 2),
+                )
+            )
+        for sign, tag in ((1, 'py'), (-1, 'ny')):
+            holes.append(
+                _Geom(
+                    name=f'pin{p}_hole_{tag}',
+                    kind='box',
+                    pos=np.array([px, py + sign * (hy + block / 2), zc]),
+                    size=(hx, block / 2, hole_depth / 2),
+                    group=1 if sign > 0 else 3,
+                )
+            )
+    return shell, seals, holes
+
+
+def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
+    """Plug geoms in the plug body frame (tip at the origin): (body, pins)."""
+    length = spec.plug_length_mm * _MM
+    half_t = spec.plug_thickness_mm * _MM / 2
+    theta = math.radians(spec.taper_deg)
+    short_half = _plug_half_width_at(spec, -half_t)
+    body = [
+        _Geom(
+            name='plug_core',
+            kind='box',
+            pos=np.array([0.0, 0.0, length / 2]),
+            size=(short_half, half_t, length / 2),
+            rgba=_PLUG_RGBA,
+            group=2,
+        )
+    ]
+    if spec.taper_deg > 0:
+        # The two slanted ends of the trapezoid: boxes whose outer face is the
+        # slanted side, reaching inward into the core.
+        ear = 1.0 * _MM
+        for sign, side in ((1, 'px'), (-1, 'nx')):
+            tangent = np.array([sign * math.sin(theta), math.cos(theta), 0.0])
+            normal_in = np.array([-sign * math.cos(theta), sign * math.sin(theta), 0.0])
+            mid = np.array([sign * _plug_half_width_at(spec, 0.0), 0.0, 0.0])
+            # Trim the slanted side so the ear's inner corner stays within |y| <= half_t.
+            half_len = half_t / math.cos(theta) - ear * math.tan(theta)
+            centre = mid + normal_in * ear / 2 + np.array([0, 0, length / 2])
+            rot = np.stack([tangent, normal_in, np.array([0.0, 0.0, 1.0])], axis=1)
+            if np.linalg.det(rot) < 0:
+                rot[:, 0] *= -1
+            body.append(
+                _Geom(
+                    name=f'plug_ear_{side}',
+                    kind='box',
+                    pos=centre,
+                    size=(half_len, ear / 2, length / 2),
+                    rot=rot,
+                    rgba=_PLUG_RGBA,
+                    group=2,
+                )
+            )
+    for k, key in enumerate(spec.keys):
+        body.append(
+            _Geom(
+                name=f'plug_key{k}',
+                kind='box',
+                pos=np.array([key.x_mm * _MM, half_t + key.protrusion_mm * _MM / 2, length / 2]),
+                size=(key.width_mm * _MM / 2, key.protrusion_mm * _MM / 2, length / 2),
+                rgba=_PLUG_RGBA,
+                group=2,
+            )
+        )
+    pins = []
+    pin_r = spec.pin_radius_mm * _MM
+    for p, pin in enumerate(spec.pins):
+        x, y = pin.x_mm * _MM, pin.y_mm * _MM
+        pins.append(
+            _Geom(
+                name=f'pin{p}',
+                kind='capsule',
+                pos=np.zeros(3),
+                size=(pin_r,),
+                fromto=(x, y, 0.0, x, y, -(spec.pin_length_mm * _MM - pin_r)),
+                rgba='0.85 0.7 0.3 1',
+                group=2,
+            )
+        )
+    return body, pins
+
+
+def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
+    """Explicit contact pairs: (plug geom, socket geom, contact class)."""
+    body, pins = plug_geoms(spec)
+    shell, seals, holes = socket_geoms(spec)
+    pairs = []
+    for g in body:
+        pairs.append((g.name, 'floor', 'rigid'))
+        for s in shell:
+            pairs.append((g.name, s.name, 'rigid'))
+        if g.name == 'plug_core':
+            for s in seals:
+                pairs.append((g.name, s.name, 'seal'))
+    for p, pin in enumerate(pins):
+        for h in holes:
+            if h.name.startswith(f'pin{p}_'):
+                spring = h.name.endswith(('_py', '_ny'))
+                pairs.append((pin.name, h.name, 'spring' if spring else 'rigid'))
+    return pairs
+
+
+def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
+    """Returns the MJCF XML of the insertion scene for `spec`.
+
+    The plug tip starts at the world origin (joint positions are displacements
+    from it); the environment sets the initial joint positions at reset.
+    """
+    depth = spec.insertion_depth_mm * _MM
+    shell, seals, holes = socket_geoms(spec)
+    body, pins = plug_geoms(spec)
+    pivot = ee.pivot_height_mm * _MM
+    k, d = ee.stiffness_n_per_m, ee.damping_n_s_per_m
+    kr, dr = ee.rot_stiffness_nm_per_rad, ee.rot_damping_nms_per_rad
+    flange_mass = ee.mass_kg - ee.plug_mass_kg
+    inertia = ee.rot_inertia_kgm2
+    solref = {
+        'rigid': f'{spec.wall_timeconst_s} 1',
+        'seal': f'{spec.seal_timeconst_s} 1',
+        'spring': f'{spec.pin_timeconst_s} 1',
+    }
+    solimp = {'rigid': '0.9 0.95 0.001 0.5 2', 'seal': '0.3 0.6 0.001 0.5 2', 'spring': '0.3 0.6 0.001 0.5 2'}
+    friction_mid = sum(spec.friction_range) / 2
+    pair_xml = '\n    '.join(
+        f'<pair geom1="{a}" geom2="{b}" condim="3" friction="{friction_mid:.4g} {friction_mid:.4g} '
+        f'0.005 0.0001 0.0001" solref="{solref[cls]}" solimp="{solimp[cls]}"/>'
+        for a, b, cls in contact_pairs(spec)
+    )
+    joints = '\n        '.join(
+        [
+            f'<joint name="{n}" type="slide" axis="{ax}" damping="{d:.6g}"/>'
+            for n, ax in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'))
+        ]
+        + [
+            f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {pivot:.6g}" '
+            f'damping="{dr:.6g}"/>'
+            for n, ax in zip(HINGE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'))
+        ]
+    )
+    actuators = '\n    '.join(
+        [f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>' for n in SLIDE_JOINTS]
+        + [f'<position name="act_{n}" joint="{n}" kp="{kr:.6g}"/>' for n in HINGE_JOINTS]
+    )
+    socket_xml = '\n    '.join(g.xml() for g in shell + seals + holes)
+    plug_xml = '\n          '.join(g.xml() for g in body + pins)
+    return f"""<mujoco model="insertion_{spec.name}">
+  <compiler angle="radian" autolimits="true"/>
+  <option timestep="{ee.timestep_s}" integrator="Euler" cone="pyramidal" impratio="1"
+          iterations="10" ls_iterations="8"/>
+  <visual>
+    <global offwidth="640" offheight="480"/>
+    <headlight ambient="0.35 0.35 0.35" diffuse="0.5 0.5 0.5"/>
+    <quality shadowsize="2048"/>
+  </visual>
+  <asset>
+    <texture name="board" type="2d" builtin="checker" rgb1="0.16 0.34 0.22" rgb2="0.13 0.29 0.19"
+             width="256" height="256"/>
+    <material name="board" texture="board" texrepeat="40 40" reflectance="0.05"/>
+    <material name="metal" rgba="0.78 0.78 0.82 1" specular="0.6" shininess="0.6"/>
+  </asset>
+  <worldbody>
+    <light name="key" pos="0.05 -0.08 0.15" dir="-0.3 0.5 -1" diffuse="0.7 0.7 0.7"/>
+    <camera name="closeup" pos="0.028 -0.05 0.03" xyaxes="0.87 0.49 0 -0.2 0.35 0.92"/>
+    <camera name="cutaway" pos="0 -0.06 {-depth / 2 + 0.004:.5g}" xyaxes="1 0 0 0 0.1 1"/>
+    <geom name="floor" type="plane" pos="0 0 {-depth:.6g}" size="0.1 0.1 0.01" material="board"
+          contype="0" conaffinity="0" group="0"/>
+    {socket_xml}
+    <body name="{EE_BODY}" pos="0 0 0" gravcomp="1">
+      {joints}
+      <inertial pos="0 0 {pivot:.6g}" mass="{flange_mass:.6g}"
+                diaginertia="{inertia:.3g} {inertia:.3g} {inertia:.3g}"/>
+      <geom name="flange" type="cylinder" pos="0 0 {pivot:.6g}" size="0.012 0.006"
+            contype="0" conaffinity="0" rgba="0.55 0.57 0.62 1" group="2" mass="0"/>
+      <body name="{PLUG_BODY}" pos="0 0 0" gravcomp="1">
+        <inertial pos="0 0 {spec.plug_length_mm * _MM / 2:.6g}" mass="{ee.plug_mass_kg:.6g}"
+                  diaginertia="1e-6 1e-6 1e-6"/>
+        <site name="ft" pos="0 0 {spec.plug_length_mm * _MM:.6g}" size="0.001"/>
+        <site name="{TIP_SITE}" pos="0 0 0" size="0.0005" rgba="1 0 0 1"/>
+        {plug_xml}
+      </body>
+    </body>
+  </worldbody>
+  <contact>
+    {pair_xml}
+  </contact>
+  <actuator>
+    {actuators}
+  </actuator>
+  <sensor>
+    <force name="{FT_SENSOR}" site="ft"/>
+  </sensor>
+</mujoco>
+"""
+
+
+def build_model(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> mujoco.MjModel:
+    """Compiles `build_mjcf(spec, ee)` into a `mujoco.MjModel`."""
+    return mujoco.MjModel.from_xml_string(build_mjcf(spec, ee))
+
+
+def geom_names(model: mujoco.MjModel, ids: Sequence[int]) -> List[str]:
+    """Names of geoms `ids` in `model` (for diagnostics)."""
+    return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(i)) for i in ids]
