@@ -1,0 +1,1 @@
+"""The vectorized MJX connector-insertion simulator."""

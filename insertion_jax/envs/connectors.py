@@ -36,19 +36,21 @@ class PinSpec:
 
 @dataclasses.dataclass(frozen=True)
 class KeySpec:
-  """A key rib on the plug's +y face and the groove that receives it.
+  """A rounded key rib on the plug's +y face and the groove that receives it.
 
   Attributes:
     x_mm: rib centre along x (off-centre ribs polarize the connector).
-    width_mm: rib extent along x.
+    width_mm: rib extent along x (the diameter of its rounded profile).
     protrusion_mm: how far the rib stands out of the plug's +y face.
-    groove_clearance_mm: total gap between rib and groove, along x and y.
+    groove_clearance_mm: total gap between rib and groove flanks.
+    lead_in_mm: radius of the round-topped posts that flank the groove mouth.
   """
 
   x_mm: float
   width_mm: float
   protrusion_mm: float
   groove_clearance_mm: float
+  lead_in_mm: float = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +76,8 @@ class ConnectorSpec:
     wall_timeconst_s: MuJoCo contact time constant of rigid socket walls.
     seal_interference_mm: radial interference of a rubber seal near the bottom
       of the socket (0 for none). The seal presses on the plug's x faces.
-    seal_height_mm: height of the seal zone above the socket floor.
+    seal_height_mm: height of the seal (O-ring axis) above the socket floor.
+    seal_radius_mm: O-ring cross-section radius; larger is a gentler lead-in.
     seal_timeconst_s: contact time constant of the seal (softer than walls).
     pins: contact pins that must enter holes below the socket floor.
     pin_radius_mm: pin radius (pins are capsules: round tips act as lead-in).
@@ -100,6 +103,7 @@ class ConnectorSpec:
   wall_timeconst_s: float = 0.004
   seal_interference_mm: float = 0.0
   seal_height_mm: float = 0.0
+  seal_radius_mm: float = 2.0
   seal_timeconst_s: float = 0.02
   pins: Tuple[PinSpec, ...] = ()
   pin_radius_mm: float = 0.5

@@ -39,6 +39,7 @@ from typing import Any, Dict, Tuple
 import jax
 import jax.numpy as jnp
 import mujoco
+import numpy as np
 from flax import struct
 from mujoco import mjx
 
@@ -140,10 +141,20 @@ class State:
 class InsertionEnv:
     """One connector-insertion task on MJX; see the module docstring."""
 
-    def __init__(self, config: InsertionConfig = InsertionConfig()):
+    def __init__(
+        self,
+        config: InsertionConfig = InsertionConfig(),
+        spec: connectors.ConnectorSpec | None = None,
+        ee: scene.EndEffectorSpec | None = None,
+    ):
+        """Builds the scene of `config.task`, or of `spec` when given (calibration).
+
+        `ee` overrides the robot's compliance (its timestep always follows
+        `config`).
+        """
         self.config = config
-        self.spec = connectors.get_task(config.task)
-        self.ee_spec = scene.EndEffectorSpec(timestep_s=config.timestep_s)
+        self.spec = spec or connectors.get_task(config.task)
+        self.ee_spec = dataclasses.replace(ee or scene.DEFAULT_EE, timestep_s=config.timestep_s)
         self.mj_model = scene.build_model(self.spec, self.ee_spec)
         self.mjx_model = mjx.put_model(self.mj_model)
         name2id = functools.partial(mujoco.mj_name2id, self.mj_model)
@@ -154,6 +165,14 @@ class InsertionEnv:
         sensor = name2id(mujoco.mjtObj.mjOBJ_SENSOR, scene.FT_SENSOR)
         adr = int(self.mj_model.sensor_adr[sensor])
         self._ft_slice = slice(adr, adr + 3)
+        # Rigid-contact mask over geom pairs: seal and spring contacts squeeze by
+        # design, so only rigid pairs count as interpenetration.
+        soft = np.zeros((self.mj_model.ngeom, self.mj_model.ngeom), bool)
+        for plug_geom, socket_geom, cls in scene.contact_pairs(self.spec):
+            if cls != 'rigid':
+                a, b = name2id(mujoco.mjtObj.mjOBJ_GEOM, plug_geom), name2id(mujoco.mjtObj.mjOBJ_GEOM, socket_geom)
+                soft[a, b] = soft[b, a] = True
+        self._soft_pair = jnp.asarray(soft)
         depth_m = self.spec.insertion_depth_mm * 1e-3
         self.goal = jnp.array([0.0, 0.0, -depth_m])
         self._tolerance_m = self.spec.success_tolerance_mm * 1e-3
@@ -193,17 +212,31 @@ class InsertionEnv:
         )
 
     # --------------------------------------------------------------- interface
-    def reset(self, key: jax.Array) -> State:
-        """Starts an episode. `key`: PRNG key. Returns the initial `State`."""
+    def reset(
+        self,
+        key: jax.Array,
+        goal_noise_mm: jax.Array | float | None = None,
+        goal_offset_mm: jax.Array | None = None,
+    ) -> State:
+        """Starts an episode and returns its initial `State`.
+
+        Args:
+          key: PRNG key.
+          goal_noise_mm: overrides `config.goal_noise_mm` (may be traced, so one
+            compiled function serves the exact and the noisy evaluation).
+          goal_offset_mm: (2,) horizontal goal offset in mm, used instead of a
+            random one (evaluation draws its own offsets; tests use fixed ones).
+        """
         cfg = self.config
+        noise = cfg.goal_noise_mm if goal_noise_mm is None else goal_noise_mm
         key_xy, key_goal, key_mu, key_next = jax.random.split(key, 4)
         start_xy = jax.random.uniform(
             key_xy, (2,), minval=-cfg.reset_xy_range_mm, maxval=cfg.reset_xy_range_mm
         ) * 1e-3
         start = jnp.concatenate([start_xy, self.goal[2:] + cfg.reset_height_mm * 1e-3])
-        goal_offset = jax.random.uniform(
-            key_goal, (2,), minval=-cfg.goal_noise_mm, maxval=cfg.goal_noise_mm
-        ) * 1e-3
+        if goal_offset_mm is None:
+            goal_offset_mm = jax.random.uniform(key_goal, (2,), minval=-1.0, maxval=1.0) * noise
+        goal_offset = jnp.asarray(goal_offset_mm, jnp.float32) * 1e-3
         goal_observed = self.goal + jnp.concatenate([goal_offset, jnp.zeros(1)])
         low, high = self.spec.friction_range
         friction = jax.random.uniform(key_mu, (), minval=low, maxval=high)
@@ -259,8 +292,10 @@ class InsertionEnv:
         def substep(carry, _):
             d, pen = carry
             d = mjx.step(model, d)
-            # Deepest interpenetration among all contacts, for diagnostics.
-            pen = jnp.maximum(pen, jnp.max(-d._impl.contact.dist, initial=0.0))
+            # Deepest interpenetration of a rigid contact (walls, floor, chamfers).
+            contact = d._impl.contact
+            rigid = ~self._soft_pair[contact.geom[:, 0], contact.geom[:, 1]]
+            pen = jnp.maximum(pen, jnp.max(jnp.where(rigid, -contact.dist, 0.0), initial=0.0))
             return (d, pen), None
 
         (data, penetration), _ = jax.lax.scan(

@@ -43,7 +43,10 @@ class EndEffectorSpec:
     Attributes:
       mass_kg: moving mass of flange plus plug (the arm's apparent mass).
       plug_mass_kg: part of `mass_kg` carried by the plug below the sensor.
-      stiffness_n_per_m: translational impedance stiffness, each axis.
+      stiffness_n_per_m: vertical (z) impedance stiffness.
+      lateral_stiffness_n_per_m: horizontal (x, y) impedance stiffness; softer
+        than z, as a remote-centre-compliance wrist is, so that a plug pressed
+        sideways by a chamfer or a seal yields instead of jamming.
       damping_ratio: translational and rotational damping, relative to critical.
       rot_stiffness_nm_per_rad: rotational stiffness of the wrist, each axis.
       pivot_height_mm: height of the wrist's rotation centre above the tip.
@@ -53,6 +56,7 @@ class EndEffectorSpec:
     mass_kg: float = 0.5
     plug_mass_kg: float = 0.05
     stiffness_n_per_m: float = 4000.0
+    lateral_stiffness_n_per_m: float = 1500.0
     damping_ratio: float = 1.0
     rot_stiffness_nm_per_rad: float = 2.0
     pivot_height_mm: float = 40.0
@@ -63,9 +67,9 @@ class EndEffectorSpec:
         """Rotational inertia of the flange about its pivot (a 4 cm box)."""
         return 2e-4
 
-    @property
-    def damping_n_s_per_m(self) -> float:
-        return 2.0 * self.damping_ratio * math.sqrt(self.stiffness_n_per_m * self.mass_kg)
+    def damping_n_s_per_m(self, stiffness_n_per_m: float) -> float:
+        """Damping that gives `damping_ratio` for `stiffness_n_per_m` and the mass."""
+        return 2.0 * self.damping_ratio * math.sqrt(stiffness_n_per_m * self.mass_kg)
 
     @property
     def rot_damping_nms_per_rad(self) -> float:
@@ -224,17 +228,42 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
             chamfer_overhang=chamfer,
         )
 
-    # y walls span past the x walls to close the corners. The +y wall carries the
-    # key grooves: it is split into segments between them.
+    # y walls span past the x walls to close the corners. The +y wall is split
+    # where a key groove cuts through it; each groove is flanked by two vertical
+    # posts whose round tops flare the groove mouth (capsule-capsule contact with
+    # the rounded rib: exact and cheap in MJX).
     reach = _plug_half_width_at(spec, half_t) + gap + thick / math.cos(theta) + chamfer
+    cuts = []
+    for k, key in enumerate(spec.keys):
+        rib_r, post_r = key.width_mm * _MM / 2, key.lead_in_mm * _MM
+        rib_y = spec.plug_thickness_mm * _MM / 2 + key.protrusion_mm * _MM - rib_r
+        post_y = half_t + post_r  # post surface flush with the wall face
+        reach_xy = rib_r + post_r + key.groove_clearance_mm * _MM / 2
+        half_slot = math.sqrt(reach_xy**2 - (post_y - rib_y) ** 2)
+        x = key.x_mm * _MM
+        cuts.append((x - half_slot, x + half_slot))
+        for side, post_x in (('lo', x - half_slot), ('hi', x + half_slot)):
+            shell.append(
+                _Geom(
+                    name=f'key{k}_post_{side}',
+                    kind='capsule',
+                    pos=np.zeros(3),
+                    size=(post_r,),
+                    fromto=(post_x, post_y, -depth, post_x, post_y, -post_r),
+                )
+            )
+        back_y = spec.plug_thickness_mm * _MM / 2 + (key.protrusion_mm + key.groove_clearance_mm / 2) * _MM
+        shell.append(
+            _Geom(
+                name=f'key{k}_back',
+                kind='box',
+                pos=np.array([x, back_y + thick / 2, -depth / 2]),
+                size=(half_slot, thick / 2, depth / 2),
+            )
+        )
     for sign, side in ((1, 'py'), (-1, 'ny')):
         group = 1 if sign > 0 else 3  # the -y side faces the camera: hidden in cut-aways
-        cuts = []
-        if sign > 0:
-            for key in spec.keys:
-                half_slot = (key.width_mm + key.groove_clearance_mm) * _MM / 2
-                cuts.append((key.x_mm * _MM - half_slot, key.x_mm * _MM + half_slot))
-        edges = [-reach] + [v for cut in sorted(cuts) for v in cut] + [reach]
+        edges = [-reach] + [v for cut in sorted(cuts) for v in cut] * (sign > 0) + [reach]
         for i in range(0, len(edges), 2):
             x0, x1 = edges[i], edges[i + 1]
             shell += _wall_with_chamfer(
@@ -247,35 +276,10 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
                 chamfer=chamfer,
                 group=group,
             )
-        if sign > 0:
-            for k, key in enumerate(spec.keys):
-                slot_lo, slot_hi = cuts[k]
-                groove_depth = (key.protrusion_mm + key.groove_clearance_mm / 2) * _MM
-                # Back of the groove, then the groove's own chamfered side walls.
-                back = half_t + groove_depth
-                shell.append(
-                    _Geom(
-                        name=f'key{k}_back',
-                        kind='box',
-                        pos=np.array([(slot_lo + slot_hi) / 2, back + thick / 2, -depth / 2]),
-                        size=((slot_hi - slot_lo) / 2 + chamfer, thick / 2, depth / 2),
-                    )
-                )
-                for edge_x, direction, tag in ((slot_lo, 1.0, 'lo'), (slot_hi, -1.0, 'hi')):
-                    shell += _wall_with_chamfer(
-                        f'key{k}_{tag}',
-                        np.array([edge_x, half_t + groove_depth / 2]),
-                        np.array([0.0, 1.0]),
-                        np.array([direction, 0.0]),
-                        half_length=groove_depth / 2,
-                        depth=depth,
-                        chamfer=chamfer,
-                        group=1,
-                    )
 
     seals: List[_Geom] = []
     if spec.seal_interference_mm > 0:
-        radius = 2.0 * _MM  # O-ring cross-section: a large radius gives a gentle lead-in
+        radius = spec.seal_radius_mm * _MM  # a large cross-section gives a gentle lead-in
         z = -depth + spec.seal_height_mm * _MM
         for sign, side in ((1, 'px'), (-1, 'nx')):
             x = sign * (
@@ -365,12 +369,16 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
                 )
             )
     for k, key in enumerate(spec.keys):
+        # A rounded rib: a vertical capsule whose round bottom is its own lead-in.
+        radius = key.width_mm * _MM / 2
+        x, y = key.x_mm * _MM, half_t + key.protrusion_mm * _MM - radius
         body.append(
             _Geom(
                 name=f'plug_key{k}',
-                kind='box',
-                pos=np.array([key.x_mm * _MM, half_t + key.protrusion_mm * _MM / 2, length / 2]),
-                size=(key.width_mm * _MM / 2, key.protrusion_mm * _MM / 2, length / 2),
+                kind='capsule',
+                pos=np.zeros(3),
+                size=(radius,),
+                fromto=(x, y, radius, x, y, length - radius),
                 rgba=_PLUG_RGBA,
                 group=2,
             )
@@ -401,6 +409,8 @@ def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
     for g in body:
         pairs.append((g.name, 'floor', 'rigid'))
         for s in shell:
+            if '_post_' in s.name and not g.name.startswith('plug_key'):
+                continue  # posts are flush with the wall face: only ribs reach them
             pairs.append((g.name, s.name, 'rigid'))
         if g.name == 'plug_core':
             for s in seals:
@@ -423,7 +433,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
     shell, seals, holes = socket_geoms(spec)
     body, pins = plug_geoms(spec)
     pivot = ee.pivot_height_mm * _MM
-    k, d = ee.stiffness_n_per_m, ee.damping_n_s_per_m
+    stiffness = (ee.lateral_stiffness_n_per_m, ee.lateral_stiffness_n_per_m, ee.stiffness_n_per_m)
     kr, dr = ee.rot_stiffness_nm_per_rad, ee.rot_damping_nms_per_rad
     flange_mass = ee.mass_kg - ee.plug_mass_kg
     inertia = ee.rot_inertia_kgm2
@@ -432,7 +442,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
         'seal': f'{spec.seal_timeconst_s} 1',
         'spring': f'{spec.pin_timeconst_s} 1',
     }
-    solimp = {'rigid': '0.9 0.95 0.001 0.5 2', 'seal': '0.3 0.6 0.001 0.5 2', 'spring': '0.3 0.6 0.001 0.5 2'}
+    solimp = {'rigid': '0.9 0.95 0.001 0.5 2', 'seal': '0.9 0.95 0.001 0.5 2', 'spring': '0.3 0.6 0.001 0.5 2'}
     friction_mid = sum(spec.friction_range) / 2
     pair_xml = '\n    '.join(
         f'<pair geom1="{a}" geom2="{b}" condim="3" friction="{friction_mid:.4g} {friction_mid:.4g} '
@@ -441,8 +451,8 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
     )
     joints = '\n        '.join(
         [
-            f'<joint name="{n}" type="slide" axis="{ax}" damping="{d:.6g}"/>'
-            for n, ax in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'))
+            f'<joint name="{n}" type="slide" axis="{ax}" damping="{ee.damping_n_s_per_m(k):.6g}"/>'
+            for n, ax, k in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), stiffness)
         ]
         + [
             f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {pivot:.6g}" '
@@ -451,7 +461,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
         ]
     )
     actuators = '\n    '.join(
-        [f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>' for n in SLIDE_JOINTS]
+        [f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>' for n, k in zip(SLIDE_JOINTS, stiffness)]
         + [f'<position name="act_{n}" joint="{n}" kp="{kr:.6g}"/>' for n in HINGE_JOINTS]
     )
     socket_xml = '\n    '.join(g.xml() for g in shell + seals + holes)
@@ -473,8 +483,6 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
   </asset>
   <worldbody>
     <light name="key" pos="0.05 -0.08 0.15" dir="-0.3 0.5 -1" diffuse="0.7 0.7 0.7"/>
-    <camera name="closeup" pos="0.028 -0.05 0.03" xyaxes="0.87 0.49 0 -0.2 0.35 0.92"/>
-    <camera name="cutaway" pos="0 -0.06 {-depth / 2 + 0.004:.5g}" xyaxes="1 0 0 0 0.1 1"/>
     <geom name="floor" type="plane" pos="0 0 {-depth:.6g}" size="0.1 0.1 0.01" material="board"
           contype="0" conaffinity="0" group="0"/>
     {socket_xml}

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make train` and `make test`. Each creates
+# .venv and installs the package (with its test extras) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+# JAX's persistent compilation cache: later runs skip the XLA compiles.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 1
+export MUJOCO_GL ?= egl
+export PYTHONUNBUFFERED := 1
+
+.PHONY: train test bench render calibrate clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m experiments.train
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m experiments.benchmarks.env_throughput --task=usb --json
+
+render: $(STAMP)
+	$(PY) -m experiments.render --task=all --out=docs/images
+
+clean:
+	rm -rf $(VENV) .jax_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Absl-flag entry points: evaluate, train, render, benchmarks."""

@@ -1,0 +1,1 @@
+"""Throughput benchmarks that print JSON figures."""

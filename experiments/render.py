@@ -1,0 +1,124 @@
+r"""Pictures of the contact model, with MuJoCo's own renderer.
+
+  MUJOCO_GL=egl python -m experiments.render --task=usb --out=docs/images
+  MUJOCO_GL=egl python -m experiments.render --task=all --out=docs/images
+
+For each task writes:
+  TASK_closeup.png   the aligned plug just above its socket
+  TASK_cutaway.png   the socket's front wall removed, plug half inserted
+  TASK_exact.gif     one P-controller episode with the exact goal (cut-away)
+  TASK_noisy.gif     the same start with the goal off by --noisy_offset_mm
+
+The episodes are simulated by the MJX environment (the same compiled rollout
+the evaluation uses); frames are rendered from its joint positions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from experiments import common
+from insertion_jax.envs import connectors
+
+_TASK = flags.DEFINE_enum('task', 'all', ['all', *connectors.task_names()], 'Connector task.')
+_OUT = flags.DEFINE_string('out', 'docs/images', 'Output directory.')
+_NOISY_OFFSET_MM = flags.DEFINE_list(
+    'noisy_offset_mm', ['0.9', '0.6'], 'Goal offset (x, y) of the noisy episode, mm.'
+)
+_WIDTH = flags.DEFINE_integer('width', 480, 'Image width, pixels.', lower_bound=64)
+_HEIGHT = flags.DEFINE_integer('height', 360, 'Image height, pixels.', lower_bound=64)
+_SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the episodes.')
+
+CUTAWAY_HIDDEN_GROUP = 3  # scene.py puts the socket's -y (camera-side) walls here
+
+
+def _camera(mujoco, spec, view: str):
+    cam = mujoco.MjvCamera()
+    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+    depth = spec.insertion_depth_mm * 1e-3
+    if view == 'closeup':
+        cam.lookat[:] = (0.0, 0.0, 0.002)
+        cam.distance, cam.azimuth, cam.elevation = 0.075, 120.0, -32.0
+    else:  # cut-away: straight at the socket's open front
+        cam.lookat[:] = (0.0, 0.0, -depth / 2 + 0.004)
+        cam.distance, cam.azimuth, cam.elevation = 0.07, 90.0, -8.0
+    return cam
+
+
+def _options(mujoco, cutaway: bool):
+    opt = mujoco.MjvOption()
+    opt.geomgroup[:] = 1
+    if cutaway:
+        opt.geomgroup[CUTAWAY_HIDDEN_GROUP] = 0
+    return opt
+
+
+def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: int, seed: int):
+    """Writes the two stills and the two GIFs of `task`; returns their paths."""
+    import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    import mujoco  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    from insertion_jax.envs import insertion  # pylint: disable=import-outside-toplevel
+    from insertion_jax.training import evaluate  # pylint: disable=import-outside-toplevel
+
+    env = insertion.InsertionEnv(insertion.InsertionConfig(task=task))
+    spec, model = env.spec, env.mj_model
+    data = mujoco.MjData(model)
+    renderer = mujoco.Renderer(model, height, width)
+    paths = []
+
+    def frame(qpos, view):
+        data.qpos[:] = qpos
+        mujoco.mj_forward(model, data)
+        renderer.update_scene(data, camera=_camera(mujoco, spec, view), scene_option=_options(mujoco, view != 'closeup'))
+        return renderer.render().copy()
+
+    depth_m = spec.insertion_depth_mm * 1e-3
+    for view, height_above_goal_m in (('closeup', depth_m + 0.004), ('cutaway', depth_m / 2)):
+        qpos = np.zeros(model.nq)
+        qpos[2] = -depth_m + height_above_goal_m
+        path = os.path.join(out_dir, f'{task}_{view}.png')
+        imageio.imwrite(path, frame(qpos, view))
+        paths.append(path)
+
+    run = evaluate.make_rollout_fn(env, evaluate.p_controller_policy)
+    offsets = jnp.array([[0.0, 0.0], [float(v) for v in noisy_offset_mm]])
+    result = run(evaluate.p_controller_params(), jax.random.PRNGKey(seed), offsets)
+    qpos_traj = np.asarray(result.qpos)  # (T + 1, 2, nq)
+    for episode, name in enumerate(('exact', 'noisy')):
+        frames = [frame(q, 'cutaway') for q in qpos_traj[:, episode]]
+        frames += [frames[-1]] * 5  # hold the last frame
+        path = os.path.join(out_dir, f'{task}_{name}.gif')
+        imageio.mimsave(path, frames, duration=1000 / env.config.control_hz, loop=0)
+        paths.append(path)
+        print(f'  {task} {name}: connected={bool(result.success[episode])}, '
+              f'final distance {float(result.final_distance_mm[episode]):.2f} mm', flush=True)
+    renderer.close()
+    return paths
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    if len(_NOISY_OFFSET_MM.value) != 2:
+        raise app.UsageError(
+            f'--noisy_offset_mm={",".join(_NOISY_OFFSET_MM.value)} must be two numbers: x,y in mm.'
+        )
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    common.enable_compilation_cache()
+    os.makedirs(_OUT.value, exist_ok=True)
+    tasks = connectors.task_names() if _TASK.value == 'all' else (_TASK.value,)
+    for i, task in enumerate(tasks):
+        print(f'[{i + 1}/{len(tasks)}] rendering {task}...', flush=True)
+        for path in render_task(task, _OUT.value, _NOISY_OFFSET_MM.value, _WIDTH.value, _HEIGHT.value, _SEED.value):
+            print('  wrote', path)
+
+
+if __name__ == '__main__':
+    common.quiet_startup_logs()
+    app.run(main)

@@ -1,0 +1,91 @@
+"""Tables and plots of evaluation results, for people to look at."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Mapping, Sequence, Tuple
+
+# The paper's P-controller row (Schoettler, Nair et al., Fig. 6), in percent.
+PAPER_P_CONTROLLER = {
+    'usb': (100.0, 60.0),
+    'dsub': (100.0, 44.0),
+    'model_e': (52.0, 24.0),
+}
+CALIBRATION_BAND_PCT = 15.0
+
+
+def calibration_rows(results: Iterable) -> Dict[str, Dict[float, object]]:
+    """Groups `EvalResult`s as {task: {goal_noise_mm: result}}."""
+    table: Dict[str, Dict[float, object]] = {}
+    for r in results:
+        table.setdefault(r.task, {})[r.goal_noise_mm] = r
+    return table
+
+
+def within_band(measured_pct: float, paper_pct: float, band: float = CALIBRATION_BAND_PCT) -> bool:
+    return abs(measured_pct - paper_pct) <= band
+
+
+def calibration_markdown(results: Iterable, noisy_mm: float = 1.0) -> str:
+    """Markdown table: measured P-controller success next to the paper's."""
+    table = calibration_rows(results)
+    lines = [
+        '| connector | exact goal | paper | ±1 mm goal noise | paper | within ±15 pts |',
+        '|---|---|---|---|---|---|',
+    ]
+    for task, by_noise in table.items():
+        exact, noisy = by_noise.get(0.0), by_noise.get(noisy_mm)
+        paper = PAPER_P_CONTROLLER.get(task, (float('nan'), float('nan')))
+        cells, ok = [], True
+        for result, ref in ((exact, paper[0]), (noisy, paper[1])):
+            if result is None:
+                cells += ['–', f'{ref:.0f}%']
+                continue
+            pct = 100 * result.success_rate
+            ok &= within_band(pct, ref)
+            cells += [f'{pct:.0f}% ({result.successes}/{result.episodes})', f'{ref:.0f}%']
+        lines.append(f'| {task} | ' + ' | '.join(cells) + f' | {"yes" if ok else "**no**"} |')
+    return '\n'.join(lines)
+
+
+def plot_calibration(results: Sequence, path: str, noisy_mm: float = 1.0) -> None:
+    """Grouped bar chart of measured vs paper P-controller success, saved to `path`."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    table = calibration_rows(results)
+    tasks = list(table)
+    x = np.arange(len(tasks))
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    series: Tuple[Tuple[str, float, int, str], ...] = (
+        ('sim, exact goal', 0.0, 0, '#3b6ea8'),
+        ('sim, ±1 mm noise', noisy_mm, 1, '#e08a2c'),
+    )
+    width = 0.2
+    for i, (label, noise, paper_idx, color) in enumerate(series):
+        sim = [100 * table[t][noise].success_rate if noise in table[t] else np.nan for t in tasks]
+        paper = [PAPER_P_CONTROLLER.get(t, (np.nan, np.nan))[paper_idx] for t in tasks]
+        offset = (2 * i - 1.5) * width
+        ax.bar(x + offset, sim, width, color=color, label=label)
+        ax.bar(x + offset + width, paper, width, color=color, alpha=0.35, hatch='//',
+               label=label.replace('sim', 'paper'))
+        for xi, s in zip(x + offset, sim):
+            ax.text(xi, s + 1.5, f'{s:.0f}', ha='center', fontsize=7)
+    ax.set_xticks(x, tasks)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel('P-controller success (%)')
+    ax.set_title('P-controller: simulator vs. paper (Schoettler, Nair et al.)')
+    ax.legend(fontsize=7, ncol=2, loc='upper right')
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def results_by_task(results: Iterable) -> Mapping[str, list]:
+    out: Dict[str, list] = {}
+    for r in results:
+        out.setdefault(r.task, []).append(r.to_dict())
+    return out

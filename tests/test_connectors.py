@@ -1,0 +1,65 @@
+"""Connector registry, spec validation and the generated scene."""
+
+import dataclasses
+
+import mujoco
+import numpy as np
+import pytest
+
+from insertion_jax.envs import connectors, scene
+
+
+def test_registry_lists_tasks_in_difficulty_order():
+    assert connectors.task_names() == ('usb', 'dsub', 'model_e')
+    for name in connectors.task_names():
+        assert connectors.get_task(name).name == name
+
+
+def test_unknown_task_error_lists_valid_names():
+    with pytest.raises(ValueError, match=r"'hdmi'.*usb, dsub, model_e"):
+        connectors.get_task('hdmi')
+
+
+@pytest.mark.parametrize(
+    'field, value, message',
+    [
+        ('clearance_mm', 0.0, 'clearance_mm=0.0 must be > 0'),
+        ('friction_range', (0.5, 0.2), 'friction_range'),
+        ('plug_length_mm', 5.0, 'must exceed insertion_depth_mm'),
+    ],
+)
+def test_bad_spec_values_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(connectors.USB, **{field: value})
+
+
+@pytest.mark.parametrize('name', connectors.task_names())
+def test_scene_compiles_with_material_and_explicit_pairs(name):
+    spec = connectors.get_task(name)
+    model = scene.build_model(spec)
+    assert model.nmat >= 1  # mjx.ray needs a material (DESIGN.md pitfalls)
+    assert model.nv == 6 and model.nu == 6
+    # Only explicit pairs collide: automatic geom-geom contacts are all off.
+    assert np.all(model.geom_contype == 0) and np.all(model.geom_conaffinity == 0)
+    assert model.npair > 0
+
+
+def test_socket_opening_matches_clearance():
+    """The aligned plug fits with exactly the specified clearance per axis."""
+    spec = connectors.USB
+    model = scene.build_model(spec)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    wall = lambda n: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n)  # noqa: E731
+    px, nx = data.geom_xpos[wall('px_wall')], data.geom_xpos[wall('nx_wall')]
+    half_thick = model.geom_size[wall('px_wall')][1]
+    opening_mm = (px[0] - nx[0] - 2 * half_thick) * 1e3
+    assert opening_mm == pytest.approx(spec.plug_width_mm + spec.clearance_mm, abs=1e-6)
+
+
+def test_keyed_and_pinned_connectors_have_their_features():
+    dsub_pairs = scene.contact_pairs(connectors.DSUB)
+    assert {p[0] for p in dsub_pairs} >= {'pin0', 'pin1', 'plug_ear_px', 'plug_ear_nx'}
+    model_e_pairs = scene.contact_pairs(connectors.MODEL_E)
+    assert any(a == 'plug_key0' and b.startswith('key0_back') for a, b, _ in model_e_pairs)
+    assert any(cls == 'seal' for _, _, cls in model_e_pairs)

@@ -1,0 +1,86 @@
+"""Contact physics of the insertion simulator, with the real MJX scene."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from insertion_jax.envs import connectors
+from insertion_jax.training import evaluate
+
+P = evaluate.p_controller_params()
+KEY = jax.random.PRNGKey(7)
+
+
+@pytest.fixture(scope='module')
+def usb_runs(usb_rig):
+    aligned = usb_rig.run(P, KEY, usb_rig.offsets())
+    off_axis = usb_rig.run(P, KEY, usb_rig.offsets(x_mm=2.0))
+    return aligned, off_axis
+
+
+def test_aligned_plug_inserts(usb_runs):
+    aligned, _ = usb_runs
+    assert bool(np.all(aligned.success)), np.asarray(aligned.final_distance_mm)
+    # Seated: the tool point ends within the success tolerance of the floor.
+    assert float(np.max(aligned.metrics['depth_to_go_mm'][-1])) < connectors.USB.success_tolerance_mm
+
+
+def test_plug_commanded_2mm_off_axis_does_not_insert(usb_runs):
+    _, off_axis = usb_runs
+    assert not bool(np.any(off_axis.success))
+    # It is stopped on the rim, not somewhere inside the socket.
+    assert float(np.min(off_axis.metrics['depth_to_go_mm'][-1])) > 0.8 * connectors.USB.insertion_depth_mm
+
+
+def test_vertical_force_rises_on_contact(usb_runs):
+    _, off_axis = usb_runs
+    f_z = np.asarray(off_axis.metrics['f_z_n'])  # (T, B)
+    depth = np.asarray(off_axis.metrics['depth_to_go_mm'])
+    free_air = depth > connectors.USB.insertion_depth_mm + 5.0  # well above the rim
+    on_rim = depth < connectors.USB.insertion_depth_mm + 0.5
+    assert np.all(np.abs(f_z[free_air]) < 0.3)
+    assert np.all(f_z[-1] > 2.0)  # pressing on the rim at the end
+    assert f_z[on_rim].mean() > 10 * np.abs(f_z[free_air]).mean() + 1.0
+
+
+def test_plug_never_passes_through_a_wall(usb_runs):
+    for run in usb_runs:
+        assert float(np.max(run.metrics['max_penetration_mm'])) < 0.5
+
+
+@pytest.mark.parametrize('task', connectors.task_names())
+def test_no_nan_over_1000_random_action_steps(rig_for, task):
+    rig = rig_for(task)
+    random_policy = evaluate.p_controller_params(noise_m=rig.env.config.max_action_m, kp=(0.0, 0.0, 0.0))
+    steps, key = 0, jax.random.PRNGKey(3)
+    while steps < 1000:
+        key, sub = jax.random.split(key)
+        out = rig.run(random_policy, sub, rig.offsets())
+        assert float(np.max(out.metrics['nonfinite'])) == 0.0
+        assert np.all(np.isfinite(np.asarray(out.tip_mm)))
+        assert float(np.max(out.metrics['max_penetration_mm'])) < 0.5
+        steps += rig.episodes * rig.env.config.horizon
+
+
+@pytest.mark.parametrize('task', ['dsub', 'model_e'])
+def test_keyed_and_pinned_plugs_do_not_insert_2mm_off(rig_for, task):
+    rig = rig_for(task)
+    out = rig.run(P, KEY, rig.offsets(y_mm=2.0))
+    assert not bool(np.any(out.success))
+
+
+def test_dsub_aligned_plug_inserts(rig_for):
+    rig = rig_for('dsub')
+    out = rig.run(P, KEY, rig.offsets())
+    assert bool(np.all(out.success))
+
+
+def test_model_e_needs_more_force_than_the_p_controller_gives(rig_for):
+    """Exact goal: the P-controller seats some Model-E plugs, not all; a stiffer
+    z gain (more downward force near the goal) seats more."""
+    rig = rig_for('model_e')
+    plain = rig.run(P, KEY, rig.offsets())
+    pushy = rig.run(evaluate.p_controller_params(kp=(1.0, 1.0, 1.0)), KEY, rig.offsets())
+    assert 0 < int(np.sum(plain.success)) < rig.episodes
+    assert int(np.sum(pushy.success)) > int(np.sum(plain.success))
