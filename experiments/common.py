@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 
-def quiet_startup_logs() -> None:
-    """Silences import-time notices that are not about this run.
+def quiet_logs() -> None:
+    """Keeps absl's INFO chatter (backend probing, OpenGL accelerate) off the console.
 
-    MJX logs that its optional Warp backend is missing on every import; the JAX
-    backend is the one used here, so that line is noise for users.
+    Call at the start of `main`: absl sets the verbosity from its flags just before.
     """
-    logging.getLogger('absl').setLevel(logging.WARNING)
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def enable_compilation_cache() -> None:

@@ -32,6 +32,7 @@ _JSON = flags.DEFINE_bool('json', False, 'Print the result as JSON on the last l
 
 
 def main(argv):
+    common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     if _POLICY.value not in POLICIES:
@@ -54,5 +55,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    common.quiet_startup_logs()
     app.run(main)

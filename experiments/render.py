@@ -103,6 +103,7 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
 
 
 def main(argv):
+    common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     if len(_NOISY_OFFSET_MM.value) != 2:
@@ -120,5 +121,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    common.quiet_startup_logs()
     app.run(main)

@@ -32,6 +32,7 @@ _OUT = flags.DEFINE_string('out', 'runs/p_controller', 'Output directory.')
 
 
 def main(argv):
+    common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     for task in _TASKS.value:
@@ -68,5 +69,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    common.quiet_startup_logs()
     app.run(main)

@@ -90,6 +90,7 @@ def native_steps_per_s(env, episodes: int) -> float:
 
 
 def main(argv):
+    common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     try:
@@ -127,5 +128,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    common.quiet_startup_logs()
     app.run(main)

@@ -11,8 +11,7 @@ extent along x, "thickness" its extent along y.
 The three registered connectors follow the residual-RL paper (USB, D-Sub,
 Model-E), in that order of difficulty. Their difficulty comes from geometry and
 contact alone: clearance, lead-in chamfer, keys and pins that must line up,
-and retention elements (spring contacts, a radial seal) whose friction the
-controller has to push through.
+and a radial seal whose friction the controller has to push through.
 """
 
 from __future__ import annotations
@@ -82,10 +81,7 @@ class ConnectorSpec:
     pins: contact pins that must enter holes below the socket floor.
     pin_radius_mm: pin radius (pins are capsules: round tips act as lead-in).
     pin_length_mm: how far the pins stand out of the plug's mating face.
-    pin_clearance_mm: total gap between pin and hole along x.
-    pin_interference_mm: squeeze of the female spring contacts on the pin along
-      y (the hole is narrower than the pin by this much).
-    pin_timeconst_s: contact time constant of the spring contacts.
+    pin_clearance_mm: total gap between pin and its socket hole, per axis.
     keys: key ribs on the plug and their grooves.
   """
 
@@ -109,8 +105,6 @@ class ConnectorSpec:
   pin_radius_mm: float = 0.5
   pin_length_mm: float = 0.0
   pin_clearance_mm: float = 0.0
-  pin_interference_mm: float = 0.0
-  pin_timeconst_s: float = 0.02
   keys: Tuple[KeySpec, ...] = ()
 
   def __post_init__(self):
@@ -166,7 +160,7 @@ USB = ConnectorSpec(
     plug_thickness_mm=4.5,
     plug_length_mm=16.0,
     clearance_mm=0.3,
-    chamfer_mm=0.6,
+    chamfer_mm=0.4,
     insertion_depth_mm=10.0,
     success_tolerance_mm=1.0,
     friction_range=(0.25, 0.45),
@@ -174,13 +168,13 @@ USB = ConnectorSpec(
 
 DSUB = ConnectorSpec(
     name='dsub',
-    description='D-Sub (DE-9) trapezoidal shell plus two pins into spring contacts.',
+    description='D-Sub (DE-9): trapezoidal shell, tight fit, two pins that must find their sockets.',
     plug_width_mm=16.0,
     plug_thickness_mm=6.0,
     plug_length_mm=14.0,
     taper_deg=10.0,
     clearance_mm=0.2,
-    chamfer_mm=0.5,
+    chamfer_mm=0.3,
     insertion_depth_mm=8.0,
     success_tolerance_mm=1.0,
     friction_range=(0.3, 0.5),
@@ -188,7 +182,6 @@ DSUB = ConnectorSpec(
     pin_radius_mm=0.5,
     pin_length_mm=4.0,
     pin_clearance_mm=0.3,
-    pin_interference_mm=0.0,
 )
 
 MODEL_E = ConnectorSpec(
@@ -198,12 +191,13 @@ MODEL_E = ConnectorSpec(
     plug_thickness_mm=8.0,
     plug_length_mm=18.0,
     clearance_mm=0.3,
-    chamfer_mm=0.6,
+    chamfer_mm=0.8,
     insertion_depth_mm=12.0,
     success_tolerance_mm=1.0,
-    friction_range=(0.3, 0.7),
-    seal_interference_mm=0.2,
-    seal_timeconst_s=0.05,
+    friction_range=(0.2, 0.8),
+    seal_interference_mm=0.25,
+    seal_timeconst_s=0.00975,
+    seal_radius_mm=4.0,
     seal_height_mm=4.0,
     keys=(KeySpec(x_mm=2.0, width_mm=1.6, protrusion_mm=1.0, groove_clearance_mm=0.3),),
 )

@@ -6,8 +6,8 @@ The scene has two parts:
   walls turned by the taper angle for a trapezoidal shell), a 45 degree lead-in
   chamfer box along each wall's inner top edge, the floor as a plane at
   z = -insertion_depth, and, per connector, key grooves cut into the +y wall,
-  an O-ring seal (two soft capsules) near the floor, and pin holes below the
-  floor lined with soft spring contacts.
+  an O-ring seal (two soft capsules) near the floor, and pin sockets below the
+  floor.
 * The compliant end effector: a body `ee` (the robot flange) with three slide
   and three hinge joints, each driven by a position actuator and damped, so
   the flange behaves as a Cartesian spring-damper (impedance) about its
@@ -56,7 +56,7 @@ class EndEffectorSpec:
     mass_kg: float = 0.5
     plug_mass_kg: float = 0.05
     stiffness_n_per_m: float = 4000.0
-    lateral_stiffness_n_per_m: float = 1500.0
+    lateral_stiffness_n_per_m: float = 1000.0
     damping_ratio: float = 1.0
     rot_stiffness_nm_per_rad: float = 2.0
     pivot_height_mm: float = 40.0
@@ -201,7 +201,7 @@ def _plug_half_width_at(spec: ConnectorSpec, y: float) -> float:
 
 
 def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_Geom]]:
-    """Socket geoms: (shell walls and chamfers, seal capsules, pin-hole walls)."""
+    """Socket geoms: (shell walls, chamfers and key posts; seal capsules; pin-socket walls)."""
     depth = spec.insertion_depth_mm * _MM
     chamfer = spec.chamfer_mm * _MM
     gap = spec.clearance_mm * _MM / 2
@@ -301,7 +301,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
     for p, pin in enumerate(spec.pins):
         px, py = pin.x_mm * _MM, pin.y_mm * _MM
         hx = pin_r + spec.pin_clearance_mm * _MM / 2
-        hy = pin_r + spec.pin_clearance_mm * _MM / 2 - spec.pin_interference_mm * _MM / 2
+        hy = hx
         hole_depth = (spec.pin_length_mm + 2.0) * _MM
         zc = -depth - hole_depth / 2
         block = 1.5 * _MM  # hole wall thickness: covers a misaligned pin tip
@@ -416,10 +416,7 @@ def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
             for s in seals:
                 pairs.append((g.name, s.name, 'seal'))
     for p, pin in enumerate(pins):
-        for h in holes:
-            if h.name.startswith(f'pin{p}_'):
-                spring = h.name.endswith(('_py', '_ny'))
-                pairs.append((pin.name, h.name, 'spring' if spring else 'rigid'))
+        pairs += [(pin.name, h.name, 'rigid') for h in holes if h.name.startswith(f'pin{p}_')]
     return pairs
 
 
@@ -440,13 +437,11 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
     solref = {
         'rigid': f'{spec.wall_timeconst_s} 1',
         'seal': f'{spec.seal_timeconst_s} 1',
-        'spring': f'{spec.pin_timeconst_s} 1',
     }
-    solimp = {'rigid': '0.9 0.95 0.001 0.5 2', 'seal': '0.9 0.95 0.001 0.5 2', 'spring': '0.3 0.6 0.001 0.5 2'}
     friction_mid = sum(spec.friction_range) / 2
     pair_xml = '\n    '.join(
         f'<pair geom1="{a}" geom2="{b}" condim="3" friction="{friction_mid:.4g} {friction_mid:.4g} '
-        f'0.005 0.0001 0.0001" solref="{solref[cls]}" solimp="{solimp[cls]}"/>'
+        f'0.005 0.0001 0.0001" solref="{solref[cls]}" solimp="0.9 0.95 0.001 0.5 2"/>'
         for a, b, cls in contact_pairs(spec)
     )
     joints = '\n        '.join(

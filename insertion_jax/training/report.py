@@ -74,7 +74,7 @@ def plot_calibration(results: Sequence, path: str, noisy_mm: float = 1.0) -> Non
         for xi, s in zip(x + offset, sim):
             ax.text(xi, s + 1.5, f'{s:.0f}', ha='center', fontsize=7)
     ax.set_xticks(x, tasks)
-    ax.set_ylim(0, 110)
+    ax.set_ylim(0, 125)
     ax.set_ylabel('P-controller success (%)')
     ax.set_title('P-controller: simulator vs. paper (Schoettler, Nair et al.)')
     ax.legend(fontsize=7, ncol=2, loc='upper right')
