@@ -31,7 +31,7 @@ _WIDTH = flags.DEFINE_integer('width', 480, 'Image width, pixels.', lower_bound=
 _HEIGHT = flags.DEFINE_integer('height', 360, 'Image height, pixels.', lower_bound=64)
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the episodes.')
 
-CUTAWAY_HIDDEN_GROUP = 3  # scene.py puts the socket's -y (camera-side) walls here
+PLUG_ALPHA_IN_CUTAWAY = 0.35
 
 
 def _camera(mujoco, spec, view: str):
@@ -39,19 +39,19 @@ def _camera(mujoco, spec, view: str):
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
     depth = spec.insertion_depth_mm * 1e-3
     if view == 'closeup':
-        cam.lookat[:] = (0.0, 0.0, 0.002)
-        cam.distance, cam.azimuth, cam.elevation = 0.075, 120.0, -32.0
+        cam.lookat[:] = (0.0, 0.0, -0.004)
+        cam.distance, cam.azimuth, cam.elevation = 0.07, 120.0, -30.0
     else:  # cut-away: straight at the socket's open front
-        cam.lookat[:] = (0.0, 0.0, -depth / 2 + 0.004)
-        cam.distance, cam.azimuth, cam.elevation = 0.07, 90.0, -8.0
+        cam.lookat[:] = (0.0, 0.0, -depth / 2 + 0.003)
+        cam.distance, cam.azimuth, cam.elevation = 0.045, 90.0, -6.0
     return cam
 
 
-def _options(mujoco, cutaway: bool):
+def _options(mujoco, scene, cutaway: bool):
+    """Close-up: everything but the O-ring; cut-away: camera-side walls hidden."""
     opt = mujoco.MjvOption()
     opt.geomgroup[:] = 1
-    if cutaway:
-        opt.geomgroup[CUTAWAY_HIDDEN_GROUP] = 0
+    opt.geomgroup[scene.CAMERA_SIDE_GROUP if cutaway else scene.SEAL_GROUP] = 0
     return opt
 
 
@@ -63,19 +63,25 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
     import mujoco  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    from insertion_jax.envs import insertion  # pylint: disable=import-outside-toplevel
+    from insertion_jax.envs import insertion, scene  # pylint: disable=import-outside-toplevel
     from insertion_jax.training import evaluate  # pylint: disable=import-outside-toplevel
 
     env = insertion.InsertionEnv(insertion.InsertionConfig(task=task))
-    spec, model = env.spec, env.mj_model
+    spec = env.spec
+    model = scene.build_model(spec, env.ee_spec)  # a copy whose colours we may change
     data = mujoco.MjData(model)
+    plug_geoms = model.geom_bodyid == mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, scene.PLUG_BODY)
+    opaque = model.geom_rgba[:, 3].copy()
     renderer = mujoco.Renderer(model, height, width)
     paths = []
 
     def frame(qpos, view):
+        cutaway = view != 'closeup'
+        # In the cut-away the plug is see-through, so pins, rib and seal show.
+        model.geom_rgba[:, 3] = np.where(plug_geoms & cutaway, PLUG_ALPHA_IN_CUTAWAY, opaque)
         data.qpos[:] = qpos
         mujoco.mj_forward(model, data)
-        renderer.update_scene(data, camera=_camera(mujoco, spec, view), scene_option=_options(mujoco, view != 'closeup'))
+        renderer.update_scene(data, camera=_camera(mujoco, spec, view), scene_option=_options(mujoco, scene, cutaway))
         return renderer.render().copy()
 
     depth_m = spec.insertion_depth_mm * 1e-3

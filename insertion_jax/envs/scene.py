@@ -88,9 +88,15 @@ FT_SENSOR = 'ft_force'
 SLIDE_JOINTS = ('ee_x', 'ee_y', 'ee_z')
 HINGE_JOINTS = ('ee_rx', 'ee_ry', 'ee_rz')
 
+# Geom groups, for pictures: 3 = the socket's -y (camera-side) walls, hidden in
+# cut-aways; 4 = the O-ring, which bulges through the walls' outer faces and is
+# shown only in cut-aways.
+CAMERA_SIDE_GROUP = 3
+SEAL_GROUP = 4
+
 _WALL_THICKNESS_MM = 4.0
 _SOCKET_RGBA = '0.25 0.27 0.32 1'
-_PLUG_RGBA = '0.78 0.78 0.82 1'
+_PLUG_RGBA = '0.62 0.64 0.7 1'
 
 
 @dataclasses.dataclass
@@ -262,7 +268,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
             )
         )
     for sign, side in ((1, 'py'), (-1, 'ny')):
-        group = 1 if sign > 0 else 3  # the -y side faces the camera: hidden in cut-aways
+        group = 1 if sign > 0 else CAMERA_SIDE_GROUP
         edges = [-reach] + [v for cut in sorted(cuts) for v in cut] * (sign > 0) + [reach]
         for i in range(0, len(edges), 2):
             x0, x1 = edges[i], edges[i + 1]
@@ -293,6 +299,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
                     size=(radius,),
                     fromto=(x, -half_t, z, x, half_t, z),
                     rgba='0.1 0.1 0.1 1',
+                    group=SEAL_GROUP,
                 )
             )
 
@@ -321,7 +328,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
                     kind='box',
                     pos=np.array([px, py + sign * (hy + block / 2), zc]),
                     size=(hx, block / 2, hole_depth / 2),
-                    group=1 if sign > 0 else 3,
+                    group=1 if sign > 0 else CAMERA_SIDE_GROUP,
                 )
             )
     return shell, seals, holes
@@ -467,7 +474,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
           iterations="10" ls_iterations="8"/>
   <visual>
     <global offwidth="640" offheight="480"/>
-    <headlight ambient="0.35 0.35 0.35" diffuse="0.5 0.5 0.5"/>
+    <headlight ambient="0.25 0.25 0.25" diffuse="0.35 0.35 0.35" specular="0.1 0.1 0.1"/>
     <quality shadowsize="2048"/>
   </visual>
   <asset>
@@ -477,7 +484,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
     <material name="metal" rgba="0.78 0.78 0.82 1" specular="0.6" shininess="0.6"/>
   </asset>
   <worldbody>
-    <light name="key" pos="0.05 -0.08 0.15" dir="-0.3 0.5 -1" diffuse="0.7 0.7 0.7"/>
+    <light name="key" pos="0.05 -0.08 0.15" dir="-0.3 0.5 -1" diffuse="0.45 0.45 0.45" specular="0.1 0.1 0.1"/>
     <geom name="floor" type="plane" pos="0 0 {-depth:.6g}" size="0.1 0.1 0.01" material="board"
           contype="0" conaffinity="0" group="0"/>
     {socket_xml}
