@@ -11,7 +11,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 1
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: train test bench render calibrate clean
+.PHONY: train test bench render lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ render: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache
+
+lint: $(STAMP)
+	$(PY) -m ruff check insertion_jax experiments hardware tests
+	$(PY) -m ruff format --check insertion_jax experiments hardware tests

@@ -19,6 +19,8 @@ def enable_compilation_cache() -> None:
     """Turns on JAX's persistent compilation cache (skips recompiles across runs)."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    cache_dir = os.environ.get('JAX_COMPILATION_CACHE_DIR', os.path.expanduser('~/.cache/insertion_jax/jax'))
+    cache_dir = os.environ.get(
+        'JAX_COMPILATION_CACHE_DIR', os.path.expanduser('~/.cache/insertion_jax/jax')
+    )
     jax.config.update('jax_compilation_cache_dir', cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)

@@ -70,7 +70,9 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
     spec = env.spec
     model = scene.build_model(spec, env.ee_spec)  # a copy whose colours we may change
     data = mujoco.MjData(model)
-    plug_geoms = model.geom_bodyid == mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, scene.PLUG_BODY)
+    plug_geoms = model.geom_bodyid == mujoco.mj_name2id(
+        model, mujoco.mjtObj.mjOBJ_BODY, scene.PLUG_BODY
+    )
     opaque = model.geom_rgba[:, 3].copy()
     renderer = mujoco.Renderer(model, height, width)
     paths = []
@@ -81,7 +83,9 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
         model.geom_rgba[:, 3] = np.where(plug_geoms & cutaway, PLUG_ALPHA_IN_CUTAWAY, opaque)
         data.qpos[:] = qpos
         mujoco.mj_forward(model, data)
-        renderer.update_scene(data, camera=_camera(mujoco, spec, view), scene_option=_options(mujoco, scene, cutaway))
+        renderer.update_scene(
+            data, camera=_camera(mujoco, spec, view), scene_option=_options(mujoco, scene, cutaway)
+        )
         return renderer.render().copy()
 
     depth_m = spec.insertion_depth_mm * 1e-3
@@ -102,8 +106,11 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
         path = os.path.join(out_dir, f'{task}_{name}.gif')
         imageio.mimsave(path, frames, duration=1000 / env.config.control_hz, loop=0)
         paths.append(path)
-        print(f'  {task} {name}: connected={bool(result.success[episode])}, '
-              f'final distance {float(result.final_distance_mm[episode]):.2f} mm', flush=True)
+        print(
+            f'  {task} {name}: connected={bool(result.success[episode])}, '
+            f'final distance {float(result.final_distance_mm[episode]):.2f} mm',
+            flush=True,
+        )
     renderer.close()
     return paths
 
@@ -122,7 +129,9 @@ def main(argv):
     tasks = connectors.task_names() if _TASK.value == 'all' else (_TASK.value,)
     for i, task in enumerate(tasks):
         print(f'[{i + 1}/{len(tasks)}] rendering {task}...', flush=True)
-        for path in render_task(task, _OUT.value, _NOISY_OFFSET_MM.value, _WIDTH.value, _HEIGHT.value, _SEED.value):
+        for path in render_task(
+            task, _OUT.value, _NOISY_OFFSET_MM.value, _WIDTH.value, _HEIGHT.value, _SEED.value
+        ):
             print('  wrote', path)
 
 

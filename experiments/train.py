@@ -46,15 +46,20 @@ def main(argv):
     os.makedirs(_OUT.value, exist_ok=True)
     results, start = [], time.time()
     for i, task in enumerate(_TASKS.value):
-        print(f'[{i + 1}/{len(_TASKS.value)}] {task}: {_EPISODES.value} episodes x 2 goal conditions '
-              '(the first call compiles the rollout)...', flush=True)
+        print(
+            f'[{i + 1}/{len(_TASKS.value)}] {task}: {_EPISODES.value} episodes x 2 goal conditions '
+            '(the first call compiles the rollout)...',
+            flush=True,
+        )
         task_results = evaluate.evaluate_p_controller(
             task, _EPISODES.value, (0.0, _GOAL_NOISE_MM.value), seed=_SEED.value
         )
         results += task_results
         elapsed = time.time() - start
         eta = elapsed / (i + 1) * (len(_TASKS.value) - i - 1)
-        summary = ', '.join(f'±{r.goal_noise_mm:g} mm: {100 * r.success_rate:.0f}%' for r in task_results)
+        summary = ', '.join(
+            f'±{r.goal_noise_mm:g} mm: {100 * r.success_rate:.0f}%' for r in task_results
+        )
         print(f'    {summary}   [elapsed {elapsed:.0f} s, eta {eta:.0f} s]', flush=True)
 
     table = report.calibration_markdown(results, _GOAL_NOISE_MM.value)
@@ -62,7 +67,9 @@ def main(argv):
         json.dump(report.results_by_task(results), f, indent=2)
     with open(os.path.join(_OUT.value, 'calibration.md'), 'w') as f:
         f.write(table + '\n')
-    report.plot_calibration(results, os.path.join(_OUT.value, 'calibration.png'), _GOAL_NOISE_MM.value)
+    report.plot_calibration(
+        results, os.path.join(_OUT.value, 'calibration.png'), _GOAL_NOISE_MM.value
+    )
     print('\nP-controller success over', _EPISODES.value, 'episodes per condition:\n')
     print(table)
     print(f'\nWrote {_OUT.value}/results.json, calibration.md, calibration.png')

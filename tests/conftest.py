@@ -10,7 +10,9 @@ import pytest
 
 jax.config.update(
     'jax_compilation_cache_dir',
-    os.environ.get('JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(__file__), '..', '.jax_cache')),
+    os.environ.get(
+        'JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(__file__), '..', '.jax_cache')
+    ),
 )
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 

@@ -44,13 +44,15 @@ def test_vmapped_and_unvmapped_agree(env):
     vreset, vstep = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
 
     batched = vreset(keys, goal_offset_mm=offsets)
-    singles = [reset(k, goal_offset_mm=o) for k, o in zip(keys, offsets)]
+    singles = [reset(k, goal_offset_mm=o) for k, o in zip(keys, offsets, strict=True)]
     for t in range(14):
         batched = vstep(batched, controllers.p_controller_action(batched.obs))
         singles = [step(s, controllers.p_controller_action(s.obs)) for s in singles]
         for i, single in enumerate(singles):
             if t < 4:  # still in free air, about 10 mm above the rim
-                np.testing.assert_allclose(batched.data.qpos[i], single.data.qpos, rtol=1e-5, atol=1e-9)
+                np.testing.assert_allclose(
+                    batched.data.qpos[i], single.data.qpos, rtol=1e-5, atol=1e-9
+                )
             np.testing.assert_allclose(batched.obs[i, :3], single.obs[:3], atol=0.25)  # mm
             np.testing.assert_allclose(batched.obs[i, 3], single.obs[3], atol=0.5)  # N
     for i, single in enumerate(singles):
@@ -60,7 +62,11 @@ def test_vmapped_and_unvmapped_agree(env):
 
 def test_reset_is_deterministic_and_varies_with_key(env):
     reset = jax.jit(env.reset)
-    a, b, c = reset(jax.random.PRNGKey(5)), reset(jax.random.PRNGKey(5)), reset(jax.random.PRNGKey(6))
+    a, b, c = (
+        reset(jax.random.PRNGKey(5)),
+        reset(jax.random.PRNGKey(5)),
+        reset(jax.random.PRNGKey(6)),
+    )
     np.testing.assert_array_equal(a.obs, b.obs)
     assert not np.allclose(a.obs, c.obs)
     # Start: about 5 cm above the goal, within the horizontal reset range, no force.

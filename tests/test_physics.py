@@ -1,7 +1,6 @@
 """Contact physics of the insertion simulator, with the real MJX scene."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,14 +22,19 @@ def test_aligned_plug_inserts(usb_runs):
     aligned, _ = usb_runs
     assert bool(np.all(aligned.success)), np.asarray(aligned.final_distance_mm)
     # Seated: the tool point ends within the success tolerance of the floor.
-    assert float(np.max(aligned.metrics['depth_to_go_mm'][-1])) < connectors.USB.success_tolerance_mm
+    assert (
+        float(np.max(aligned.metrics['depth_to_go_mm'][-1])) < connectors.USB.success_tolerance_mm
+    )
 
 
 def test_plug_commanded_2mm_off_axis_does_not_insert(usb_runs):
     _, off_axis = usb_runs
     assert not bool(np.any(off_axis.success))
     # It is stopped on the rim, not somewhere inside the socket.
-    assert float(np.min(off_axis.metrics['depth_to_go_mm'][-1])) > 0.8 * connectors.USB.insertion_depth_mm
+    assert (
+        float(np.min(off_axis.metrics['depth_to_go_mm'][-1]))
+        > 0.8 * connectors.USB.insertion_depth_mm
+    )
 
 
 def test_vertical_force_rises_on_contact(usb_runs):
@@ -52,7 +56,9 @@ def test_plug_never_passes_through_a_wall(usb_runs):
 @pytest.mark.parametrize('task', connectors.task_names())
 def test_no_nan_over_1000_random_action_steps(rig_for, task):
     rig = rig_for(task)
-    random_policy = evaluate.p_controller_params(noise_m=rig.env.config.max_action_m, kp=(0.0, 0.0, 0.0))
+    random_policy = evaluate.p_controller_params(
+        noise_m=rig.env.config.max_action_m, kp=(0.0, 0.0, 0.0)
+    )
     steps, key = 0, jax.random.PRNGKey(3)
     while steps < 1000:
         key, sub = jax.random.split(key)

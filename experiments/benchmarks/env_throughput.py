@@ -2,12 +2,14 @@ r"""Physics throughput of the MJX insertion env vs. native MuJoCo, same MjModel.
 
   python -m experiments.benchmarks.env_throughput --task=usb --json
 
-Workload (identical on both sides): P-controller episodes with the goal off by
-up to +-1 mm, so contact, jamming and free motion all occur. MJX: the jitted,
-vmapped `env.step` at each batch size (compile excluded; at least
---min_seconds of stepping). Native: `mujoco.mj_step` on one thread, the same
-model, the same control law, friction and start distribution. One physics step
-is one `mj_step` of one world.
+Workload (identical on both sides): whole P-controller episodes (reset, then
+30 control steps of 50 physics steps) with the goal off by up to +-1 mm, so
+free motion (about a third of each episode), contact, jamming and seating all
+occur in their natural proportions. MJX: the jitted, vmapped rollout that the
+evaluation uses, at each batch size, compile excluded, repeated until
+--min_seconds have been timed (at least one batch of episodes). Native:
+`mujoco.mj_step` on one thread, the same model, control law, friction and
+start distribution. One physics step is one `mj_step` of one world.
 
 Prints progress, then (with --json) one JSON object on the last line:
 mjx_steps_per_s {batch: steps/s}, native_steps_per_s, ratio_best.
@@ -16,6 +18,7 @@ mjx_steps_per_s {batch: steps/s}, native_steps_per_s, ratio_best.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 
@@ -26,34 +29,49 @@ from insertion_jax.envs import connectors
 
 _TASK = flags.DEFINE_enum('task', 'usb', list(connectors.task_names()), 'Connector task.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['1', '64', '512', '4096'], 'Vmapped batch sizes.')
-_MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Minimum timed stepping per batch size.', lower_bound=0.1)
-_NATIVE_EPISODES = flags.DEFINE_integer('native_episodes', 20, 'Native episodes to time.', lower_bound=1)
+_MIN_SECONDS = flags.DEFINE_float(
+    'min_seconds', 3.0, 'Minimum timed stepping per batch size.', lower_bound=0.1
+)
+_NATIVE_EPISODES = flags.DEFINE_integer(
+    'native_episodes', 20, 'Native episodes to time.', lower_bound=1
+)
+_HOST_DEVICES = flags.DEFINE_integer(
+    'host_devices',
+    os.cpu_count() or 1,
+    'On a CPU: XLA host devices to split the batch over (one per core).',
+    lower_bound=1,
+)
 _JSON = flags.DEFINE_bool('json', False, 'Print the result as JSON on the last line.')
 
 
 def mjx_steps_per_s(env, batch: int, min_seconds: float) -> float:
-    import jax  # pylint: disable=import-outside-toplevel
+    """Physics steps/s of whole vmapped episodes (the evaluation's compiled rollout).
 
-    from insertion_jax.envs import controllers  # pylint: disable=import-outside-toplevel
+    The batch is split over all local devices (on a CPU, over the host devices
+    made by `--host_devices`), so every core steps its own share of worlds.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
+
     from insertion_jax.training import evaluate  # pylint: disable=import-outside-toplevel
 
-    key_reset, key_goal = jax.random.split(jax.random.PRNGKey(0))
+    key_env, key_goal = jax.random.split(jax.random.PRNGKey(0))
     offsets = evaluate.goal_offsets_mm(key_goal, batch, 1.0)
-    reset = jax.jit(jax.vmap(env.reset))
-    step = jax.jit(jax.vmap(lambda s: env.step(s, controllers.p_controller_action(s.obs))))
-    state = reset(jax.random.split(key_reset, batch), goal_offset_mm=offsets)
-    state = jax.block_until_ready(step(state))  # compile
-    substeps, control_steps = env.config.substeps, 0
-    start = time.perf_counter()
-    while True:
-        state = step(state)
-        control_steps += 1
-        if control_steps % 4 == 0 or batch >= 512:
-            jax.block_until_ready(state)
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-    return batch * control_steps * substeps / elapsed
+    devices = jax.devices()
+    if batch % len(devices) == 0:
+        mesh = Mesh(np.array(devices), ('batch',))
+        offsets = jax.device_put(offsets, NamedSharding(mesh, PartitionSpec('batch')))
+    params = evaluate.p_controller_params()
+    run = evaluate.make_rollout_fn(env, evaluate.p_controller_policy)
+    compiled = run.lower(params, key_env, offsets).compile()  # compile only, no run
+    episodes, elapsed = 0, 0.0
+    while elapsed < min_seconds:
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(params, jax.random.fold_in(key_env, episodes), offsets))
+        elapsed += time.perf_counter() - start
+        episodes += 1
+    return batch * episodes * env.config.horizon * env.config.substeps / elapsed
 
 
 def native_steps_per_s(env, episodes: int) -> float:
@@ -73,15 +91,21 @@ def native_steps_per_s(env, episodes: int) -> float:
     for _ in range(episodes):
         mujoco.mj_resetData(model, data)
         model.pair_friction[:, :2] = rng.uniform(*spec.friction_range)
-        start = np.array([*rng.uniform(-1, 1, 2) * cfg.reset_xy_range_mm * 1e-3,
-                          goal[2] + cfg.reset_height_mm * 1e-3])
+        start = np.array(
+            [
+                *rng.uniform(-1, 1, 2) * cfg.reset_xy_range_mm * 1e-3,
+                goal[2] + cfg.reset_height_mm * 1e-3,
+            ]
+        )
         data.qpos[:3] = start
         data.ctrl[:3] = start
         goal_observed = goal + np.array([*rng.uniform(-1e-3, 1e-3, 2), 0.0])
         mujoco.mj_forward(model, data)
         t0 = time.perf_counter()
         for _ in range(cfg.horizon):
-            action = np.clip(-kp * (data.site_xpos[tip] - goal_observed), -cfg.max_action_m, cfg.max_action_m)
+            action = np.clip(
+                -kp * (data.site_xpos[tip] - goal_observed), -cfg.max_action_m, cfg.max_action_m
+            )
             data.ctrl[:3] = data.qpos[:3] + action
             mujoco.mj_step(model, data, nstep=cfg.substeps)
         elapsed += time.perf_counter() - t0
@@ -96,9 +120,16 @@ def main(argv):
     try:
         batches = [int(b) for b in _BATCHES.value]
     except ValueError:
-        raise app.UsageError(f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.') from None
+        raise app.UsageError(
+            f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.'
+        ) from None
     if any(b <= 0 for b in batches):
         raise app.UsageError(f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.')
+    # Must precede the first use of the CPU backend; ignored on GPU/TPU.
+    os.environ['XLA_FLAGS'] = (
+        os.environ.get('XLA_FLAGS', '')
+        + f' --xla_force_host_platform_device_count={_HOST_DEVICES.value}'
+    )
     common.enable_compilation_cache()
     import jax  # pylint: disable=import-outside-toplevel
 
@@ -110,11 +141,15 @@ def main(argv):
     mjx_rates = {}
     for batch in batches:
         mjx_rates[str(batch)] = mjx_steps_per_s(env, batch, _MIN_SECONDS.value)
-        print(f'MJX batch {batch:5d}: {mjx_rates[str(batch)]:,.0f} physics steps/s '
-              f'({mjx_rates[str(batch)] / native:.2f} x native)', flush=True)
+        print(
+            f'MJX batch {batch:5d}: {mjx_rates[str(batch)]:,.0f} physics steps/s '
+            f'({mjx_rates[str(batch)] / native:.2f} x native)',
+            flush=True,
+        )
     result = {
         'task': _TASK.value,
         'device': str(jax.devices()[0].device_kind),
+        'devices': len(jax.devices()),
         'platform': jax.default_backend(),
         'cpu': platform.processor() or platform.machine(),
         'substeps_per_control_step': env.config.substeps,

@@ -22,135 +22,135 @@ from typing import Tuple
 
 @dataclasses.dataclass(frozen=True)
 class PinSpec:
-  """One contact pin on the plug's mating face.
+    """One contact pin on the plug's mating face.
 
-  Attributes:
-    x_mm: pin axis position along x, relative to the plug axis.
-    y_mm: pin axis position along y, relative to the plug axis.
-  """
+    Attributes:
+      x_mm: pin axis position along x, relative to the plug axis.
+      y_mm: pin axis position along y, relative to the plug axis.
+    """
 
-  x_mm: float
-  y_mm: float
+    x_mm: float
+    y_mm: float
 
 
 @dataclasses.dataclass(frozen=True)
 class KeySpec:
-  """A rounded key rib on the plug's +y face and the groove that receives it.
+    """A rounded key rib on the plug's +y face and the groove that receives it.
 
-  Attributes:
-    x_mm: rib centre along x (off-centre ribs polarize the connector).
-    width_mm: rib extent along x (the diameter of its rounded profile).
-    protrusion_mm: how far the rib stands out of the plug's +y face.
-    groove_clearance_mm: total gap between rib and groove flanks.
-    lead_in_mm: radius of the round-topped posts that flank the groove mouth.
-  """
+    Attributes:
+      x_mm: rib centre along x (off-centre ribs polarize the connector).
+      width_mm: rib extent along x (the diameter of its rounded profile).
+      protrusion_mm: how far the rib stands out of the plug's +y face.
+      groove_clearance_mm: total gap between rib and groove flanks.
+      lead_in_mm: radius of the round-topped posts that flank the groove mouth.
+    """
 
-  x_mm: float
-  width_mm: float
-  protrusion_mm: float
-  groove_clearance_mm: float
-  lead_in_mm: float = 0.6
+    x_mm: float
+    width_mm: float
+    protrusion_mm: float
+    groove_clearance_mm: float
+    lead_in_mm: float = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
 class ConnectorSpec:
-  """Geometry, contact and success parameters of one insertion task.
+    """Geometry, contact and success parameters of one insertion task.
 
-  Attributes:
-    name: registry name.
-    description: one line for humans.
-    plug_width_mm: plug body extent along x (the long side, for a trapezoid).
-    plug_thickness_mm: plug body extent along y.
-    plug_length_mm: plug body extent along z.
-    taper_deg: angle of the trapezoid's short sides against the y axis;
-      0 gives a rectangle. The plug is narrower at -y (D-Sub shape).
-    clearance_mm: total gap between plug body and socket opening, per axis
-      (half of it on each side when centred).
-    chamfer_mm: leg of the 45 degree lead-in chamfer on the socket rim.
-    insertion_depth_mm: travel from the mating face to fully seated.
-    success_tolerance_mm: the plug counts as electrically connected when it is
-      within this distance of fully seated (and past any keyed section).
-    friction_range: (low, high) Coulomb friction coefficient, drawn uniformly
-      per episode: parts wear, and lubrication and temperature vary.
-    wall_timeconst_s: MuJoCo contact time constant of rigid socket walls.
-    seal_interference_mm: radial interference of a rubber seal near the bottom
-      of the socket (0 for none). The seal presses on the plug's x faces.
-    seal_height_mm: height of the seal (O-ring axis) above the socket floor.
-    seal_radius_mm: O-ring cross-section radius; larger is a gentler lead-in.
-    seal_timeconst_s: contact time constant of the seal (softer than walls).
-    pins: contact pins that must enter holes below the socket floor.
-    pin_radius_mm: pin radius (pins are capsules: round tips act as lead-in).
-    pin_length_mm: how far the pins stand out of the plug's mating face.
-    pin_clearance_mm: total gap between pin and its socket hole, per axis.
-    keys: key ribs on the plug and their grooves.
-  """
+    Attributes:
+      name: registry name.
+      description: one line for humans.
+      plug_width_mm: plug body extent along x (the long side, for a trapezoid).
+      plug_thickness_mm: plug body extent along y.
+      plug_length_mm: plug body extent along z.
+      taper_deg: angle of the trapezoid's short sides against the y axis;
+        0 gives a rectangle. The plug is narrower at -y (D-Sub shape).
+      clearance_mm: total gap between plug body and socket opening, per axis
+        (half of it on each side when centred).
+      chamfer_mm: leg of the 45 degree lead-in chamfer on the socket rim.
+      insertion_depth_mm: travel from the mating face to fully seated.
+      success_tolerance_mm: the plug counts as electrically connected when it is
+        within this distance of fully seated (and past any keyed section).
+      friction_range: (low, high) Coulomb friction coefficient, drawn uniformly
+        per episode: parts wear, and lubrication and temperature vary.
+      wall_timeconst_s: MuJoCo contact time constant of rigid socket walls.
+      seal_interference_mm: radial interference of a rubber seal near the bottom
+        of the socket (0 for none). The seal presses on the plug's x faces.
+      seal_height_mm: height of the seal (O-ring axis) above the socket floor.
+      seal_radius_mm: O-ring cross-section radius; larger is a gentler lead-in.
+      seal_timeconst_s: contact time constant of the seal (softer than walls).
+      pins: contact pins that must enter holes below the socket floor.
+      pin_radius_mm: pin radius (pins are capsules: round tips act as lead-in).
+      pin_length_mm: how far the pins stand out of the plug's mating face.
+      pin_clearance_mm: total gap between pin and its socket hole, per axis.
+      keys: key ribs on the plug and their grooves.
+    """
 
-  name: str
-  description: str
-  plug_width_mm: float
-  plug_thickness_mm: float
-  plug_length_mm: float
-  clearance_mm: float
-  chamfer_mm: float
-  insertion_depth_mm: float
-  success_tolerance_mm: float
-  friction_range: Tuple[float, float]
-  taper_deg: float = 0.0
-  wall_timeconst_s: float = 0.004
-  seal_interference_mm: float = 0.0
-  seal_height_mm: float = 0.0
-  seal_radius_mm: float = 2.0
-  seal_timeconst_s: float = 0.02
-  pins: Tuple[PinSpec, ...] = ()
-  pin_radius_mm: float = 0.5
-  pin_length_mm: float = 0.0
-  pin_clearance_mm: float = 0.0
-  keys: Tuple[KeySpec, ...] = ()
+    name: str
+    description: str
+    plug_width_mm: float
+    plug_thickness_mm: float
+    plug_length_mm: float
+    clearance_mm: float
+    chamfer_mm: float
+    insertion_depth_mm: float
+    success_tolerance_mm: float
+    friction_range: Tuple[float, float]
+    taper_deg: float = 0.0
+    wall_timeconst_s: float = 0.004
+    seal_interference_mm: float = 0.0
+    seal_height_mm: float = 0.0
+    seal_radius_mm: float = 2.0
+    seal_timeconst_s: float = 0.02
+    pins: Tuple[PinSpec, ...] = ()
+    pin_radius_mm: float = 0.5
+    pin_length_mm: float = 0.0
+    pin_clearance_mm: float = 0.0
+    keys: Tuple[KeySpec, ...] = ()
 
-  def __post_init__(self):
-    positive = (
-        'plug_width_mm',
-        'plug_thickness_mm',
-        'plug_length_mm',
-        'clearance_mm',
-        'insertion_depth_mm',
-        'success_tolerance_mm',
-        'wall_timeconst_s',
-    )
-    for field in positive:
-      value = getattr(self, field)
-      if not value > 0:
-        raise ValueError(f'ConnectorSpec {self.name!r}: {field}={value!r} must be > 0.')
-    low, high = self.friction_range
-    if not 0 < low <= high:
-      raise ValueError(
-          f'ConnectorSpec {self.name!r}: friction_range={self.friction_range!r} must satisfy '
-          '0 < low <= high.'
-      )
-    if self.chamfer_mm < 0 or not 0 <= self.taper_deg < 45:
-      raise ValueError(
-          f'ConnectorSpec {self.name!r}: chamfer_mm={self.chamfer_mm!r} must be >= 0 and '
-          f'taper_deg={self.taper_deg!r} in [0, 45).'
-      )
-    if self.plug_length_mm <= self.insertion_depth_mm:
-      raise ValueError(
-          f'ConnectorSpec {self.name!r}: plug_length_mm={self.plug_length_mm!r} must exceed '
-          f'insertion_depth_mm={self.insertion_depth_mm!r}.'
-      )
-    if self.pins and not (self.pin_length_mm > 0 and self.pin_clearance_mm > 0):
-      raise ValueError(
-          f'ConnectorSpec {self.name!r}: pins need pin_length_mm > 0 and pin_clearance_mm > 0.'
-      )
-    if self.seal_interference_mm > 0 and not 0 < self.seal_height_mm < self.insertion_depth_mm:
-      raise ValueError(
-          f'ConnectorSpec {self.name!r}: seal_height_mm={self.seal_height_mm!r} must be in '
-          f'(0, insertion_depth_mm={self.insertion_depth_mm!r}).'
-      )
+    def __post_init__(self):
+        positive = (
+            'plug_width_mm',
+            'plug_thickness_mm',
+            'plug_length_mm',
+            'clearance_mm',
+            'insertion_depth_mm',
+            'success_tolerance_mm',
+            'wall_timeconst_s',
+        )
+        for field in positive:
+            value = getattr(self, field)
+            if not value > 0:
+                raise ValueError(f'ConnectorSpec {self.name!r}: {field}={value!r} must be > 0.')
+        low, high = self.friction_range
+        if not 0 < low <= high:
+            raise ValueError(
+                f'ConnectorSpec {self.name!r}: friction_range={self.friction_range!r} must satisfy '
+                '0 < low <= high.'
+            )
+        if self.chamfer_mm < 0 or not 0 <= self.taper_deg < 45:
+            raise ValueError(
+                f'ConnectorSpec {self.name!r}: chamfer_mm={self.chamfer_mm!r} must be >= 0 and '
+                f'taper_deg={self.taper_deg!r} in [0, 45).'
+            )
+        if self.plug_length_mm <= self.insertion_depth_mm:
+            raise ValueError(
+                f'ConnectorSpec {self.name!r}: plug_length_mm={self.plug_length_mm!r} must exceed '
+                f'insertion_depth_mm={self.insertion_depth_mm!r}.'
+            )
+        if self.pins and not (self.pin_length_mm > 0 and self.pin_clearance_mm > 0):
+            raise ValueError(
+                f'ConnectorSpec {self.name!r}: pins need pin_length_mm > 0 and pin_clearance_mm > 0.'
+            )
+        if self.seal_interference_mm > 0 and not 0 < self.seal_height_mm < self.insertion_depth_mm:
+            raise ValueError(
+                f'ConnectorSpec {self.name!r}: seal_height_mm={self.seal_height_mm!r} must be in '
+                f'(0, insertion_depth_mm={self.insertion_depth_mm!r}).'
+            )
 
-  @property
-  def key_depth_mm(self) -> float:
-    """Depth below the mating face at which the keys are fully engaged."""
-    return self.insertion_depth_mm if self.keys else 0.0
+    @property
+    def key_depth_mm(self) -> float:
+        """Depth below the mating face at which the keys are fully engaged."""
+        return self.insertion_depth_mm if self.keys else 0.0
 
 
 USB = ConnectorSpec(
@@ -206,19 +206,19 @@ _REGISTRY = {spec.name: spec for spec in (USB, DSUB, MODEL_E)}
 
 
 def task_names() -> Tuple[str, ...]:
-  """Names of the registered connector tasks, easiest first."""
-  return tuple(_REGISTRY)
+    """Names of the registered connector tasks, easiest first."""
+    return tuple(_REGISTRY)
 
 
 def get_task(name: str) -> ConnectorSpec:
-  """Returns the registered `ConnectorSpec` called `name`.
+    """Returns the registered `ConnectorSpec` called `name`.
 
-  Raises:
-    ValueError: `name` is not registered; the message lists the valid names.
-  """
-  try:
-    return _REGISTRY[name]
-  except KeyError:
-    raise ValueError(
-        f'Unknown connector task {name!r}; valid tasks: {", ".join(task_names())}.'
-    ) from None
+    Raises:
+      ValueError: `name` is not registered; the message lists the valid names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f'Unknown connector task {name!r}; valid tasks: {", ".join(task_names())}.'
+        ) from None

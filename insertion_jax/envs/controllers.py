@@ -20,9 +20,7 @@ from insertion_jax.envs import insertion
 DEFAULT_KP = (1.0, 1.0, 0.3)
 
 
-def p_controller_action(
-    obs: jax.Array, kp: Sequence[float] = DEFAULT_KP
-) -> jax.Array:
+def p_controller_action(obs: jax.Array, kp: Sequence[float] = DEFAULT_KP) -> jax.Array:
     """Eq. 5: the P-controller's relative end-effector move, in metres.
 
     Args:

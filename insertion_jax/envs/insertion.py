@@ -160,7 +160,10 @@ class InsertionEnv:
         name2id = functools.partial(mujoco.mj_name2id, self.mj_model)
         self._tip_site = name2id(mujoco.mjtObj.mjOBJ_SITE, scene.TIP_SITE)
         self._slide_qpos = jnp.array(
-            [self.mj_model.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, j)] for j in scene.SLIDE_JOINTS]
+            [
+                self.mj_model.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, j)]
+                for j in scene.SLIDE_JOINTS
+            ]
         )
         sensor = name2id(mujoco.mjtObj.mjOBJ_SENSOR, scene.FT_SENSOR)
         adr = int(self.mj_model.sensor_adr[sensor])
@@ -170,7 +173,10 @@ class InsertionEnv:
         soft = np.zeros((self.mj_model.ngeom, self.mj_model.ngeom), bool)
         for plug_geom, socket_geom, cls in scene.contact_pairs(self.spec):
             if cls != 'rigid':
-                a, b = name2id(mujoco.mjtObj.mjOBJ_GEOM, plug_geom), name2id(mujoco.mjtObj.mjOBJ_GEOM, socket_geom)
+                a, b = (
+                    name2id(mujoco.mjtObj.mjOBJ_GEOM, plug_geom),
+                    name2id(mujoco.mjtObj.mjOBJ_GEOM, socket_geom),
+                )
                 soft[a, b] = soft[b, a] = True
         self._soft_pair = jnp.asarray(soft)
         depth_m = self.spec.insertion_depth_mm * 1e-3
@@ -230,9 +236,12 @@ class InsertionEnv:
         cfg = self.config
         noise = cfg.goal_noise_mm if goal_noise_mm is None else goal_noise_mm
         key_xy, key_goal, key_mu, key_next = jax.random.split(key, 4)
-        start_xy = jax.random.uniform(
-            key_xy, (2,), minval=-cfg.reset_xy_range_mm, maxval=cfg.reset_xy_range_mm
-        ) * 1e-3
+        start_xy = (
+            jax.random.uniform(
+                key_xy, (2,), minval=-cfg.reset_xy_range_mm, maxval=cfg.reset_xy_range_mm
+            )
+            * 1e-3
+        )
         start = jnp.concatenate([start_xy, self.goal[2:] + cfg.reset_height_mm * 1e-3])
         if goal_offset_mm is None:
             goal_offset_mm = jax.random.uniform(key_goal, (2,), minval=-1.0, maxval=1.0) * noise
@@ -317,6 +326,10 @@ class InsertionEnv:
         metrics = self._metrics(data, info, f_z, terms, penetration, finite)
         done = (step_count >= cfg.horizon) | ~finite
         return state.replace(
-            data=data, obs=obs, reward=reward.astype(jnp.float32), done=done,
-            metrics=metrics, info=info,
+            data=data,
+            obs=obs,
+            reward=reward.astype(jnp.float32),
+            done=done,
+            metrics=metrics,
+            info=info,
         )

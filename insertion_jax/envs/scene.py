@@ -73,8 +73,10 @@ class EndEffectorSpec:
 
     @property
     def rot_damping_nms_per_rad(self) -> float:
-        return 2.0 * self.damping_ratio * math.sqrt(
-            self.rot_stiffness_nm_per_rad * self.rot_inertia_kgm2
+        return (
+            2.0
+            * self.damping_ratio
+            * math.sqrt(self.rot_stiffness_nm_per_rad * self.rot_inertia_kgm2)
         )
 
 
@@ -258,7 +260,10 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
                     fromto=(post_x, post_y, -depth, post_x, post_y, -post_r),
                 )
             )
-        back_y = spec.plug_thickness_mm * _MM / 2 + (key.protrusion_mm + key.groove_clearance_mm / 2) * _MM
+        back_y = (
+            spec.plug_thickness_mm * _MM / 2
+            + (key.protrusion_mm + key.groove_clearance_mm / 2) * _MM
+        )
         shell.append(
             _Geom(
                 name=f'key{k}_back',
@@ -288,9 +293,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
         radius = spec.seal_radius_mm * _MM  # a large cross-section gives a gentle lead-in
         z = -depth + spec.seal_height_mm * _MM
         for sign, side in ((1, 'px'), (-1, 'nx')):
-            x = sign * (
-                _plug_half_width_at(spec, 0.0) - spec.seal_interference_mm * _MM + radius
-            )
+            x = sign * (_plug_half_width_at(spec, 0.0) - spec.seal_interference_mm * _MM + radius)
             seals.append(
                 _Geom(
                     name=f'seal_{side}',
@@ -454,16 +457,18 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
     joints = '\n        '.join(
         [
             f'<joint name="{n}" type="slide" axis="{ax}" damping="{ee.damping_n_s_per_m(k):.6g}"/>'
-            for n, ax, k in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), stiffness)
+            for n, ax, k in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), stiffness, strict=True)
         ]
         + [
-            f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {pivot:.6g}" '
-            f'damping="{dr:.6g}"/>'
-            for n, ax in zip(HINGE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'))
+            f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {pivot:.6g}" damping="{dr:.6g}"/>'
+            for n, ax in zip(HINGE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), strict=True)
         ]
     )
     actuators = '\n    '.join(
-        [f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>' for n, k in zip(SLIDE_JOINTS, stiffness)]
+        [
+            f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>'
+            for n, k in zip(SLIDE_JOINTS, stiffness, strict=True)
+        ]
         + [f'<position name="act_{n}" joint="{n}" kp="{kr:.6g}"/>' for n in HINGE_JOINTS]
     )
     socket_xml = '\n    '.join(g.xml() for g in shell + seals + holes)
@@ -471,7 +476,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
     return f"""<mujoco model="insertion_{spec.name}">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{ee.timestep_s}" integrator="Euler" cone="pyramidal" impratio="1"
-          iterations="10" ls_iterations="8"/>
+          iterations="6" ls_iterations="4"/>
   <visual>
     <global offwidth="640" offheight="480"/>
     <headlight ambient="0.25 0.25 0.25" diffuse="0.35 0.35 0.35" specular="0.1 0.1 0.1"/>

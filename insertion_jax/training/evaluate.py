@@ -82,7 +82,9 @@ def rollout(
     """
     episodes = goal_offset_mm.shape[0]
     key_reset, key_policy = jax.random.split(key)
-    states = jax.vmap(env.reset)(jax.random.split(key_reset, episodes), goal_offset_mm=goal_offset_mm)
+    states = jax.vmap(env.reset)(
+        jax.random.split(key_reset, episodes), goal_offset_mm=goal_offset_mm
+    )
 
     def control_step(state, step_key):
         keys = jax.random.split(step_key, episodes)
@@ -125,7 +127,9 @@ class EvalResult:
         return dataclasses.asdict(self)
 
 
-def summarize(result: Rollout, task: str, policy: str, goal_noise_mm: float, seed: int) -> EvalResult:
+def summarize(
+    result: Rollout, task: str, policy: str, goal_noise_mm: float, seed: int
+) -> EvalResult:
     """Host-side summary of a `Rollout`."""
     success = np.asarray(result.success)
     return EvalResult(

@@ -69,9 +69,16 @@ def plot_calibration(results: Sequence, path: str, noisy_mm: float = 1.0) -> Non
         paper = [PAPER_P_CONTROLLER.get(t, (np.nan, np.nan))[paper_idx] for t in tasks]
         offset = (2 * i - 1.5) * width
         ax.bar(x + offset, sim, width, color=color, label=label)
-        ax.bar(x + offset + width, paper, width, color=color, alpha=0.35, hatch='//',
-               label=label.replace('sim', 'paper'))
-        for xi, s in zip(x + offset, sim):
+        ax.bar(
+            x + offset + width,
+            paper,
+            width,
+            color=color,
+            alpha=0.35,
+            hatch='//',
+            label=label.replace('sim', 'paper'),
+        )
+        for xi, s in zip(x + offset, sim, strict=True):
             ax.text(xi, s + 1.5, f'{s:.0f}', ha='center', fontsize=7)
     ax.set_xticks(x, tasks)
     ax.set_ylim(0, 125)
