@@ -76,6 +76,19 @@ def test_reset_is_deterministic_and_varies_with_key(env):
     assert abs(float(insertion.obs_field(a.obs, 'f_z_n')[0])) < 1e-3
 
 
+def test_config_goal_noise_is_uniform_within_its_bound():
+    noisy = insertion.InsertionEnv(insertion.InsertionConfig(task='usb', goal_noise_mm=1.0))
+    states = jax.jit(jax.vmap(noisy.reset))(jax.random.split(jax.random.PRNGKey(2), 512))
+    offset_mm = np.asarray(states.info['goal_observed'] - states.info['goal']) * 1e3
+    assert np.all(np.abs(offset_mm[:, :2]) <= 1.0 + 1e-4)
+    assert np.all(offset_mm[:, 2] == 0.0)  # only the horizontal goal is perturbed
+    assert abs(offset_mm[:, :2].std() - 1 / np.sqrt(3)) < 0.05  # uniform on [-1, 1]
+    # The observation is relative to the perturbed goal, the socket did not move.
+    rel = np.asarray(insertion.obs_field(states.obs, 'ee_pos_rel_goal_mm'))
+    tip = np.asarray(jax.vmap(noisy.tip_position)(states.data)) * 1e3
+    np.testing.assert_allclose(rel, tip - np.asarray(states.info['goal_observed']) * 1e3, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     'kwargs, message',
     [
