@@ -106,13 +106,12 @@ class _Geom:
     """One geom, positioned in world (socket) or plug-body frame, in metres."""
 
     name: str
-    kind: str  # 'box' | 'capsule' | 'plane'
+    kind: str  # 'box' | 'capsule'
     pos: np.ndarray
     size: Tuple[float, ...]
     rot: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
     rgba: str = _SOCKET_RGBA
     group: int = 1
-    material: str = ''
     fromto: Tuple[float, ...] = ()
 
     def xml(self) -> str:
@@ -131,18 +130,22 @@ class _Geom:
             attrs.append('pos="' + ' '.join(f'{v:.7g}' for v in self.pos) + '"')
             attrs.append('quat="' + ' '.join(f'{v:.7g}' for v in quat) + '"')
             attrs.append('size="' + ' '.join(f'{v:.7g}' for v in self.size) + '"')
-        attrs.append(f'material="{self.material}"' if self.material else f'rgba="{self.rgba}"')
+        attrs.append(f'rgba="{self.rgba}"')
         return '<geom ' + ' '.join(attrs) + '/>'
 
 
-def _frame(tangent: np.ndarray, normal_in: np.ndarray) -> np.ndarray:
-    """Rotation whose columns are (tangent, inward normal, z): a wall's axes."""
-    tangent = np.array([*tangent, 0.0][:3]) / np.linalg.norm(tangent)
-    normal_in = np.array([*normal_in, 0.0][:3]) / np.linalg.norm(normal_in)
-    rot = np.stack([tangent, normal_in, np.array([0.0, 0.0, 1.0])], axis=1)
+def _rotation(*axes: np.ndarray) -> np.ndarray:
+    """Rotation matrix with the given orthogonal axes (3-vectors, or 2-vectors in
+    the horizontal plane) as columns, the first flipped if needed to make it
+    right-handed. A box is symmetric, so the flip does not change its shape."""
+    columns = [np.array([*axis, 0.0][:3], dtype=np.float64) for axis in axes]
+    rot = np.stack([c / np.linalg.norm(c) for c in columns], axis=1)
     if np.linalg.det(rot) < 0:
         rot[:, 0] *= -1
     return rot
+
+
+_UP = np.array([0.0, 0.0, 1.0])
 
 
 def _wall_with_chamfer(
@@ -173,22 +176,18 @@ def _wall_with_chamfer(
             kind='box',
             pos=wall_centre,
             size=(half_length, thickness / 2, (depth + top) / 2),
-            rot=_frame(tangent, normal_in),
+            rot=_rotation(tangent, normal_in, _UP),
             group=group,
         )
     ]
     if chamfer > 0:
         out = np.array([*(-normal_in), 0.0])
-        up = np.array([0.0, 0.0, 1.0])
-        bevel = (out + up) / math.sqrt(2)  # from inner edge up and outward
-        material = (out - up) / math.sqrt(2)  # into the socket material
+        bevel = (out + _UP) / math.sqrt(2)  # from inner edge up and outward
+        material = (out - _UP) / math.sqrt(2)  # into the socket material
         edge = np.array([*face_point, -chamfer])
         depth_into = chamfer / math.sqrt(2)
         centre = edge + bevel * chamfer / math.sqrt(2) + material * depth_into / 2
-        t3 = np.array([*(tangent / np.linalg.norm(tangent)), 0.0])
-        rot = np.stack([t3, bevel, material], axis=1)
-        if np.linalg.det(rot) < 0:
-            rot[:, 0] *= -1
+        rot = _rotation(tangent, bevel, material)
         geoms.append(
             _Geom(
                 name=f'{name}_chamfer',
@@ -364,9 +363,7 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
             # Trim the slanted side so the ear's inner corner stays within |y| <= half_t.
             half_len = half_t / math.cos(theta) - ear * math.tan(theta)
             centre = mid + normal_in * ear / 2 + np.array([0, 0, length / 2])
-            rot = np.stack([tangent, normal_in, np.array([0.0, 0.0, 1.0])], axis=1)
-            if np.linalg.det(rot) < 0:
-                rot[:, 0] *= -1
+            rot = _rotation(tangent, normal_in, _UP)
             body.append(
                 _Geom(
                     name=f'plug_ear_{side}',
