@@ -1,0 +1,56 @@
+"""The absl entry points, run as a user runs them (subprocesses, real files)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, '-m', *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    'flag, message',
+    [
+        ('--task=hdmi', 'value should be one of <usb|dsub|model_e>'),
+        ('--episodes=-3', '--episodes=-3: -3 is not a positive integer'),
+        ('--goal_noise_mm=-1', '--goal_noise_mm=-1'),
+        ('--policy=sac', "--policy='sac' is not available; valid policies: p_controller"),
+    ],
+)
+def test_evaluate_rejects_bad_values_without_a_traceback(flag, message):
+    result = run_module('experiments.evaluate', flag)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert 'Traceback' not in output
+
+
+def test_evaluate_prints_json_on_its_last_line():
+    result = run_module(
+        'experiments.evaluate', '--task=usb', '--episodes=2', '--goal_noise_mm=0', '--json'
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        'task',
+        'policy',
+        'goal_noise_mm',
+        'episodes',
+        'success_rate',
+        'mean_final_distance_mm',
+    ):
+        assert key in summary
+    assert summary['task'] == 'usb' and summary['episodes'] == 2
+    assert summary['success_rate'] == 1.0  # exact goal: the P-controller seats the USB plug
