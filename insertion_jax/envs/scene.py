@@ -134,6 +134,13 @@ class _Geom:
         return '<geom ' + ' '.join(attrs) + '/>'
 
 
+def _capsule(name: str, fromto: Tuple[float, ...], radius: float, **kwargs) -> _Geom:
+    """A capsule geom between the two end points of `fromto` (metres)."""
+    return _Geom(
+        name=name, kind='capsule', pos=np.zeros(3), size=(radius,), fromto=fromto, **kwargs
+    )
+
+
 def _rotation(*axes: np.ndarray) -> np.ndarray:
     """Rotation matrix with the given orthogonal axes (3-vectors, or 2-vectors in
     the horizontal plane) as columns, the first flipped if needed to make it
@@ -251,12 +258,8 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
         cuts.append((x - half_slot, x + half_slot))
         for side, post_x in (('lo', x - half_slot), ('hi', x + half_slot)):
             shell.append(
-                _Geom(
-                    name=f'key{k}_post_{side}',
-                    kind='capsule',
-                    pos=np.zeros(3),
-                    size=(post_r,),
-                    fromto=(post_x, post_y, -depth, post_x, post_y, -post_r),
+                _capsule(
+                    f'key{k}_post_{side}', (post_x, post_y, -depth, post_x, post_y, -post_r), post_r
                 )
             )
         back_y = (
@@ -294,12 +297,10 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
         for sign, side in ((1, 'px'), (-1, 'nx')):
             x = sign * (_plug_half_width_at(spec, 0.0) - spec.seal_interference_mm * _MM + radius)
             seals.append(
-                _Geom(
-                    name=f'seal_{side}',
-                    kind='capsule',
-                    pos=np.zeros(3),
-                    size=(radius,),
-                    fromto=(x, -half_t, z, x, half_t, z),
+                _capsule(
+                    f'seal_{side}',
+                    (x, -half_t, z, x, half_t, z),
+                    radius,
                     rgba='0.1 0.1 0.1 1',
                     group=SEAL_GROUP,
                 )
@@ -380,12 +381,10 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
         radius = key.width_mm * _MM / 2
         x, y = key.x_mm * _MM, half_t + key.protrusion_mm * _MM - radius
         body.append(
-            _Geom(
-                name=f'plug_key{k}',
-                kind='capsule',
-                pos=np.zeros(3),
-                size=(radius,),
-                fromto=(x, y, radius, x, y, length - radius),
+            _capsule(
+                f'plug_key{k}',
+                (x, y, radius, x, y, length - radius),
+                radius,
                 rgba=_PLUG_RGBA,
                 group=2,
             )
@@ -395,12 +394,10 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
     for p, pin in enumerate(spec.pins):
         x, y = pin.x_mm * _MM, pin.y_mm * _MM
         pins.append(
-            _Geom(
-                name=f'pin{p}',
-                kind='capsule',
-                pos=np.zeros(3),
-                size=(pin_r,),
-                fromto=(x, y, 0.0, x, y, -(spec.pin_length_mm * _MM - pin_r)),
+            _capsule(
+                f'pin{p}',
+                (x, y, 0.0, x, y, -(spec.pin_length_mm * _MM - pin_r)),
+                pin_r,
                 rgba='0.85 0.7 0.3 1',
                 group=2,
             )
