@@ -147,11 +147,6 @@ class ConnectorSpec:
                 f'(0, insertion_depth_mm={self.insertion_depth_mm!r}).'
             )
 
-    @property
-    def key_depth_mm(self) -> float:
-        """Depth below the mating face at which the keys are fully engaged."""
-        return self.insertion_depth_mm if self.keys else 0.0
-
 
 USB = ConnectorSpec(
     name='usb',

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import mujoco
 import numpy as np
@@ -518,8 +518,3 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
 def build_model(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> mujoco.MjModel:
     """Compiles `build_mjcf(spec, ee)` into a `mujoco.MjModel`."""
     return mujoco.MjModel.from_xml_string(build_mjcf(spec, ee))
-
-
-def geom_names(model: mujoco.MjModel, ids: Sequence[int]) -> List[str]:
-    """Names of geoms `ids` in `model` (for diagnostics)."""
-    return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(i)) for i in ids]
