@@ -17,6 +17,7 @@ mjx_steps_per_s {batch: steps/s}, native_steps_per_s, ratio_best.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -40,6 +41,12 @@ _HOST_DEVICES = flags.DEFINE_integer(
     os.cpu_count() or 1,
     'On a CPU: XLA host devices to split the batch over (one per core).',
     lower_bound=1,
+)
+_MAX_CONTACTS = flags.DEFINE_integer(
+    'max_contact_points',
+    None,
+    'MJX contact budget per step (0: keep every contact); default: the scene\'s.',
+    lower_bound=0,
 )
 _JSON = flags.DEFINE_bool('json', False, 'Print the result as JSON on the last line.')
 
@@ -81,11 +88,12 @@ def native_steps_per_s(env, episodes: int) -> float:
     from insertion_jax.envs import controllers, scene  # pylint: disable=import-outside-toplevel
 
     cfg, spec = env.config, env.spec
-    model = scene.build_model(spec, env.ee_spec)
+    model = scene.build_model(spec, env.ee_spec, cfg.max_contact_points)
     data = mujoco.MjData(model)
     tip = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, scene.TIP_SITE)
     kp = np.asarray(controllers.DEFAULT_KP)
     goal = np.asarray(env.goal)
+    reach = cfg.workspace_mm * 1e-3
     rng = np.random.default_rng(0)
     steps, elapsed = 0, 0.0
     for _ in range(episodes):
@@ -106,7 +114,9 @@ def native_steps_per_s(env, episodes: int) -> float:
             action = np.clip(
                 -kp * (data.site_xpos[tip] - goal_observed), -cfg.max_action_m, cfg.max_action_m
             )
-            data.ctrl[:3] = data.qpos[:3] + action
+            target = data.qpos[:3] + action
+            target[:2] = np.clip(target[:2], goal_observed[:2] - reach, goal_observed[:2] + reach)
+            data.ctrl[:3] = target
             mujoco.mj_step(model, data, nstep=cfg.substeps)
         elapsed += time.perf_counter() - t0
         steps += cfg.horizon * cfg.substeps
@@ -135,7 +145,10 @@ def main(argv):
 
     from insertion_jax.envs import insertion  # pylint: disable=import-outside-toplevel
 
-    env = insertion.InsertionEnv(insertion.InsertionConfig(task=_TASK.value))
+    config = insertion.InsertionConfig(task=_TASK.value)
+    if _MAX_CONTACTS.value is not None:
+        config = dataclasses.replace(config, max_contact_points=_MAX_CONTACTS.value)
+    env = insertion.InsertionEnv(config)
     native = native_steps_per_s(env, _NATIVE_EPISODES.value)
     print(f'native MuJoCo (1 thread): {native:,.0f} physics steps/s', flush=True)
     mjx_rates = {}
@@ -153,6 +166,7 @@ def main(argv):
         'platform': jax.default_backend(),
         'cpu': platform.processor() or platform.machine(),
         'substeps_per_control_step': env.config.substeps,
+        'max_contact_points': env.config.max_contact_points,
         'timestep_s': env.config.timestep_s,
         'mjx_steps_per_s': {k: round(v) for k, v in mjx_rates.items()},
         'native_steps_per_s': round(native),

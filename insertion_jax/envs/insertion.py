@@ -8,7 +8,10 @@ jit- and vmap-able and keep no Python state: everything that changes lives in
 Control loop (as on the paper's Sawyer): at `control_hz` the policy returns a
 relative Cartesian move u of the end effector, in metres, clipped to
 `max_action_m` per axis. The impedance set-point becomes the current flange
-position plus u, and the compliant end effector (a spring-damper in each axis,
+position plus u, held within `workspace_mm` of the goal the robot was told
+horizontally (a robot's safety box; it also keeps the plug over the socket,
+which lets the scene list only the contact pairs that can touch). The compliant
+end effector (a spring-damper in each axis,
 see `scene.py`) pulls the plug toward it for `substeps` physics steps. Contact
 therefore pushes back: a plug that catches the socket rim stays there while the
 set-point moves on, and the force grows with the gap.
@@ -81,6 +84,12 @@ class InsertionConfig:
       reset_height_mm: start height of the tool point above the goal.
       reset_xy_range_mm: start offset range, uniform per horizontal axis.
       goal_noise_mm: half-width of the uniform goal perturbation per axis.
+      workspace_mm: half-width of the horizontal box around the observed goal
+        that the impedance set-point is clipped to, per axis. Must exceed
+        `reset_xy_range_mm + goal_noise_mm` so that every start lies inside.
+      max_contact_points: contacts MJX keeps per step, the deepest ones
+        (`scene.MAX_CONTACT_POINTS`, which see); 0 keeps every contact the
+        collision functions emit, which is exact but slower.
       reward: 'sparse' (eq. 1) or 'dense' (eq. 2).
       dense: coefficients of the dense reward.
     """
@@ -93,6 +102,8 @@ class InsertionConfig:
     reset_height_mm: float = 50.0
     reset_xy_range_mm: float = 2.0
     goal_noise_mm: float = 0.0
+    workspace_mm: float = 5.0
+    max_contact_points: int = scene.MAX_CONTACT_POINTS
     reward: str = 'sparse'
     dense: rewards.DenseRewardConfig = rewards.DenseRewardConfig()
 
@@ -109,6 +120,13 @@ class InsertionConfig:
         for name in ('goal_noise_mm', 'reset_xy_range_mm'):
             if not getattr(self, name) >= 0:
                 raise ValueError(f'InsertionConfig.{name}={getattr(self, name)!r} must be >= 0.')
+        if not self.workspace_mm > self.reset_xy_range_mm + self.goal_noise_mm:
+            raise ValueError(
+                f'InsertionConfig.workspace_mm={self.workspace_mm!r} must exceed '
+                f'reset_xy_range_mm + goal_noise_mm = '
+                f'{self.reset_xy_range_mm + self.goal_noise_mm!r}, so every start is inside it.'
+            )
+        scene.validate_max_contact_points(self.max_contact_points, 'InsertionConfig')
 
     @property
     def timestep_s(self) -> float:
@@ -155,7 +173,7 @@ class InsertionEnv:
         self.config = config
         self.spec = spec or connectors.get_task(config.task)
         self.ee_spec = dataclasses.replace(ee or scene.DEFAULT_EE, timestep_s=config.timestep_s)
-        self.mj_model = scene.build_model(self.spec, self.ee_spec)
+        self.mj_model = scene.build_model(self.spec, self.ee_spec, config.max_contact_points)
         self.mjx_model = mjx.put_model(self.mj_model)
         name2id = functools.partial(mujoco.mj_name2id, self.mj_model)
         self._tip_site = name2id(mujoco.mjtObj.mjOBJ_SITE, scene.TIP_SITE)
@@ -290,6 +308,9 @@ class InsertionEnv:
         model = self._model(state.info['friction'])
         data = state.data
         target = data.qpos[self._slide_qpos] + action
+        goal_xy = state.info['goal_observed'][:2]
+        reach = cfg.workspace_mm * 1e-3
+        target = target.at[:2].set(jnp.clip(target[:2], goal_xy - reach, goal_xy + reach))
         data = data.replace(ctrl=data.ctrl.at[:3].set(target))
 
         def substep(carry, _):

@@ -96,7 +96,17 @@ HINGE_JOINTS = ('ee_rx', 'ee_ry', 'ee_rz')
 CAMERA_SIDE_GROUP = 3
 SEAL_GROUP = 4
 
+# MJX sizes its contact and constraint arrays for every contact that the listed
+# pairs could emit (4 per box pair), and its solver pays for every row, touching
+# or not. It keeps only the deepest MAX_CONTACT_POINTS of them per step (the
+# `max_contact_points` numeric that `mjx.put_model` reads). Twelve covers a
+# plug seated on the floor and pressed against two walls; native MuJoCo, which
+# has no such budget, never had more than 19 touching in 200 P-controller
+# episodes and more than 12 in under 0.1% of steps (BUILD_NOTES.md).
+MAX_CONTACT_POINTS = 8
+
 _WALL_THICKNESS_MM = 4.0
+_PIN_POST_RADIUS_MM = 0.75
 _SOCKET_RGBA = '0.25 0.27 0.32 1'
 _PLUG_RGBA = '0.62 0.64 0.7 1'
 
@@ -147,6 +157,8 @@ def _rotation(*axes: np.ndarray) -> np.ndarray:
     right-handed. A box is symmetric, so the flip does not change its shape."""
     columns = [np.array([*axis, 0.0][:3], dtype=np.float64) for axis in axes]
     rot = np.stack([c / np.linalg.norm(c) for c in columns], axis=1)
+    if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-9):
+        raise ValueError(f'_rotation: axes {[c.tolist() for c in columns]} are not orthogonal.')
     if np.linalg.det(rot) < 0:
         rot[:, 0] *= -1
     return rot
@@ -229,7 +241,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
     # x walls (slanted for a trapezoid): the long side of the shell is at +y.
     for sign, side in ((1, 'px'), (-1, 'nx')):
         tangent = np.array([sign * math.sin(theta), math.cos(theta)])
-        normal_in = np.array([-sign * math.cos(theta), sign * math.sin(theta)])
+        normal_in = np.array([-sign * math.cos(theta), math.sin(theta)])
         shell += _wall_with_chamfer(
             side,
             np.array([sign * half_w0, 0.0]),
@@ -306,32 +318,25 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
                 )
             )
 
+    # Each pin socket is four vertical posts around the hole, their round tops
+    # flush with the floor: a square hole with a rounded lead-in, and
+    # capsule-capsule contacts with the pin (one exact contact each in MJX,
+    # where boxes cost a clipped four-point manifold).
     holes: List[_Geom] = []
     pin_r = spec.pin_radius_mm * _MM
+    post_r = _PIN_POST_RADIUS_MM * _MM
     for p, pin in enumerate(spec.pins):
         px, py = pin.x_mm * _MM, pin.y_mm * _MM
-        hx = pin_r + spec.pin_clearance_mm * _MM / 2
-        hy = hx
-        hole_depth = (spec.pin_length_mm + 2.0) * _MM
-        zc = -depth - hole_depth / 2
-        block = 1.5 * _MM  # hole wall thickness: covers a misaligned pin tip
-        for sign, tag in ((1, 'px'), (-1, 'nx')):
+        reach = pin_r + spec.pin_clearance_mm * _MM / 2 + post_r  # axis to post axis
+        bottom = -depth - (spec.pin_length_mm + 2.0) * _MM
+        for dx, dy, tag in ((1, 0, 'px'), (-1, 0, 'nx'), (0, 1, 'py'), (0, -1, 'ny')):
+            x, y = px + dx * reach, py + dy * reach
             holes.append(
-                _Geom(
-                    name=f'pin{p}_hole_{tag}',
-                    kind='box',
-                    pos=np.array([px + sign * (hx + block / 2), py, zc]),
-                    size=(block / 2, hy + block, hole_depth / 2),
-                )
-            )
-        for sign, tag in ((1, 'py'), (-1, 'ny')):
-            holes.append(
-                _Geom(
-                    name=f'pin{p}_hole_{tag}',
-                    kind='box',
-                    pos=np.array([px, py + sign * (hy + block / 2), zc]),
-                    size=(hx, block / 2, hole_depth / 2),
-                    group=1 if sign > 0 else CAMERA_SIDE_GROUP,
+                _capsule(
+                    f'pin{p}_hole_{tag}',
+                    (x, y, bottom, x, y, -depth - post_r),
+                    post_r,
+                    group=CAMERA_SIDE_GROUP if tag == 'ny' else 1,
                 )
             )
     return shell, seals, holes
@@ -359,7 +364,7 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
         ear = 1.0 * _MM
         for sign, side in ((1, 'px'), (-1, 'nx')):
             tangent = np.array([sign * math.sin(theta), math.cos(theta), 0.0])
-            normal_in = np.array([-sign * math.cos(theta), sign * math.sin(theta), 0.0])
+            normal_in = np.array([-sign * math.cos(theta), math.sin(theta), 0.0])
             mid = np.array([sign * _plug_half_width_at(spec, 0.0), 0.0, 0.0])
             # Trim the slanted side so the ear's inner corner stays within |y| <= half_t.
             half_len = half_t / math.cos(theta) - ear * math.tan(theta)
@@ -406,30 +411,73 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
 
 
 def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
-    """Explicit contact pairs: (plug geom, socket geom, contact class)."""
+    """Explicit contact pairs: (plug geom, socket geom, contact class).
+
+    MJX runs the collision function of every listed pair every step, so only
+    pairs that can touch are listed. The environment keeps the plug over the
+    socket (its set-point is clipped to a few millimetres around the goal, see
+    `InsertionConfig.workspace_mm`), and on that footprint:
+
+    * only the plug core meets the floor: every plug geom ends at the mating
+      face or above it, and the core spans that face;
+    * a trapezoid's slanted ends (the ears) never reach the opposite x wall,
+      which is a plug width away;
+    * a key rib, on the +y side and above the mating face, meets only the +y
+      wall pieces and chamfers, its groove's posts and back;
+    * the core never meets a groove's posts (they are flush with the wall face);
+    * the O-ring squeezes only the core, and each pin meets only its own hole.
+
+    Every pair dropped here was measured never to touch in 200 native MuJoCo
+    P-controller episodes with all pairs listed (BUILD_NOTES.md).
+    """
     body, pins = plug_geoms(spec)
     shell, seals, holes = socket_geoms(spec)
-    pairs = []
-    for g in body:
-        pairs.append((g.name, 'floor', 'rigid'))
-        for s in shell:
-            if '_post_' in s.name and not g.name.startswith('plug_key'):
-                continue  # posts are flush with the wall face: only ribs reach them
-            pairs.append((g.name, s.name, 'rigid'))
-        if g.name == 'plug_core':
-            for s in seals:
-                pairs.append((g.name, s.name, 'seal'))
+
+    def reachable(plug: str, socket: str) -> bool:
+        side = socket.split('_')[0]  # px, nx, py0, ny0, key0, ...
+        if plug == 'plug_core':
+            return '_post_' not in socket
+        if plug.startswith('plug_ear_'):
+            opposite = {'px': 'nx', 'nx': 'px'}[plug[len('plug_ear_') :]]
+            return side != opposite
+        if plug.startswith('plug_key'):
+            return side.startswith('py') or side == plug[len('plug_') :]
+        raise ValueError(f'plug geom {plug!r} has no contact rule')
+
+    pairs = [('plug_core', 'floor', 'rigid')]
+    pairs += [(g.name, s.name, 'rigid') for g in body for s in shell if reachable(g.name, s.name)]
+    pairs += [('plug_core', s.name, 'seal') for s in seals]
     for p, pin in enumerate(pins):
         pairs += [(pin.name, h.name, 'rigid') for h in holes if h.name.startswith(f'pin{p}_')]
     return pairs
 
 
-def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
+def validate_max_contact_points(value: int, owner: str = 'max_contact_points') -> None:
+    if not (isinstance(value, int) and value >= 0):
+        raise ValueError(
+            f'{owner}.max_contact_points={value!r} must be an integer >= 0 '
+            '(0 keeps every contact).'
+        )
+
+
+def build_mjcf(
+    spec: ConnectorSpec,
+    ee: EndEffectorSpec = DEFAULT_EE,
+    max_contact_points: int = MAX_CONTACT_POINTS,
+) -> str:
     """Returns the MJCF XML of the insertion scene for `spec`.
 
     The plug tip starts at the world origin (joint positions are displacements
     from it); the environment sets the initial joint positions at reset.
+    `max_contact_points` is MJX's per-step contact budget (0: no budget); native
+    MuJoCo ignores it.
     """
+    validate_max_contact_points(max_contact_points, 'build_mjcf')
+    budget = (
+        f'<numeric name="max_contact_points" data="{max_contact_points}"/>'
+        if max_contact_points
+        else ''
+    )
     depth = spec.insertion_depth_mm * _MM
     shell, seals, holes = socket_geoms(spec)
     body, pins = plug_geoms(spec)
@@ -471,6 +519,7 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{ee.timestep_s}" integrator="Euler" cone="pyramidal" impratio="1"
           iterations="6" ls_iterations="4"/>
+  <custom>{budget}</custom>
   <visual>
     <global offwidth="640" offheight="480"/>
     <headlight ambient="0.25 0.25 0.25" diffuse="0.35 0.35 0.35" specular="0.1 0.1 0.1"/>
@@ -515,6 +564,10 @@ def build_mjcf(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> str:
 """
 
 
-def build_model(spec: ConnectorSpec, ee: EndEffectorSpec = DEFAULT_EE) -> mujoco.MjModel:
-    """Compiles `build_mjcf(spec, ee)` into a `mujoco.MjModel`."""
-    return mujoco.MjModel.from_xml_string(build_mjcf(spec, ee))
+def build_model(
+    spec: ConnectorSpec,
+    ee: EndEffectorSpec = DEFAULT_EE,
+    max_contact_points: int = MAX_CONTACT_POINTS,
+) -> mujoco.MjModel:
+    """Compiles `build_mjcf(spec, ee, max_contact_points)` into a `mujoco.MjModel`."""
+    return mujoco.MjModel.from_xml_string(build_mjcf(spec, ee, max_contact_points))
