@@ -26,7 +26,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m experiments.benchmarks.env_throughput --task=usb --json
+	for task in usb dsub model_e; do \
+		$(PY) -m experiments.benchmarks.env_throughput --task=$$task --json || exit 1; \
+	done
 
 render: $(STAMP)
 	$(PY) -m experiments.render --task=all --out=docs/images

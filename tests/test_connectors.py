@@ -57,6 +57,25 @@ def test_socket_opening_matches_clearance():
     assert opening_mm == pytest.approx(spec.plug_width_mm + spec.clearance_mm, abs=1e-6)
 
 
+@pytest.mark.parametrize('name', connectors.task_names())
+def test_socket_and_plug_are_mirror_symmetric_in_x(name):
+    """Each -x geom is the mirror image of its +x twin (a trapezoid's slanted sides too)."""
+    model = scene.build_model(connectors.get_task(name))
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    names = [model.geom(i).name for i in range(model.ngeom)]
+    twins = [(n, n.replace('px', 'nx')) for n in names if 'px' in n and 'pin' not in n]
+    assert twins
+    for px, nx in twins:
+        a, b = model.geom(px).id, model.geom(nx).id
+        np.testing.assert_allclose(data.geom_xpos[b], mirror @ data.geom_xpos[a], atol=1e-9)
+        rot_a, rot_b = data.geom_xmat[a].reshape(3, 3), data.geom_xmat[b].reshape(3, 3)
+        # Same box up to the sign of each axis: |R_b^T M R_a| is the identity.
+        np.testing.assert_allclose(np.abs(rot_b.T @ mirror @ rot_a), np.eye(3), atol=1e-6)
+        np.testing.assert_allclose(model.geom_size[b], model.geom_size[a])
+
+
 def test_keyed_and_pinned_connectors_have_their_features():
     dsub_pairs = scene.contact_pairs(connectors.DSUB)
     assert {p[0] for p in dsub_pairs} >= {'pin0', 'pin1', 'plug_ear_px', 'plug_ear_nx'}

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.envs import controllers, insertion, rewards
+from mujoco import mjx
+
+from insertion_jax.envs import controllers, insertion, rewards, scene
 
 
 @pytest.fixture(scope='module')
@@ -97,11 +99,20 @@ def test_config_goal_noise_is_uniform_within_its_bound():
         ({'horizon': 0}, 'horizon=0 must be a positive integer'),
         ({'goal_noise_mm': -1.0}, 'goal_noise_mm=-1.0 must be >= 0'),
         ({'max_action_m': 0.0}, 'max_action_m=0.0 must be > 0'),
+        ({'workspace_mm': 2.0}, r'workspace_mm=2.0 must exceed reset_xy_range_mm \+ goal_noise_mm'),
+        ({'max_contact_points': -1}, 'max_contact_points=-1 must be an integer >= 0'),
     ],
 )
 def test_bad_config_is_rejected_with_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         insertion.InsertionConfig(**kwargs)
+
+
+def test_mjx_keeps_the_contact_budget(env):
+    """MJX reads the scene's budget: its contact arrays hold exactly that many."""
+    data = mjx.make_data(env.mjx_model)
+    assert data._impl.contact.dist.shape == (env.config.max_contact_points,)
+    assert env.config.max_contact_points == scene.MAX_CONTACT_POINTS
 
 
 def test_obs_field_names_are_checked():

@@ -360,15 +360,24 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
     ]
     if spec.taper_deg > 0:
         # The two slanted ends of the trapezoid: boxes whose outer face is the
-        # slanted side, reaching inward into the core.
+        # slanted side, reaching inward into the core. The outer face runs from
+        # the narrow (-y) side's corner, which it shares with the core, to just
+        # short of the wide (+y) side, where it stops so that the ear's inner
+        # corner lands on the +y face instead of standing out of it. The ears
+        # thus add only the slanted faces to the core's outline.
         ear = 1.0 * _MM
         for sign, side in ((1, 'px'), (-1, 'nx')):
             tangent = np.array([sign * math.sin(theta), math.cos(theta), 0.0])
             normal_in = np.array([-sign * math.cos(theta), math.sin(theta), 0.0])
             mid = np.array([sign * _plug_half_width_at(spec, 0.0), 0.0, 0.0])
-            # Trim the slanted side so the ear's inner corner stays within |y| <= half_t.
-            half_len = half_t / math.cos(theta) - ear * math.tan(theta)
-            centre = mid + normal_in * ear / 2 + np.array([0, 0, length / 2])
+            start, end = -half_t / math.cos(theta), half_t / math.cos(theta) - ear * math.tan(theta)
+            half_len = (end - start) / 2
+            centre = (
+                mid
+                + tangent * (start + end) / 2
+                + normal_in * ear / 2
+                + np.array([0, 0, length / 2])
+            )
             rot = _rotation(tangent, normal_in, _UP)
             body.append(
                 _Geom(
@@ -413,33 +422,39 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
 def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
     """Explicit contact pairs: (plug geom, socket geom, contact class).
 
-    MJX runs the collision function of every listed pair every step, so only
-    pairs that can touch are listed. The environment keeps the plug over the
-    socket (its set-point is clipped to a few millimetres around the goal, see
-    `InsertionConfig.workspace_mm`), and on that footprint:
+    MJX runs the collision function of every listed pair every step (a box
+    pair costs about as much as the rest of the step), so a pair is listed only
+    if it can touch and no listed pair touches at the same place. The
+    environment keeps the plug over the socket (its set-point is clipped to a
+    few millimetres around the goal, `InsertionConfig.workspace_mm`); there:
 
     * only the plug core meets the floor: every plug geom ends at the mating
       face or above it, and the core spans that face;
-    * a trapezoid's slanted ends (the ears) never reach the opposite x wall,
-      which is a plug width away;
+    * a trapezoid's slanted ends (the ears) meet only their own side's x wall
+      and chamfer: the opposite wall is a plug width away, and the ears reach
+      the plug's +y and -y faces only at points on the core's edges;
+    * the core of a trapezoid meets the x walls only through its bottom
+      corners on the chamfers: its end faces lie inside the ears;
     * a key rib, on the +y side and above the mating face, meets only the +y
       wall pieces and chamfers, its groove's posts and back;
     * the core never meets a groove's posts (they are flush with the wall face);
     * the O-ring squeezes only the core, and each pin meets only its own hole.
 
-    Every pair dropped here was measured never to touch in 200 native MuJoCo
-    P-controller episodes with all pairs listed (BUILD_NOTES.md).
+    With every plug-socket pair listed, native MuJoCo P-controller episodes
+    (200 per connector) put no contact on a pair dropped here that a listed
+    pair did not also carry at the same place (BUILD_NOTES.md).
     """
     body, pins = plug_geoms(spec)
     shell, seals, holes = socket_geoms(spec)
+    has_ears = any(g.name.startswith('plug_ear_') for g in body)
 
     def reachable(plug: str, socket: str) -> bool:
         side = socket.split('_')[0]  # px, nx, py0, ny0, key0, ...
         if plug == 'plug_core':
-            return '_post_' not in socket
+            end_face_in_ear = has_ears and side in ('px', 'nx') and socket.endswith('_wall')
+            return '_post_' not in socket and not end_face_in_ear
         if plug.startswith('plug_ear_'):
-            opposite = {'px': 'nx', 'nx': 'px'}[plug[len('plug_ear_') :]]
-            return side != opposite
+            return side == plug[len('plug_ear_') :]
         if plug.startswith('plug_key'):
             return side.startswith('py') or side == plug[len('plug_') :]
         raise ValueError(f'plug geom {plug!r} has no contact rule')
