@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from mujoco import mjx
 
 from insertion_jax.envs import controllers, insertion, rewards, scene

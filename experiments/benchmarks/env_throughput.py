@@ -45,7 +45,7 @@ _HOST_DEVICES = flags.DEFINE_integer(
 _MAX_CONTACTS = flags.DEFINE_integer(
     'max_contact_points',
     None,
-    'MJX contact budget per step (0: keep every contact); default: the scene\'s.',
+    "MJX contact budget per step (0: keep every contact); default: the scene's.",
     lower_bound=0,
 )
 _JSON = flags.DEFINE_bool('json', False, 'Print the result as JSON on the last line.')

@@ -470,8 +470,7 @@ def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
 def validate_max_contact_points(value: int, owner: str = 'max_contact_points') -> None:
     if not (isinstance(value, int) and value >= 0):
         raise ValueError(
-            f'{owner}.max_contact_points={value!r} must be an integer >= 0 '
-            '(0 keeps every contact).'
+            f'{owner}.max_contact_points={value!r} must be an integer >= 0 (0 keeps every contact).'
         )
 
 
