@@ -50,6 +50,10 @@ from insertion_jax.envs import connectors, rewards, scene
 
 OBS_SPEC: Tuple[Tuple[str, int], ...] = (('ee_pos_rel_goal_mm', 3), ('f_z_n', 1))
 OBS_DIM = sum(size for _, size in OBS_SPEC)
+# Typical magnitude of each observation field (the agents' fixed input scale):
+# positions within about 10 mm of the goal matter most, contact forces reach
+# tens of newtons.
+OBS_SCALE: Tuple[float, ...] = (10.0, 10.0, 10.0, 10.0)
 ACTION_DIM = 3
 
 

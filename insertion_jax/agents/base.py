@@ -1,0 +1,201 @@
+"""What every agent shares: the transition batch, the agent interface, target updates.
+
+An agent is a frozen dataclass of pure functions built from a static config
+(`make_agent` in `insertion_jax.agents`):
+
+  init(key, obs_spec, action_spec) -> AgentState
+  act(state, obs, key, deterministic) -> action            # (..., A) in [-1, 1]
+  update(state, batch, key) -> (state, metrics)
+  init_noise(key, num_envs) -> NoiseState                  # exploration process
+  explore(state, obs, noise, key) -> (action, noise)       # what the collector runs
+  reset_noise(noise, done) -> noise                        # at episode boundaries
+  actor_params(state) -> params                            # all that `policy` needs
+  policy(params, obs) -> action                            # deterministic; exported
+
+Specs are `jax.ShapeDtypeStruct`s of one observation and one action. Actions
+are normalized to [-1, 1] per axis; the environment side scales them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+Params = Any
+Metrics = Dict[str, jax.Array]
+
+
+@struct.dataclass
+class Transition:
+    """A batch of (possibly n-step) transitions; leading axis B (or none).
+
+    Attributes:
+      obs: (B, obs_dim) observation s_t.
+      action: (B, A) the agent's own action in [-1, 1] (under residual RL the
+        RL part u_RL only, never the executed sum).
+      reward: (B,) return over the n steps, sum_k gamma^k r_{t+k}.
+      discount: (B,) multiplier of the bootstrap value: gamma^n, or 0 when the
+        episode terminated inside the n steps (a time-limit end bootstraps).
+      next_obs: (B, obs_dim) observation s_{t+n} to bootstrap from.
+      is_demo: (B,) 1.0 for demonstration samples (behaviour cloning), else 0.
+      weight: (B,) per-sample loss weight (importance weights of prioritized
+        replay; 1.0 for uniform replay).
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    next_obs: jax.Array
+    is_demo: jax.Array
+    weight: jax.Array
+
+
+def make_transition(obs, action, reward, discount, next_obs, is_demo=None, weight=None):
+    """Builds a `Transition`, filling `is_demo` with 0 and `weight` with 1 when omitted."""
+    ones = jnp.ones(jnp.shape(reward), jnp.float32)
+    return Transition(
+        obs=obs,
+        action=action,
+        reward=reward,
+        discount=discount,
+        next_obs=next_obs,
+        is_demo=jnp.zeros_like(ones) if is_demo is None else is_demo,
+        weight=ones if weight is None else weight,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """An off-policy agent as pure functions; see the module docstring."""
+
+    name: str
+    config: Any
+    init: Callable[[jax.Array, jax.ShapeDtypeStruct, jax.ShapeDtypeStruct], Any]
+    act: Callable[..., jax.Array]
+    update: Callable[[Any, Transition, jax.Array], Tuple[Any, Metrics]]
+    init_noise: Callable[[jax.Array, int], Any]
+    explore: Callable[[Any, jax.Array, Any, jax.Array], Tuple[jax.Array, Any]]
+    reset_noise: Callable[[Any, jax.Array], Any]
+    actor_params: Callable[[Any], Params]
+    policy: Callable[[Params, jax.Array], jax.Array]
+
+
+def q_regression_loss(q: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+    """Sum over critics of the weighted mean squared TD error.
+
+    Args:
+      q: (num_critics, B) predictions.
+      target: (B,) regression targets (gradients are stopped here).
+      weight: (B,) per-sample weights.
+
+    Returns:
+      sum_c mean_b weight_b (q_cb - target_b)^2.
+    """
+    error = q - jax.lax.stop_gradient(target)[None]
+    return jnp.sum(jnp.mean(weight[None] * error**2, axis=-1))
+
+
+def soft_update(target: Params, online: Params, tau: float) -> Params:
+    """Polyak averaging: target <- (1 - tau) target + tau online."""
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def hard_update(target: Params, online: Params, step: jax.Array, every: int) -> Params:
+    """Copies `online` into `target` when `step` (the update count after this
+    update, int ()) is a multiple of `every`; otherwise keeps `target`."""
+    copy = (step % every) == 0
+    return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
+
+
+def update_target(target: Params, online: Params, step: jax.Array, tau: float, every: int):
+    """Soft update with rate `tau` when `every` == 0, else a hard copy every `every` updates."""
+    if every > 0:
+        return hard_update(target, online, step, every)
+    return soft_update(target, online, tau)
+
+
+def apply_gradients(
+    optimizer: optax.GradientTransformation, params: Params, opt_state: Any, grads: Params
+) -> Tuple[Params, Any]:
+    """One optimizer step; returns (params, opt_state)."""
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def make_optimizer(learning_rate: float, max_grad_norm: float = 0.0):
+    """Adam, preceded by global-norm gradient clipping when `max_grad_norm` > 0."""
+    adam = optax.adam(learning_rate)
+    if max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
+    return adam
+
+
+def validate_positive(owner: str, **values) -> None:
+    """Raises ValueError naming `owner.field=value` for any value that is not > 0."""
+    for name, value in values.items():
+        if isinstance(value, (tuple, list)):
+            bad = not value or any(not (isinstance(v, int) and v > 0) for v in value)
+            if bad:
+                raise ValueError(
+                    f'{owner}.{name}={value!r} must be a non-empty sequence of positive integers.'
+                )
+        elif not value > 0:
+            raise ValueError(f'{owner}.{name}={value!r} must be > 0.')
+
+
+def validate_unit_interval(owner: str, **values) -> None:
+    """Raises ValueError for any value outside [0, 1]."""
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f'{owner}.{name}={value!r} must be in [0, 1].')
+
+
+NOISE_KINDS = ('gaussian', 'ou')
+
+
+def init_action_noise(num_envs: int, action_dim: int, sigma: float) -> Dict[str, jax.Array]:
+    """State of the exploration noise of a deterministic actor.
+
+    'sigma' (num_envs,): per-environment noise scale (Ape-X gives every actor
+    its own; the loop may overwrite it). 'ou' (num_envs, A): the
+    Ornstein-Uhlenbeck process value, zero at the start of every episode.
+    """
+    return {
+        'sigma': jnp.full((num_envs,), sigma, jnp.float32),
+        'ou': jnp.zeros((num_envs, action_dim), jnp.float32),
+    }
+
+
+def add_action_noise(
+    action: jax.Array, noise: Dict[str, jax.Array], key: jax.Array, kind: str, ou_theta: float
+) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Exploration of a deterministic actor, clipped to [-1, 1].
+
+    kind 'gaussian': a + sigma * N(0, 1), independent per step.
+    kind 'ou': a + x, x <- x - theta x + sigma N(0, 1) (mean-reverting, so
+    consecutive moves are correlated).
+
+    Args:
+      action: (E, A) the actor's deterministic action.
+      noise: `init_action_noise` state for E environments.
+      key: PRNG key.
+      kind: one of NOISE_KINDS.
+      ou_theta: mean-reversion rate of the OU process.
+    """
+    sigma = noise['sigma'][..., None]
+    eps = jax.random.normal(key, action.shape, action.dtype)
+    if kind == 'ou':
+        ou = noise['ou'] - ou_theta * noise['ou'] + sigma * eps
+        return jnp.clip(action + ou, -1.0, 1.0), {**noise, 'ou': ou}
+    return jnp.clip(action + sigma * eps, -1.0, 1.0), noise
+
+
+def reset_action_noise(noise: Dict[str, jax.Array], done: jax.Array) -> Dict[str, jax.Array]:
+    """Zeros the OU process of the environments whose episode ended (`done` (E,) bool)."""
+    return {**noise, 'ou': jnp.where(done[:, None], 0.0, noise['ou'])}

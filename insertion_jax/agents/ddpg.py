@@ -1,0 +1,206 @@
+"""DDPG (Lillicrap et al. 2016), configurable toward Ape-X DDPG (Horgan et al. 2018).
+
+One critic and a deterministic actor with target copies of both. Options:
+  * exploration: Gaussian or Ornstein-Uhlenbeck noise (`noise_kind`);
+  * n-step returns: the replay side builds n-step transitions (see
+    `insertion_jax.replay.nstep`); the agent bootstraps with whatever
+    `batch.discount` says (gamma^n, 0 at a terminal), so `n_step` here only
+    records the choice for the loop;
+  * target updates: soft (Polyak, `tau`) or a hard copy every
+    `hard_target_every` updates (Ape-X DDPG: every 50,000);
+  * loss coefficients `actor_loss_coef`, `critic_loss_coef` (Ape-X DDPG: 0.1 and
+    1.0). With one Adam state per network these only matter through Adam's
+    epsilon and gradient clipping, as Adam is invariant to a constant scale.
+With `bc_weight` > 0 the actor adds the behaviour-cloning loss of `bc.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from insertion_jax.agents import base, networks, td3
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPGConfig:
+    """Hyperparameters of DDPG.
+
+    Attributes:
+      hidden: hidden layer widths of actor and critic.
+      actor_lr, critic_lr: Adam learning rates.
+      discount: gamma (per environment step; the n-step discount is gamma^n).
+      tau: Polyak rate of the targets (used when hard_target_every == 0).
+      hard_target_every: copy the online networks into the targets every K
+        updates; 0 selects soft updates.
+      n_step: length of the returns the loop builds for this agent.
+      exploration_noise: scale of the exploration noise (normalized actions).
+      noise_kind: 'gaussian' or 'ou'.
+      ou_theta: mean reversion of the OU noise.
+      actor_loss_coef, critic_loss_coef: multipliers of the two losses.
+      actor_out_scale: initial weight scale of the actor's output layer.
+      bc_weight: weight of the behaviour-cloning loss (0 disables it).
+      q_filter: apply the Q-filter to the behaviour-cloning loss.
+      max_grad_norm: global-norm gradient clip (0 disables it).
+    """
+
+    hidden: Tuple[int, ...] = (256, 256)
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    discount: float = 0.99
+    tau: float = 0.005
+    hard_target_every: int = 0
+    n_step: int = 1
+    exploration_noise: float = 0.1
+    noise_kind: str = 'gaussian'
+    ou_theta: float = 0.15
+    actor_loss_coef: float = 1.0
+    critic_loss_coef: float = 1.0
+    actor_out_scale: float = 1.0
+    bc_weight: float = 0.0
+    q_filter: bool = True
+    max_grad_norm: float = 0.0
+
+    def __post_init__(self):
+        base.validate_positive(
+            'DDPGConfig',
+            hidden=self.hidden,
+            actor_lr=self.actor_lr,
+            critic_lr=self.critic_lr,
+            n_step=self.n_step,
+            actor_loss_coef=self.actor_loss_coef,
+            critic_loss_coef=self.critic_loss_coef,
+        )
+        base.validate_unit_interval('DDPGConfig', discount=self.discount, tau=self.tau)
+        td3.validate_noise('DDPGConfig', self.noise_kind, self.exploration_noise)
+        if self.hard_target_every < 0 or self.bc_weight < 0:
+            raise ValueError(
+                'DDPGConfig.hard_target_every and bc_weight must be >= 0; got '
+                f'{self.hard_target_every!r}, {self.bc_weight!r}.'
+            )
+
+
+@struct.dataclass
+class DDPGState:
+    """Everything DDPG updates; a pytree."""
+
+    actor_params: base.Params
+    target_actor_params: base.Params
+    critic_params: base.Params
+    target_critic_params: base.Params
+    actor_opt: base.Params
+    critic_opt: base.Params
+    steps: jax.Array
+
+
+def critic_loss(
+    critic_params,
+    target_critic_params,
+    target_actor_params,
+    batch: base.Transition,
+    nets: td3.DeterministicNetworks,
+):
+    """(n-step) Bellman regression: y = R + discount * Q'(s', mu'(s')).
+
+    Returns (loss, aux): loss = mean(w (Q(s, a) - y)^2); aux 'q' (1, B),
+    'target' (B,), 'td_error' (B,).
+    """
+    next_action = nets.actor.apply(target_actor_params, batch.next_obs)
+    next_q = nets.critic.apply(target_critic_params, batch.next_obs, next_action)[0]
+    target = batch.reward + batch.discount * next_q
+    q = nets.critic.apply(critic_params, batch.obs, batch.action)
+    loss = base.q_regression_loss(q, target, batch.weight)
+    return loss, {'q': q, 'target': target, 'td_error': q[0] - target}
+
+
+def make_ddpg(config: DDPGConfig = DDPGConfig(), action_dim: int = 3) -> base.Agent:
+    """Builds the DDPG agent for actions of `action_dim` dimensions."""
+    nets = td3.DeterministicNetworks(
+        actor=networks.DeterministicActor(action_dim, config.hidden, config.actor_out_scale),
+        critic=networks.Critic(config.hidden, num_critics=1),
+    )
+    actor_opt = base.make_optimizer(config.actor_lr, config.max_grad_norm)
+    critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
+
+    def init(key, obs_spec, action_spec) -> DDPGState:
+        actor_params, critic_params = td3.init_deterministic(
+            nets, key, obs_spec, action_spec, action_dim
+        )
+        return DDPGState(
+            actor_params=actor_params,
+            target_actor_params=actor_params,
+            critic_params=critic_params,
+            target_critic_params=critic_params,
+            actor_opt=actor_opt.init(actor_params),
+            critic_opt=critic_opt.init(critic_params),
+            steps=jnp.zeros((), jnp.int32),
+        )
+
+    def policy(actor_params, obs):
+        return nets.actor.apply(actor_params, obs)
+
+    def scaled_critic_loss(*args):
+        loss, aux = critic_loss(*args)
+        return config.critic_loss_coef * loss, aux
+
+    def scaled_actor_loss(*args):
+        loss, aux = td3.deterministic_actor_loss(*args)
+        return config.actor_loss_coef * loss, aux
+
+    def update(state: DDPGState, batch: base.Transition, key):
+        del key  # DDPG's update is deterministic given the batch
+        (loss_q, aux_q), grads = jax.value_and_grad(scaled_critic_loss, has_aux=True)(
+            state.critic_params, state.target_critic_params, state.target_actor_params, batch, nets
+        )
+        critic_params, critic_opt_state = base.apply_gradients(
+            critic_opt, state.critic_params, state.critic_opt, grads
+        )
+        (loss_pi, aux_pi), grads = jax.value_and_grad(scaled_actor_loss, has_aux=True)(
+            state.actor_params, critic_params, batch, nets, config.bc_weight, config.q_filter
+        )
+        actor_params, actor_opt_state = base.apply_gradients(
+            actor_opt, state.actor_params, state.actor_opt, grads
+        )
+        steps = state.steps + 1
+        every = config.hard_target_every
+        new_state = DDPGState(
+            actor_params=actor_params,
+            target_actor_params=base.update_target(
+                state.target_actor_params, actor_params, steps, config.tau, every
+            ),
+            critic_params=critic_params,
+            target_critic_params=base.update_target(
+                state.target_critic_params, critic_params, steps, config.tau, every
+            ),
+            actor_opt=actor_opt_state,
+            critic_opt=critic_opt_state,
+            steps=steps,
+        )
+        metrics = {
+            'critic_loss': loss_q,
+            'actor_loss': loss_pi,
+            'q_mean': jnp.mean(aux_q['q']),
+            'target_q_mean': jnp.mean(aux_q['target']),
+            'td_error': aux_q['td_error'],
+            **aux_pi,
+        }
+        return new_state, metrics
+
+    return base.Agent(
+        name='ddpg',
+        config=config,
+        init=init,
+        act=td3.deterministic_act(policy, config.exploration_noise),
+        update=update,
+        init_noise=lambda key, num_envs: base.init_action_noise(
+            num_envs, action_dim, config.exploration_noise
+        ),
+        explore=td3.deterministic_explore(policy, config.noise_kind, config.ou_theta),
+        reset_noise=base.reset_action_noise,
+        actor_params=lambda state: state.actor_params,
+        policy=policy,
+    )

@@ -1,0 +1,283 @@
+"""Soft actor-critic (Haarnoja et al. 2018) with automatic entropy tuning.
+
+Twin Q-functions with soft (Polyak) target updates, a tanh-squashed Gaussian
+policy, and a learned temperature alpha that drives the policy's entropy to
+`target_entropy` (default -|A|). One `update` is: critic step, actor step with
+the new critic, temperature step, target update. Each network has its own Adam
+state. With `bc_weight` > 0 the actor also minimizes the behaviour-cloning loss
+of `bc.py` on the demonstration samples of each batch (applied to the mean
+action tanh(mu)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from insertion_jax.agents import base, bc, networks
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """Hyperparameters of SAC.
+
+    Attributes:
+      hidden: hidden layer widths of actor and critics.
+      actor_lr, critic_lr, alpha_lr: Adam learning rates.
+      discount: gamma.
+      tau: Polyak rate of the target critics.
+      init_alpha: initial temperature.
+      target_entropy: entropy target; None means -action_dim.
+      actor_out_scale: initial weight scale of the actor's output layer.
+      bc_weight: weight of the behaviour-cloning loss (0 disables it).
+      q_filter: apply the Q-filter to the behaviour-cloning loss.
+      max_grad_norm: global-norm gradient clip (0 disables it).
+    """
+
+    hidden: Tuple[int, ...] = (256, 256)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 0.005
+    init_alpha: float = 1.0
+    target_entropy: Optional[float] = None
+    actor_out_scale: float = 1.0
+    bc_weight: float = 0.0
+    q_filter: bool = True
+    max_grad_norm: float = 0.0
+
+    def __post_init__(self):
+        base.validate_positive(
+            'SACConfig',
+            hidden=self.hidden,
+            actor_lr=self.actor_lr,
+            critic_lr=self.critic_lr,
+            alpha_lr=self.alpha_lr,
+            init_alpha=self.init_alpha,
+        )
+        base.validate_unit_interval('SACConfig', discount=self.discount, tau=self.tau)
+        if self.bc_weight < 0:
+            raise ValueError(f'SACConfig.bc_weight={self.bc_weight!r} must be >= 0.')
+
+
+@struct.dataclass
+class SACState:
+    """Everything SAC updates; a pytree."""
+
+    actor_params: base.Params
+    critic_params: base.Params
+    target_critic_params: base.Params
+    log_alpha: jax.Array
+    actor_opt: base.Params
+    critic_opt: base.Params
+    alpha_opt: base.Params
+    steps: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SACNetworks:
+    actor: networks.GaussianActor
+    critic: networks.Critic
+
+
+def sample_action(nets: SACNetworks, actor_params, obs, key):
+    """(action (..., A), log_prob (...)) from the squashed Gaussian policy."""
+    mean, log_std = nets.actor.apply(actor_params, obs)
+    return networks.tanh_gaussian_sample(mean, log_std, key)
+
+
+def critic_loss(
+    critic_params,
+    target_critic_params,
+    actor_params,
+    alpha: jax.Array,
+    batch: base.Transition,
+    key: jax.Array,
+    nets: SACNetworks,
+):
+    """Soft Bellman regression of both critics.
+
+    y = r + discount * (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s');
+    loss = sum_i mean(w (Q_i(s, a) - y)^2). Returns (loss, aux) with aux 'q'
+    (C, B) predictions, 'target' (B,) and 'td_error' (B,) = mean_i Q_i - y.
+    """
+    next_action, next_log_prob = sample_action(nets, actor_params, batch.next_obs, key)
+    next_q = nets.critic.apply(target_critic_params, batch.next_obs, next_action)
+    soft_value = jnp.min(next_q, axis=0) - alpha * next_log_prob
+    target = batch.reward + batch.discount * soft_value
+    q = nets.critic.apply(critic_params, batch.obs, batch.action)
+    loss = base.q_regression_loss(q, target, batch.weight)
+    return loss, {'q': q, 'target': target, 'td_error': jnp.mean(q, axis=0) - target}
+
+
+def actor_loss(
+    actor_params,
+    critic_params,
+    alpha: jax.Array,
+    batch: base.Transition,
+    key: jax.Array,
+    nets: SACNetworks,
+    bc_weight: float = 0.0,
+    q_filter: bool = True,
+):
+    """Policy loss mean(alpha log pi(a|s) - min_i Q_i(s, a)), a ~ pi(.|s), plus
+    `bc_weight` times the behaviour-cloning loss of the mean action.
+
+    Returns (loss, aux) with aux 'log_prob' (B,) and the BC terms.
+    """
+    mean, log_std = nets.actor.apply(actor_params, batch.obs)
+    action, log_prob = networks.tanh_gaussian_sample(mean, log_std, key)
+    q = jnp.min(nets.critic.apply(critic_params, batch.obs, action), axis=0)
+    loss = jnp.mean(alpha * log_prob - q)
+    aux = {'log_prob': log_prob}
+    if bc_weight > 0:
+        mean_action = jnp.tanh(mean)
+        q_terms = {}
+        if q_filter:
+            q_terms = {
+                'q_policy': jnp.min(nets.critic.apply(critic_params, batch.obs, mean_action), 0),
+                'q_demo': jnp.min(nets.critic.apply(critic_params, batch.obs, batch.action), 0),
+            }
+        loss_bc, aux_bc = bc.bc_loss(mean_action, batch.action, batch.is_demo, **q_terms)
+        loss = loss + bc_weight * loss_bc
+        aux.update(aux_bc)
+    return loss, aux
+
+
+def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    """Temperature loss alpha * mean(-log pi - target_entropy), alpha = exp(log_alpha).
+
+    Its gradient raises alpha while the policy's entropy (-log pi) is below the
+    target and lowers it above.
+    """
+    return jnp.exp(log_alpha) * jnp.mean(-jax.lax.stop_gradient(log_prob) - target_entropy)
+
+
+def make_sac(config: SACConfig = SACConfig(), action_dim: int = 3) -> base.Agent:
+    """Builds the SAC agent for actions of `action_dim` dimensions."""
+    nets = SACNetworks(
+        actor=networks.GaussianActor(action_dim, config.hidden, config.actor_out_scale),
+        critic=networks.Critic(config.hidden, num_critics=2),
+    )
+    actor_opt = base.make_optimizer(config.actor_lr, config.max_grad_norm)
+    critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
+    alpha_opt = base.make_optimizer(config.alpha_lr)
+    target_entropy = (
+        -float(action_dim) if config.target_entropy is None else float(config.target_entropy)
+    )
+
+    def init(key, obs_spec, action_spec) -> SACState:
+        if action_spec.shape != (action_dim,):
+            raise ValueError(
+                f'SAC was built for actions of shape ({action_dim},), got {action_spec.shape}.'
+            )
+        key_actor, key_critic = jax.random.split(key)
+        obs = jnp.zeros(obs_spec.shape, jnp.float32)
+        action = jnp.zeros(action_spec.shape, jnp.float32)
+        actor_params = nets.actor.init(key_actor, obs)
+        critic_params = nets.critic.init(key_critic, obs, action)
+        log_alpha = jnp.asarray(jnp.log(config.init_alpha), jnp.float32)
+        return SACState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            target_critic_params=critic_params,
+            log_alpha=log_alpha,
+            actor_opt=actor_opt.init(actor_params),
+            critic_opt=critic_opt.init(critic_params),
+            alpha_opt=alpha_opt.init(log_alpha),
+            steps=jnp.zeros((), jnp.int32),
+        )
+
+    def policy(actor_params, obs):
+        mean, _ = nets.actor.apply(actor_params, obs)
+        return jnp.tanh(mean)
+
+    def act(state: SACState, obs, key, deterministic: bool = False):
+        if deterministic:
+            return policy(state.actor_params, obs)
+        return sample_action(nets, state.actor_params, obs, key)[0]
+
+    def update(state: SACState, batch: base.Transition, key):
+        key_critic, key_actor = jax.random.split(key)
+        alpha = jnp.exp(state.log_alpha)
+        (loss_q, aux_q), grads = jax.value_and_grad(critic_loss, has_aux=True)(
+            state.critic_params,
+            state.target_critic_params,
+            state.actor_params,
+            alpha,
+            batch,
+            key_critic,
+            nets,
+        )
+        critic_params, critic_opt_state = base.apply_gradients(
+            critic_opt, state.critic_params, state.critic_opt, grads
+        )
+        (loss_pi, aux_pi), grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            state.actor_params,
+            critic_params,
+            alpha,
+            batch,
+            key_actor,
+            nets,
+            config.bc_weight,
+            config.q_filter,
+        )
+        actor_params, actor_opt_state = base.apply_gradients(
+            actor_opt, state.actor_params, state.actor_opt, grads
+        )
+        loss_alpha, grad = jax.value_and_grad(alpha_loss)(
+            state.log_alpha, aux_pi['log_prob'], target_entropy
+        )
+        log_alpha, alpha_opt_state = base.apply_gradients(
+            alpha_opt, state.log_alpha, state.alpha_opt, grad
+        )
+        steps = state.steps + 1
+        new_state = SACState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            target_critic_params=base.soft_update(
+                state.target_critic_params, critic_params, config.tau
+            ),
+            log_alpha=log_alpha,
+            actor_opt=actor_opt_state,
+            critic_opt=critic_opt_state,
+            alpha_opt=alpha_opt_state,
+            steps=steps,
+        )
+        metrics = {
+            'critic_loss': loss_q,
+            'actor_loss': loss_pi,
+            'alpha_loss': loss_alpha,
+            'alpha': alpha,
+            'entropy': -jnp.mean(aux_pi['log_prob']),
+            'q_mean': jnp.mean(aux_q['q']),
+            'target_q_mean': jnp.mean(aux_q['target']),
+            'td_error': aux_q['td_error'],
+        }
+        metrics.update({k: v for k, v in aux_pi.items() if k != 'log_prob'})
+        return new_state, metrics
+
+    def init_noise(key, num_envs):
+        del key, num_envs
+        return {}
+
+    def explore(state, obs, noise, key):
+        return act(state, obs, key, False), noise
+
+    return base.Agent(
+        name='sac',
+        config=config,
+        init=init,
+        act=act,
+        update=update,
+        init_noise=init_noise,
+        explore=explore,
+        reset_noise=lambda noise, done: noise,
+        actor_params=lambda state: state.actor_params,
+        policy=policy,
+    )

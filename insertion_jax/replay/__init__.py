@@ -1,0 +1,1 @@
+"""On-device replay buffers as pure functions over a pytree state."""

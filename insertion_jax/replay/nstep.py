@@ -1,0 +1,76 @@
+"""n-step transitions from a chunk of collected steps, computed on the device.
+
+The collector steps E environments K times and returns a time-major trajectory
+(K, E). `n_step_transitions` turns it into K * E transitions whose reward is
+the discounted sum of the next (up to) n rewards and whose bootstrap state is
+the observation after the last of them:
+
+  R_t = sum_{k=0}^{m-1} gamma^k r_{t+k},  discount_t = gamma^m (0 if terminal),
+  next_obs_t = s'_{t+m-1},
+
+where m <= n stops early at the end of an episode (time limit or terminal) and
+at the end of the chunk. Stopping at the chunk's end keeps collection free of
+state carried between iterations; those few transitions use a shorter return,
+which is still an unbiased target for Q. With n = 1 this is the ordinary
+one-step transition.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from insertion_jax.agents import base
+
+
+def n_step_transitions(
+    obs: jax.Array,
+    action: jax.Array,
+    reward: jax.Array,
+    terminal: jax.Array,
+    last: jax.Array,
+    next_obs: jax.Array,
+    n: int,
+    gamma: float,
+) -> base.Transition:
+    """n-step returns along the time axis of a (K, E) trajectory chunk.
+
+    Args:
+      obs: (K, E, obs_dim) s_t.
+      action: (K, E, A) a_t as the agent chose it.
+      reward: (K, E) r_t.
+      terminal: (K, E) bool, the episode terminated at step t (no bootstrap).
+      last: (K, E) bool, step t ended its episode (terminal or time limit).
+      next_obs: (K, E, obs_dim) s'_t, the observation after a_t (before any
+        reset), so a time-limit end bootstraps from the true final state.
+      n: return length, >= 1 (static).
+      gamma: discount per step.
+
+    Returns:
+      `Transition` with leaves (K, E, ...).
+    """
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f'n={n!r} must be a positive integer.')
+    num_steps = reward.shape[0]
+    # alive[k] for offset k: steps t..t+k-1 did not end the episode, t+k < K.
+    ret = jnp.zeros_like(reward)
+    disc = jnp.ones_like(reward)
+    alive = jnp.ones_like(reward, dtype=bool)
+    end_index = jnp.broadcast_to(jnp.arange(num_steps)[:, None], reward.shape)
+    for k in range(n):
+        shifted = jnp.arange(num_steps) + k
+        in_chunk = (shifted < num_steps)[:, None]
+        idx = jnp.minimum(shifted, num_steps - 1)
+        use = alive & in_chunk
+        ret = ret + jnp.where(use, disc * reward[idx], 0.0)
+        disc = jnp.where(use, disc * gamma * (1.0 - terminal[idx]), disc)
+        end_index = jnp.where(use, idx[:, None], end_index)
+        alive = use & ~last[idx]
+    env_index = jnp.arange(reward.shape[1])[None, :]
+    return base.make_transition(
+        obs=obs,
+        action=action,
+        reward=ret,
+        discount=disc,
+        next_obs=next_obs[end_index, env_index],
+    )

@@ -1,0 +1,66 @@
+"""Observation normalization kept in the training state.
+
+Two kinds, one pytree (`ObsNormalizer`):
+  * 'fixed': divide each field by the environment's typical magnitude
+    (`insertion.OBS_SCALE`); nothing to learn, identical across seeds.
+  * 'running': a running mean/std over every observation collected (Chan et
+    al.'s parallel update), as Ape-X DDPG's observation filter. Until the first
+    update it falls back to the fixed scale.
+Observations are stored raw in the replay buffer and normalized when used, so
+the statistics can move without rewriting the buffer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+NORMALIZERS = ('fixed', 'running')
+CLIP = 10.0  # normalized inputs are clipped to +-CLIP
+MIN_STD = 1e-3
+
+
+@struct.dataclass
+class ObsNormalizer:
+    """Attributes: mean, var (obs_dim,), count () float32, running (static)."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+    running: bool = struct.field(pytree_node=False, default=False)
+
+
+def init_normalizer(kind: str, scale: jax.Array) -> ObsNormalizer:
+    """Normalizer of `kind` ('fixed' or 'running') with prior scale `scale` (obs_dim,)."""
+    if kind not in NORMALIZERS:
+        raise ValueError(f'Unknown obs normalizer {kind!r}; valid kinds: {", ".join(NORMALIZERS)}.')
+    scale = jnp.asarray(scale, jnp.float32)
+    return ObsNormalizer(
+        mean=jnp.zeros_like(scale),
+        var=scale**2,
+        count=jnp.zeros((), jnp.float32),
+        running=kind == 'running',
+    )
+
+
+def update(norm: ObsNormalizer, obs: jax.Array) -> ObsNormalizer:
+    """Merges a batch of observations (..., obs_dim) into the running statistics."""
+    if not norm.running:
+        return norm
+    obs = obs.reshape(-1, obs.shape[-1])
+    n = jnp.asarray(obs.shape[0], jnp.float32)
+    batch_mean = jnp.mean(obs, axis=0)
+    batch_var = jnp.var(obs, axis=0)
+    total = norm.count + n
+    delta = batch_mean - norm.mean
+    mean = norm.mean + delta * n / total
+    m2 = norm.var * norm.count + batch_var * n + delta**2 * norm.count * n / total
+    # The first update replaces the prior entirely (count 0 gives it no weight).
+    return norm.replace(mean=mean, var=m2 / total, count=total)
+
+
+def normalize(norm: ObsNormalizer, obs: jax.Array) -> jax.Array:
+    """(obs - mean) / std, clipped to +-CLIP; shape of `obs`."""
+    std = jnp.maximum(jnp.sqrt(norm.var), MIN_STD)
+    return jnp.clip((obs - norm.mean) / std, -CLIP, CLIP)
