@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -64,8 +63,7 @@ def write(state: BufferState, items: Any) -> BufferState:
     n = jax.tree.leaves(items)[0].shape[0]
     if n > capacity:
         raise ValueError(f'Cannot add {n} items at once to a buffer of capacity {capacity}.')
-    chex.assert_trees_all_equal_structs(items, state.data)
-    jax.tree.map(lambda x, s: chex.assert_shape(x, (n,) + s.shape[1:]), items, state.data)
+    check_items(items, state.data, n)
     slots = (state.insert_pos + jnp.arange(n)) % capacity
     data = jax.tree.map(lambda s, x: s.at[slots].set(x.astype(s.dtype)), state.data, items)
     return state.replace(
@@ -73,6 +71,23 @@ def write(state: BufferState, items: Any) -> BufferState:
         insert_pos=(state.insert_pos + n) % capacity,
         size=jnp.minimum(state.size + n, capacity),
     )
+
+
+def check_items(items: Any, storage: Any, n: int) -> None:
+    """Raises ValueError unless `items` is a batch of n items shaped like the storage's."""
+    if jax.tree.structure(items) != jax.tree.structure(storage):
+        raise ValueError(
+            f'Items have structure {jax.tree.structure(items)}, the buffer stores '
+            f'{jax.tree.structure(storage)}.'
+        )
+    for path, x, s in zip(
+        jax.tree_util.tree_leaves_with_path(items), jax.tree.leaves(items), jax.tree.leaves(storage)
+    ):
+        if x.shape != (n,) + s.shape[1:]:
+            raise ValueError(
+                f'Item field {jax.tree_util.keystr(path[0])} has shape {x.shape}; '
+                f'expected {(n,) + s.shape[1:]} (batch of {n}).'
+            )
 
 
 def gather(state: BufferState, indices: jax.Array) -> Any:

@@ -1,0 +1,315 @@
+"""Agent losses and updates against values computed by hand (NumPy, float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from insertion_jax import agents
+from insertion_jax.agents import base, bc, ddpg, networks, sac, td3
+
+OBS_DIM, ACTION_DIM, BATCH = 3, 2, 5
+OBS_SPEC = jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32)
+ACTION_SPEC = jax.ShapeDtypeStruct((ACTION_DIM,), jnp.float32)
+
+
+# ------------------------------------------------------- NumPy reference nets
+def np_mlp(layers, x):
+    """Forward pass of `networks.MLP` params: relu hidden layers, linear output."""
+    names = sorted(layers, key=lambda n: int(n.split('_')[1]))
+    x = np.asarray(x, np.float64)
+    for i, name in enumerate(names):
+        x = x @ np.asarray(layers[name]['kernel'], np.float64) + np.asarray(
+            layers[name]['bias'], np.float64
+        )
+        if i < len(names) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def np_critic(params, obs, action):
+    """(C, B) Q-values of `networks.Critic` params."""
+    layers = params['params']['VmapMLP_0']
+    num = next(iter(layers.values()))['kernel'].shape[0]
+    x = np.concatenate([obs, action], axis=-1)
+    return np.stack(
+        [np_mlp({k: jax.tree.map(lambda a, c=c: a[c], v) for k, v in layers.items()}, x)[..., 0]
+         for c in range(num)]
+    )
+
+
+def np_gaussian_actor(params, obs):
+    out = np_mlp(params['params']['MLP_0'], obs)
+    mean, log_std = np.split(out, 2, axis=-1)
+    return mean, np.clip(log_std, networks.LOG_STD_MIN, networks.LOG_STD_MAX)
+
+
+def np_det_actor(params, obs):
+    return np.tanh(np_mlp(params['params']['MLP_0'], obs))
+
+
+def np_squashed_sample(mean, log_std, eps):
+    """tanh(u), u = mean + std eps, and log pi by the textbook formula."""
+    u = mean + np.exp(log_std) * eps
+    log_normal = -0.5 * ((u - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+    return np.tanh(u), np.sum(log_normal - np.log(1 - np.tanh(u) ** 2), axis=-1)
+
+
+def make_batch(key, is_demo=None):
+    keys = jax.random.split(key, 5)
+    return base.make_transition(
+        obs=jax.random.normal(keys[0], (BATCH, OBS_DIM)),
+        action=jax.random.uniform(keys[1], (BATCH, ACTION_DIM), minval=-1, maxval=1),
+        reward=jax.random.normal(keys[2], (BATCH,)),
+        discount=jnp.array([0.99, 0.99, 0.0, 0.9703, 0.99]),
+        next_obs=jax.random.normal(keys[3], (BATCH, OBS_DIM)),
+        is_demo=is_demo,
+        weight=jax.random.uniform(keys[4], (BATCH,), minval=0.5, maxval=1.5),
+    )
+
+
+def init(algo, **config):
+    agent = agents.make_agent(algo, agents.config_class(algo)(hidden=(8, 8), **config), ACTION_DIM)
+    return agent, agent.init(jax.random.PRNGKey(0), OBS_SPEC, ACTION_SPEC)
+
+
+def np64(tree):
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+# ----------------------------------------------------------------------- SAC
+def test_tanh_gaussian_log_prob_matches_the_change_of_variables_formula():
+    key = jax.random.PRNGKey(3)
+    mean = jnp.array([[0.3, -1.2], [2.0, 0.0]])
+    log_std = jnp.array([[-0.5, 0.1], [0.4, -2.0]])
+    action, log_prob = networks.tanh_gaussian_sample(mean, log_std, key)
+    eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
+    want_action, want_log_prob = np_squashed_sample(np64(mean), np64(log_std), eps)
+    np.testing.assert_allclose(action, want_action, rtol=1e-5)
+    np.testing.assert_allclose(log_prob, want_log_prob, rtol=1e-4)
+
+
+def test_sac_critic_loss_soft_target_by_hand():
+    agent, state = init('sac')
+    nets = sac.SACNetworks(
+        networks.GaussianActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), num_critics=2)
+    )
+    # Distinct targets so that the min over the target critics matters.
+    target = jax.tree.map(lambda x: x * 1.3 + 0.01, state.critic_params)
+    batch, key, alpha = make_batch(jax.random.PRNGKey(1)), jax.random.PRNGKey(2), 0.37
+    loss, aux = sac.critic_loss(
+        state.critic_params, target, state.actor_params, alpha, batch, key, nets
+    )
+    b = np64(batch)
+    mean, log_std = np_gaussian_actor(np64(state.actor_params), b.next_obs)
+    eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
+    next_action, next_log_prob = np_squashed_sample(mean, log_std, eps)
+    next_q = np_critic(np64(target), b.next_obs, next_action).min(axis=0)
+    y = b.reward + b.discount * (next_q - alpha * next_log_prob)
+    q = np_critic(np64(state.critic_params), b.obs, b.action)
+    want = np.sum(np.mean(b.weight * (q - y) ** 2, axis=1))
+    np.testing.assert_allclose(aux['target'], y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss, want, rtol=1e-4)
+
+
+def test_sac_actor_loss_entropy_term_by_hand():
+    agent, state = init('sac')
+    nets = sac.SACNetworks(
+        networks.GaussianActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), num_critics=2)
+    )
+    batch, key, alpha = make_batch(jax.random.PRNGKey(4)), jax.random.PRNGKey(5), 0.2
+    loss, aux = sac.actor_loss(
+        state.actor_params, state.critic_params, alpha, batch, key, nets
+    )
+    b = np64(batch)
+    mean, log_std = np_gaussian_actor(np64(state.actor_params), b.obs)
+    eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
+    action, log_prob = np_squashed_sample(mean, log_std, eps)
+    q = np_critic(np64(state.critic_params), b.obs, action).min(axis=0)
+    np.testing.assert_allclose(loss, np.mean(alpha * log_prob - q), rtol=1e-4)
+    np.testing.assert_allclose(aux['log_prob'], log_prob, rtol=1e-4)
+
+
+def test_sac_temperature_loss_and_its_direction():
+    log_prob = jnp.array([-1.0, 1.0])  # entropy estimate 0
+    # alpha * mean(-log pi - target) = 0.5 * mean([1 + 3, -1 + 3]) = 1.5
+    assert float(sac.alpha_loss(jnp.log(0.5), log_prob, -3.0)) == pytest.approx(1.5)
+    grad = jax.grad(sac.alpha_loss)(jnp.log(0.5), log_prob, -3.0)
+    assert grad > 0  # entropy 0 is above the target -3: gradient descent lowers alpha
+    grad = jax.grad(sac.alpha_loss)(jnp.log(0.5), log_prob, 2.0)
+    assert grad < 0  # below a target of 2: alpha rises
+
+
+def test_sac_default_target_entropy_is_minus_action_dim_and_alpha_adapts():
+    agent, state = init('sac', alpha_lr=0.1)
+    batch = make_batch(jax.random.PRNGKey(6))
+    new_state, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(7))
+    # A fresh policy's entropy is far above -2, so alpha must fall.
+    assert float(metrics['entropy']) > -ACTION_DIM
+    assert float(jnp.exp(new_state.log_alpha)) < 1.0
+    assert int(new_state.steps) == 1
+
+
+# ----------------------------------------------------------------------- TD3
+def test_td3_critic_target_uses_clipped_smoothing_noise():
+    agent, state = init('td3')
+    nets = td3.DeterministicNetworks(
+        networks.DeterministicActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), 2)
+    )
+    target_actor = jax.tree.map(lambda x: x * 0.7, state.actor_params)
+    target_critic = jax.tree.map(lambda x: x * 1.2 - 0.01, state.critic_params)
+    batch, key = make_batch(jax.random.PRNGKey(8)), jax.random.PRNGKey(9)
+    policy_noise, noise_clip = 5.0, 0.3  # large noise: the clip decides
+    loss, aux = td3.critic_loss(
+        state.critic_params, target_critic, target_actor, batch, key, nets, policy_noise, noise_clip
+    )
+    b = np64(batch)
+    mu = np_det_actor(np64(target_actor), b.next_obs)
+    noise = np.clip(policy_noise * np.asarray(jax.random.normal(key, mu.shape)), -0.3, 0.3)
+    assert np.mean(np.isclose(np.abs(noise), 0.3)) > 0.8  # the clip is active
+    next_action = np.clip(mu + noise, -1, 1)
+    y = b.reward + b.discount * np_critic(np64(target_critic), b.next_obs, next_action).min(0)
+    q = np_critic(np64(state.critic_params), b.obs, b.action)
+    np.testing.assert_allclose(aux['target'], y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss, np.sum(np.mean(b.weight * (q - y) ** 2, axis=1)), rtol=1e-4)
+
+
+def test_td3_actor_and_targets_update_every_policy_delay_steps():
+    agent, state = init('td3', policy_delay=2)
+    update = jax.jit(agent.update)
+    batch = make_batch(jax.random.PRNGKey(10))
+    s1, m1 = update(state, batch, jax.random.PRNGKey(11))
+    same = jax.tree.map(np.array_equal, s1.actor_params, state.actor_params)
+    assert all(jax.tree.leaves(same))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, s1.target_critic_params,
+                                            state.target_critic_params)))
+    assert np.isnan(m1['actor_loss'])
+    s2, m2 = update(s1, batch, jax.random.PRNGKey(12))
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, s2.actor_params, s1.actor_params)))
+    assert np.isfinite(m2['actor_loss'])
+
+
+# ---------------------------------------------------------------------- DDPG
+def test_ddpg_critic_loss_bootstraps_with_the_batch_discount():
+    agent, state = init('ddpg')
+    nets = td3.DeterministicNetworks(
+        networks.DeterministicActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), 1)
+    )
+    batch = make_batch(jax.random.PRNGKey(13))
+    loss, aux = ddpg.critic_loss(
+        state.critic_params, state.target_critic_params, state.target_actor_params, batch, nets
+    )
+    b = np64(batch)
+    next_action = np_det_actor(np64(state.target_actor_params), b.next_obs)
+    y = b.reward + b.discount * np_critic(np64(state.critic_params), b.next_obs, next_action)[0]
+    q = np_critic(np64(state.critic_params), b.obs, b.action)[0]
+    np.testing.assert_allclose(aux['target'], y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss, np.mean(b.weight * (q - y) ** 2), rtol=1e-4)
+    # The terminal sample (discount 0) regresses on its reward alone.
+    assert float(aux['target'][2]) == pytest.approx(float(batch.reward[2]))
+
+
+def test_ddpg_hard_target_update_copies_every_k_updates():
+    agent, state = init('ddpg', hard_target_every=3)
+    update = jax.jit(agent.update)
+    batch = make_batch(jax.random.PRNGKey(14))
+    initial = state.target_critic_params
+    for i in range(1, 7):
+        state, _ = update(state, batch, jax.random.PRNGKey(i))
+        equal_online = all(jax.tree.leaves(
+            jax.tree.map(np.array_equal, state.target_critic_params, state.critic_params)))
+        if i % 3 == 0:
+            assert equal_online, i
+            initial = state.target_critic_params
+        else:
+            assert not equal_online, i
+            assert all(jax.tree.leaves(
+                jax.tree.map(np.array_equal, state.target_critic_params, initial))), i
+
+
+def test_soft_target_update_is_polyak_averaging():
+    target = {'w': jnp.array([1.0, 2.0])}
+    online = {'w': jnp.array([3.0, -2.0])}
+    out = base.soft_update(target, online, 0.1)
+    np.testing.assert_allclose(out['w'], [1.2, 1.6], rtol=1e-6)
+
+
+def test_ddpg_loss_coefficients_scale_the_losses():
+    _, state = init('ddpg')
+    batch = make_batch(jax.random.PRNGKey(15))
+    agent_1, _ = init('ddpg')
+    agent_2, _ = init('ddpg', actor_loss_coef=0.1, critic_loss_coef=2.0)
+    _, m1 = agent_1.update(state, batch, jax.random.PRNGKey(0))
+    _, m2 = agent_2.update(state, batch, jax.random.PRNGKey(0))
+    assert float(m2['critic_loss']) == pytest.approx(2.0 * float(m1['critic_loss']), rel=1e-5)
+    assert float(m2['actor_loss']) == pytest.approx(0.1 * float(m1['actor_loss']), rel=1e-5)
+
+
+def test_ornstein_uhlenbeck_noise_is_correlated_and_resets():
+    noise = base.init_action_noise(2, 1, sigma=0.1)
+    action = jnp.zeros((2, 1))
+    values = []
+    for i in range(200):
+        _, noise = base.add_action_noise(action, noise, jax.random.PRNGKey(i), 'ou', 0.15)
+        values.append(np.asarray(noise['ou'][:, 0]))
+    values = np.array(values)
+    lag1 = np.corrcoef(values[:-1, 0], values[1:, 0])[0, 1]
+    assert lag1 > 0.7  # Gaussian noise would give about 0
+    noise = base.reset_action_noise(noise, jnp.array([True, False]))
+    assert float(noise['ou'][0, 0]) == 0.0 and float(noise['ou'][1, 0]) != 0.0
+
+
+# ------------------------------------------------------------------------ BC
+def test_bc_loss_averages_over_demo_samples_and_q_filter_masks():
+    policy = jnp.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.0], [0.0, 0.0]])
+    demo = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.3, 0.4]])
+    is_demo = jnp.array([1.0, 1.0, 1.0, 0.0])
+    loss, aux = bc.bc_loss(policy, demo, is_demo)
+    # squared errors 1, 1, 0.25 on the three demo samples; the agent sample is ignored
+    assert float(loss) == pytest.approx(2.25 / 3)
+    q_policy = jnp.array([0.0, 5.0, 0.0, 0.0])
+    q_demo = jnp.array([1.0, 1.0, 1.0, 9.0])
+    loss, aux = bc.bc_loss(policy, demo, is_demo, q_policy, q_demo)
+    # sample 1 fails the filter (its own action is rated higher)
+    assert float(loss) == pytest.approx(1.25 / 3)
+    assert float(aux['q_filter_pass']) == pytest.approx(2 / 3)
+    grad = jax.grad(lambda p: bc.bc_loss(p, demo, is_demo, q_policy, q_demo)[0])(policy)
+    assert np.all(np.asarray(grad[1]) == 0) and np.all(np.asarray(grad[3]) == 0)
+
+
+def test_td3_actor_loss_adds_weighted_bc_term():
+    agent, state = init('td3')
+    nets = td3.DeterministicNetworks(
+        networks.DeterministicActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), 2)
+    )
+    batch = make_batch(jax.random.PRNGKey(16), is_demo=jnp.array([1.0, 1.0, 0.0, 0.0, 1.0]))
+    plain, _ = td3.deterministic_actor_loss(state.actor_params, state.critic_params, batch, nets)
+    with_bc, aux = td3.deterministic_actor_loss(
+        state.actor_params, state.critic_params, batch, nets, bc_weight=2.5, q_filter=False
+    )
+    b = np64(batch)
+    mu = np_det_actor(np64(state.actor_params), b.obs)
+    want_bc = np.sum(b.is_demo * np.sum((mu - b.action) ** 2, -1)) / 3
+    np.testing.assert_allclose(with_bc - plain, 2.5 * want_bc, rtol=1e-4)
+
+
+# --------------------------------------------------------------- config errors
+@pytest.mark.parametrize(
+    'algo, kwargs, message',
+    [
+        ('sac', {'hidden': (0, 8)}, 'SACConfig.hidden=(0, 8)'),
+        ('sac', {'discount': 1.5}, 'SACConfig.discount=1.5 must be in [0, 1]'),
+        ('td3', {'noise_kind': 'pink'}, "TD3Config.noise_kind='pink' is unknown"),
+        ('ddpg', {'n_step': 0}, 'DDPGConfig.n_step=0 must be > 0'),
+        ('ddpg', {'hard_target_every': -1}, 'hard_target_every'),
+    ],
+)
+def test_bad_agent_configs_name_the_value(algo, kwargs, message):
+    with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')
+                       .replace('[', r'\[').replace(']', r'\]')):
+        agents.config_class(algo)(**kwargs)
+
+
+def test_unknown_algo_lists_the_valid_ones():
+    with pytest.raises(ValueError, match='valid algos: sac, td3, ddpg'):
+        agents.make_agent('ppo')

@@ -1,0 +1,92 @@
+"""The uniform ring buffer and n-step transitions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from insertion_jax.replay import nstep, uniform
+
+
+def items(values):
+    values = jnp.asarray(values, jnp.float32)
+    return {'x': values, 'pair': jnp.stack([values, -values], axis=-1)}
+
+
+def test_buffer_wraps_around_and_overwrites_the_oldest():
+    buffer = uniform.make_uniform_buffer(5)
+    state = buffer.init({'x': jnp.zeros(()), 'pair': jnp.zeros((2,))})
+    add = jax.jit(buffer.add, donate_argnums=0)
+    state = add(state, items([0, 1, 2]))
+    assert int(state.size) == 3 and int(state.insert_pos) == 3
+    state = add(state, items([3, 4, 5, 6]))
+    np.testing.assert_array_equal(state.data['x'], [5, 6, 2, 3, 4])
+    np.testing.assert_array_equal(state.data['pair'][:, 1], [-5, -6, -2, -3, -4])
+    assert int(state.size) == 5 and int(state.insert_pos) == 2
+    state = add(state, items([7, 8, 9, 10, 11]))  # a whole lap
+    np.testing.assert_array_equal(state.data['x'], [10, 11, 7, 8, 9])
+
+
+def test_sampling_is_uniform_over_stored_items_only():
+    buffer = uniform.make_uniform_buffer(10)
+    state = buffer.add(buffer.init({'x': jnp.zeros(()), 'pair': jnp.zeros((2,))}), items([0, 1, 2]))
+    batch = jax.jit(buffer.sample, static_argnums=2)(state, jax.random.PRNGKey(0), 6000)
+    counts = np.bincount(np.asarray(batch['x'], int), minlength=10)
+    assert counts[3:].sum() == 0  # empty slots are never drawn
+    np.testing.assert_allclose(counts[:3] / 6000, 1 / 3, atol=0.03)
+    np.testing.assert_array_equal(batch['pair'][:, 1], -batch['x'])  # rows stay together
+    assert bool(buffer.can_sample(state, 3)) and not bool(buffer.can_sample(state, 4))
+
+
+def test_add_rejects_mismatched_items():
+    buffer = uniform.make_uniform_buffer(4)
+    state = buffer.init({'x': jnp.zeros(()), 'pair': jnp.zeros((2,))})
+    with pytest.raises(ValueError):
+        buffer.add(state, {'x': jnp.zeros((2,)), 'pair': jnp.zeros((2, 3))})
+    with pytest.raises(ValueError, match='Cannot add 5 items at once to a buffer of capacity 4'):
+        buffer.add(state, items([0, 1, 2, 3, 4]))
+    with pytest.raises(ValueError, match='capacity=0 must be a positive integer'):
+        uniform.make_uniform_buffer(0)
+
+
+def chunk(rewards, terminal, last):
+    """A (K, 1) trajectory whose observation at step t is t (next_obs t + 0.5)."""
+    k = len(rewards)
+    t = jnp.arange(k, dtype=jnp.float32)[:, None, None]
+    return dict(
+        obs=t,
+        action=t,
+        reward=jnp.asarray(rewards, jnp.float32)[:, None],
+        terminal=jnp.asarray(terminal, bool)[:, None],
+        last=jnp.asarray(last, bool)[:, None],
+        next_obs=t + 0.5,
+    )
+
+
+def test_n_step_returns_by_hand():
+    g = 0.9
+    # Episode boundary (time limit) after step 1, terminal at step 4.
+    c = chunk([1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 1, 0], [0, 1, 0, 0, 1, 0])
+    out = nstep.n_step_transitions(**c, n=3, gamma=g)
+    want_return = [
+        1 + g * 2,  # stops at the time limit after step 1
+        2,
+        3 + g * 4 + g**2 * 5,
+        4 + g * 5,  # stops at the terminal step 4
+        5,
+        6,  # the chunk ends
+    ]
+    want_discount = [g**2, g, 0.0, 0.0, 0.0, g]
+    want_next = [1.5, 1.5, 4.5, 4.5, 4.5, 5.5]
+    np.testing.assert_allclose(out.reward[:, 0], want_return, rtol=1e-6)
+    np.testing.assert_allclose(out.discount[:, 0], want_discount, rtol=1e-6)
+    np.testing.assert_allclose(out.next_obs[:, 0, 0], want_next)
+    np.testing.assert_allclose(out.obs[:, 0, 0], np.arange(6))
+
+
+def test_one_step_transitions_are_the_ordinary_ones():
+    c = chunk([1, 2, 3], [0, 1, 0], [0, 1, 0])
+    out = nstep.n_step_transitions(**c, n=1, gamma=0.99)
+    np.testing.assert_allclose(out.reward[:, 0], [1, 2, 3])
+    np.testing.assert_allclose(out.discount[:, 0], [0.99, 0.0, 0.99])
+    np.testing.assert_allclose(out.next_obs[:, 0, 0], [0.5, 1.5, 2.5])
