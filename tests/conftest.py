@@ -16,8 +16,27 @@ jax.config.update(
 )
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
+from insertion_jax.agents import sac  # noqa: E402
 from insertion_jax.envs import insertion  # noqa: E402
-from insertion_jax.training import evaluate  # noqa: E402
+from insertion_jax.training import evaluate, loop, runner  # noqa: E402
+
+# The small training configuration every loop test shares (its compiled
+# functions are cached per process by loop.make_components / make_runner).
+SMALL = loop.TrainConfig(
+    env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0, horizon=12),
+    algo='sac',
+    agent=sac.SACConfig(hidden=(16, 16)),
+    mode='residual',
+    num_envs=3,
+    unroll_length=6,
+    utd=0.5,
+    batch_size=16,
+    buffer_capacity=200,
+    learning_starts=18,
+)
+SMALL_RUN = runner.RunConfig(
+    total_steps=3 * 18 * 2, num_seeds=1, eval_every=36, eval_episodes=3, iterations_per_call=2
+)
 
 
 class TaskRig:
@@ -50,3 +69,11 @@ def usb_rig():
 @pytest.fixture(scope='session')
 def rig_for():
     return rig
+
+
+@pytest.fixture(scope='session')
+def small_run_dir(tmp_path_factory):
+    """A finished run of the SMALL configuration (3 device calls, one seed)."""
+    out = str(tmp_path_factory.mktemp('runs') / 'small')
+    runner.train(SMALL, SMALL_RUN, out, log=lambda line: None)
+    return out

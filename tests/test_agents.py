@@ -33,8 +33,10 @@ def np_critic(params, obs, action):
     num = next(iter(layers.values()))['kernel'].shape[0]
     x = np.concatenate([obs, action], axis=-1)
     return np.stack(
-        [np_mlp({k: jax.tree.map(lambda a, c=c: a[c], v) for k, v in layers.items()}, x)[..., 0]
-         for c in range(num)]
+        [
+            np_mlp({k: jax.tree.map(lambda a, c=c: a[c], v) for k, v in layers.items()}, x)[..., 0]
+            for c in range(num)
+        ]
     )
 
 
@@ -118,9 +120,7 @@ def test_sac_actor_loss_entropy_term_by_hand():
         networks.GaussianActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), num_critics=2)
     )
     batch, key, alpha = make_batch(jax.random.PRNGKey(4)), jax.random.PRNGKey(5), 0.2
-    loss, aux = sac.actor_loss(
-        state.actor_params, state.critic_params, alpha, batch, key, nets
-    )
+    loss, aux = sac.actor_loss(state.actor_params, state.critic_params, alpha, batch, key, nets)
     b = np64(batch)
     mean, log_std = np_gaussian_actor(np64(state.actor_params), b.obs)
     eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
@@ -181,8 +181,11 @@ def test_td3_actor_and_targets_update_every_policy_delay_steps():
     s1, m1 = update(state, batch, jax.random.PRNGKey(11))
     same = jax.tree.map(np.array_equal, s1.actor_params, state.actor_params)
     assert all(jax.tree.leaves(same))
-    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, s1.target_critic_params,
-                                            state.target_critic_params)))
+    assert all(
+        jax.tree.leaves(
+            jax.tree.map(np.array_equal, s1.target_critic_params, state.target_critic_params)
+        )
+    )
     assert np.isnan(m1['actor_loss'])
     s2, m2 = update(s1, batch, jax.random.PRNGKey(12))
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, s2.actor_params, s1.actor_params)))
@@ -216,15 +219,19 @@ def test_ddpg_hard_target_update_copies_every_k_updates():
     initial = state.target_critic_params
     for i in range(1, 7):
         state, _ = update(state, batch, jax.random.PRNGKey(i))
-        equal_online = all(jax.tree.leaves(
-            jax.tree.map(np.array_equal, state.target_critic_params, state.critic_params)))
+        equal_online = all(
+            jax.tree.leaves(
+                jax.tree.map(np.array_equal, state.target_critic_params, state.critic_params)
+            )
+        )
         if i % 3 == 0:
             assert equal_online, i
             initial = state.target_critic_params
         else:
             assert not equal_online, i
-            assert all(jax.tree.leaves(
-                jax.tree.map(np.array_equal, state.target_critic_params, initial))), i
+            assert all(
+                jax.tree.leaves(jax.tree.map(np.array_equal, state.target_critic_params, initial))
+            ), i
 
 
 def test_soft_target_update_is_polyak_averaging():
@@ -305,8 +312,13 @@ def test_td3_actor_loss_adds_weighted_bc_term():
     ],
 )
 def test_bad_agent_configs_name_the_value(algo, kwargs, message):
-    with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')
-                       .replace('[', r'\[').replace(']', r'\]')):
+    with pytest.raises(
+        ValueError,
+        match=message.replace('(', r'\(')
+        .replace(')', r'\)')
+        .replace('[', r'\[')
+        .replace(']', r'\]'),
+    ):
         agents.config_class(algo)(**kwargs)
 
 

@@ -72,15 +72,24 @@ def train_toy(algo, iterations, seed=0, **config):
         key_init, key_env, key = jax.random.split(key, 3)
         agent_state = agent.init(key_init, obs_spec, act_spec)
         env_state = jax.vmap(env.reset)(jax.random.split(key_env, NUM_ENVS))
-        buffer_state = buffer.init(loop.example_transition().replace(
-            obs=jnp.zeros(4), next_obs=jnp.zeros(4), action=jnp.zeros(2)))
+        buffer_state = buffer.init(
+            loop.example_transition().replace(
+                obs=jnp.zeros(4), next_obs=jnp.zeros(4), action=jnp.zeros(2)
+            )
+        )
         noise = agent.init_noise(key, NUM_ENVS)
 
         def iteration(carry, key):
             agent_state, env_state, buffer_state, noise, ret = carry
             key_collect, key_update = jax.random.split(key)
             env_state, ret, noise, chunk = loop.collect(
-                env, env_state, ret, explore_fn(agent_state), noise, key_collect, 15,
+                env,
+                env_state,
+                ret,
+                explore_fn(agent_state),
+                noise,
+                key_collect,
+                15,
                 agent.reset_noise,
             )
             buffer_state = buffer.add(
@@ -110,7 +119,9 @@ def train_toy(algo, iterations, seed=0, **config):
 
     agent_state = run(jax.random.PRNGKey(seed))
     untrained = agent.init(jax.random.PRNGKey(seed), obs_spec, act_spec)
-    return evaluate(untrained, jax.random.PRNGKey(99)), evaluate(agent_state, jax.random.PRNGKey(99))
+    return evaluate(untrained, jax.random.PRNGKey(99)), evaluate(
+        agent_state, jax.random.PRNGKey(99)
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,8 +130,16 @@ def train_toy(algo, iterations, seed=0, **config):
         ('sac', {'actor_lr': 1e-3, 'critic_lr': 1e-3, 'alpha_lr': 1e-3, 'discount': 0.9}),
         ('td3', {'actor_lr': 1e-3, 'critic_lr': 1e-3, 'discount': 0.9}),
         ('ddpg', {'actor_lr': 1e-3, 'critic_lr': 1e-3, 'discount': 0.9}),
-        ('ddpg', {'actor_lr': 1e-3, 'critic_lr': 1e-3, 'discount': 0.9, 'noise_kind': 'ou',
-                  'hard_target_every': 100}),
+        (
+            'ddpg',
+            {
+                'actor_lr': 1e-3,
+                'critic_lr': 1e-3,
+                'discount': 0.9,
+                'noise_kind': 'ou',
+                'hard_target_every': 100,
+            },
+        ),
     ],
     ids=['sac', 'td3', 'ddpg', 'ddpg_ou_hard_targets'],
 )

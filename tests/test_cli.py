@@ -54,3 +54,38 @@ def test_evaluate_prints_json_on_its_last_line():
         assert key in summary
     assert summary['task'] == 'usb' and summary['episodes'] == 2
     assert summary['success_rate'] == 1.0  # exact goal: the P-controller seats the USB plug
+
+
+@pytest.mark.parametrize(
+    'flag, message',
+    [
+        ('--algo=ppo', 'value should be one of <sac|td3|ddpg>'),
+        ('--mode=hybrid', 'value should be one of <residual|pure|lfd>'),
+        ('--obs=image', '--obs=image is not available yet'),
+        ('--num_envs=0', '--num_envs=0'),
+        ('--total_steps=-5', '--total_steps=-5'),
+        ('--hidden=64,0', '--hidden=64,0: widths must be positive'),
+        ('--batch_size=0', '--batch_size=0'),
+    ],
+)
+def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
+    result = run_module('experiments.train', flag, f'--out={tmp_path}')
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert 'Traceback' not in output
+
+
+def test_evaluate_accepts_a_training_run(small_run_dir):
+    result = run_module(
+        'experiments.evaluate',
+        f'--policy={small_run_dir}',
+        '--episodes=3',
+        '--goal_noise_mm=1',
+        '--json',
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary['task'] == 'usb' and summary['episodes'] == 3
+    assert set(summary['per_seed']) == {'0'}
+    assert 0.0 <= summary['success_rate'] <= 1.0

@@ -177,7 +177,9 @@ def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent
     critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
 
     def init(key, obs_spec, action_spec) -> TD3State:
-        actor_params, critic_params = init_deterministic(nets, key, obs_spec, action_spec, action_dim)
+        actor_params, critic_params = init_deterministic(
+            nets, key, obs_spec, action_spec, action_dim
+        )
         return TD3State(
             actor_params=actor_params,
             target_actor_params=actor_params,
@@ -236,7 +238,9 @@ def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent
             shapes = jax.eval_shape(actor_and_targets, state)[1]
             return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
-        state, aux_pi = jax.lax.cond(steps % config.policy_delay == 0, actor_and_targets, skip, state)
+        state, aux_pi = jax.lax.cond(
+            steps % config.policy_delay == 0, actor_and_targets, skip, state
+        )
         metrics = {
             'critic_loss': loss_q,
             'q_mean': jnp.mean(aux_q['q']),

@@ -54,7 +54,9 @@ def init_storage(example_item: Any, capacity: int) -> BufferState:
     data = jax.tree.map(
         lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example_item
     )
-    return BufferState(data=data, insert_pos=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+    return BufferState(
+        data=data, insert_pos=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32)
+    )
 
 
 def write(state: BufferState, items: Any) -> BufferState:

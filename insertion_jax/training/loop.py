@@ -187,8 +187,13 @@ class Components:
     buffer: uniform.UniformBuffer
 
 
+@functools.lru_cache(maxsize=16)
 def make_components(config: TrainConfig) -> Components:
-    """Compiles the environment and builds the agent and buffer of `config`."""
+    """Compiles the environment and builds the agent and buffer of `config`.
+
+    Cached per config (everything in it is immutable), so that every jitted
+    function built from the same components is traced once per process.
+    """
     return Components(
         config=config,
         env=insertion.InsertionEnv(config.env),
@@ -248,7 +253,8 @@ class Chunk:
     """What `collect` gathered, time-major (K, E, ...)."""
 
     obs: jax.Array
-    action: jax.Array
+    action: jax.Array  # the agent's action in [-1, 1] (u_RL under residual RL)
+    move: jax.Array  # what the robot executed, metres
     reward: jax.Array
     terminal: jax.Array
     last: jax.Array
@@ -303,6 +309,7 @@ def collect(
         out = Chunk(
             obs=obs,
             action=agent_action,
+            move=move,
             reward=next_state.reward,
             terminal=terminal,
             last=done,
@@ -413,6 +420,20 @@ def sample_batch(components: Components, state: TrainState, key: jax.Array) -> b
     )
 
 
+def make_act(components: Components, state: TrainState) -> Callable:
+    """The collector's policy: `(obs (E, D), noise, key) -> (agent action, move, noise)`,
+    exploring with the agent's current parameters and normalizer."""
+    agent, cfg = components.agent, components.config
+
+    def act(obs, noise, key):
+        action, noise = agent.explore(
+            state.agent, obs_norm.normalize(state.normalizer, obs), noise, key
+        )
+        return action, executed_action(cfg.mode, obs, action, cfg.env.max_action_m), noise
+
+    return act
+
+
 def train_iteration(components: Components, state: TrainState) -> Tuple[TrainState, Dict]:
     """One iteration for one seed: collect, store, update. Pure; see module docstring.
 
@@ -422,19 +443,11 @@ def train_iteration(components: Components, state: TrainState) -> Tuple[TrainSta
     """
     cfg, agent = components.config, components.agent
     key, key_collect, key_update = jax.random.split(state.key, 3)
-    max_action = cfg.env.max_action_m
-
-    def act(obs, noise, key):
-        action, noise = agent.explore(
-            state.agent, obs_norm.normalize(state.normalizer, obs), noise, key
-        )
-        return action, executed_action(cfg.mode, obs, action, max_action), noise
-
     env_state, episode_return, noise, chunk = collect(
         components.env,
         state.env,
         state.episode_return,
-        act,
+        make_act(components, state),
         state.noise,
         key_collect,
         cfg.unroll_length,
@@ -493,6 +506,7 @@ def run_iterations(
     )
 
 
+@functools.lru_cache(maxsize=16)
 def make_runner(components: Components, num_iterations: int):
     """Jitted `state -> (state, metrics)` running `num_iterations` iterations of
     every seed (leading seed axis on state and metrics: metrics (S, n, ...)).
@@ -513,9 +527,12 @@ def init_states(
     components: Components, seed: int, num_seeds: int, demos: Optional[base.Transition] = None
 ) -> TrainState:
     """Initial states of `num_seeds` seeds stacked on a leading axis."""
-    return jax.jit(jax.vmap(lambda k: init_state(components, k, demos)))(
-        seed_keys(seed, num_seeds)
-    )
+    return _init_fn(components)(seed_keys(seed, num_seeds), demos)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(components: Components):
+    return jax.jit(jax.vmap(functools.partial(init_state, components), in_axes=(0, None)))
 
 
 # ------------------------------------------------------------ demonstrations
@@ -538,7 +555,9 @@ def make_demonstrations(
     env, horizon, max_action = components.env, cfg.env.horizon, cfg.env.max_action_m
 
     def act(obs, act_state, key):
-        noise = jax.random.uniform(key, obs.shape[:-1] + (insertion.ACTION_DIM,), minval=-1, maxval=1)
+        noise = jax.random.uniform(
+            key, obs.shape[:-1] + (insertion.ACTION_DIM,), minval=-1, maxval=1
+        )
         move = controllers.p_controller_action(obs) + cfg.demo_noise * max_action * noise
         return jnp.clip(move / max_action, -1.0, 1.0), move, act_state
 

@@ -17,6 +17,7 @@ again with the same configuration and `out_dir`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -81,13 +82,23 @@ def train_config_from_dict(d: Dict[str, Any]) -> loop.TrainConfig:
     agent_cls = agents.config_class(d['algo'])
     agent = dict(d.pop('agent'))
     agent = agent_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in agent.items()})
-    return loop.TrainConfig(
-        env=insertion.InsertionConfig(**env, dense=dense), agent=agent, **d
-    )
+    return loop.TrainConfig(env=insertion.InsertionConfig(**env, dense=dense), agent=agent, **d)
 
 
 class ConfigMismatchError(ValueError):
     """The output directory holds a run with another configuration."""
+
+
+@functools.lru_cache(maxsize=16)
+def _rollout_fns(components: loop.Components):
+    """Jitted rollouts of the trained policy (vmapped over seeds) and of the
+    P-controller, built once per components."""
+    policy = loop.make_eval_policy(components)
+    rollout = jax.vmap(
+        functools.partial(evaluate.rollout, components.env, policy), in_axes=(0, None, None)
+    )
+    p_controller = evaluate.make_rollout_fn(components.env, evaluate.p_controller_policy)
+    return jax.jit(rollout), p_controller
 
 
 class Evaluator:
@@ -97,14 +108,7 @@ class Evaluator:
 
     def __init__(self, components: loop.Components, episodes: int, noise_mm: float, seed: int):
         self.episodes = episodes
-        policy = loop.make_eval_policy(components)
-        rollout = jax.vmap(
-            lambda params, key, offsets: evaluate.rollout(
-                components.env, policy, params, key, offsets
-            ),
-            in_axes=(0, None, None),
-        )
-        self._run = jax.jit(rollout)
+        self._run, self._run_p_controller = _rollout_fns(components)
         key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
         unit = evaluate.goal_offsets_mm(key_goal, episodes, 1.0)
         self.key = key_env
@@ -126,8 +130,8 @@ class Evaluator:
 
     def p_controller(self) -> Dict[str, float]:
         """The P-controller's success on the same episodes."""
-        run = evaluate.make_rollout_fn(self.components.env, evaluate.p_controller_policy)
-        out = jax.device_get(run(evaluate.p_controller_params(), self.key, self.offsets))
+        params = evaluate.p_controller_params()
+        out = jax.device_get(self._run_p_controller(params, self.key, self.offsets))
         success = np.asarray(out.success, float)
         return {
             'exact': float(success[: self.episodes].mean()),
@@ -166,14 +170,18 @@ def train(
     calls_per_eval = max(1, round(run_config.eval_every / steps_per_call))
     num_seeds = run_config.num_seeds
 
-    log(f'Compiling {train_config.env.task} ({train_config.mode} {train_config.algo}, '
-        f'{num_seeds} seed(s) x {train_config.num_envs} envs)...')
+    log(
+        f'Compiling {train_config.env.task} ({train_config.mode} {train_config.algo}, '
+        f'{num_seeds} seed(s) x {train_config.num_envs} envs)...'
+    )
     components = loop.make_components(train_config)
     demos = None
     if train_config.mode == 'lfd':
         demos, info = loop.make_demonstrations(components, jax.random.PRNGKey(run_config.seed))
-        log(f'  {train_config.num_demos} demonstrations recorded (demonstrator success '
-            f'{100 * info["demonstrator_success_rate"]:.0f}%)')
+        log(
+            f'  {train_config.num_demos} demonstrations recorded (demonstrator success '
+            f'{100 * info["demonstrator_success_rate"]:.0f}%)'
+        )
     state = loop.init_states(components, run_config.seed, num_seeds, demos)
     manager = checkpoint.checkpoint_manager(out_dir)
     writer = logging.MetricsWriter(os.path.join(out_dir, 'metrics.jsonl'))
@@ -248,8 +256,10 @@ def train(
         records, os.path.join(out_dir, 'learning_curve.png'), num_seeds, title, reference
     )
     log('\n' + table)
-    log(f'\nWrote {out_dir}/: config.json, metrics.jsonl, learning_curve.png, summary.json, '
-        'summary.md, policy/, checkpoints/')
+    log(
+        f'\nWrote {out_dir}/: config.json, metrics.jsonl, learning_curve.png, summary.json, '
+        'summary.md, policy/, checkpoints/'
+    )
     return summary
 
 
@@ -312,8 +322,6 @@ def load_run(run_dir: str):
     components = loop.make_components(train_config)
     num_seeds = config['run']['num_seeds']
     like = jax.eval_shape(
-        lambda: loop.policy_params(
-            components, loop.init_states(components, 0, num_seeds)
-        )
+        lambda: loop.policy_params(components, loop.init_states(components, 0, num_seeds))
     )
     return components, checkpoint.load_policy(run_dir, like), config
