@@ -11,7 +11,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 1
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: train test bench render lint clean
+.PHONY: train calibrate test bench render lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ $(STAMP): setup.cfg pyproject.toml
 train: $(STAMP)
 	$(PY) -m experiments.train
 
+calibrate: $(STAMP)
+	$(PY) -m experiments.calibrate
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -29,6 +32,8 @@ bench: $(STAMP)
 	for task in usb dsub model_e; do \
 		$(PY) -m experiments.benchmarks.env_throughput --task=$$task --json || exit 1; \
 	done
+	$(PY) -m experiments.benchmarks.update_throughput --json
+	$(PY) -m experiments.benchmarks.train_throughput --json
 
 render: $(STAMP)
 	$(PY) -m experiments.render --task=all --out=docs/images

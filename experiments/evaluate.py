@@ -75,7 +75,7 @@ def evaluate_run(run_dir: str) -> dict:
     try:
         components, params, config = runner.load_run(run_dir)
     except (OSError, ValueError, KeyError) as e:
-        raise app.UsageError(f'--policy={run_dir!r} could not be loaded: {e}')
+        raise app.UsageError(f'--policy={run_dir!r} could not be loaded: {e}') from e
     evaluator = runner.Evaluator(components, _EPISODES.value, _GOAL_NOISE_MM.value, _SEED.value)
     condition = 'noisy' if _GOAL_NOISE_MM.value > 0 else 'exact'
     out = evaluator(params)
@@ -91,7 +91,7 @@ def evaluate_run(run_dir: str) -> dict:
         'successes': successes,
         'mean_final_distance_mm': float(np.mean(out[f'distance_{condition}_mm'])),
         'seed': _SEED.value,
-        'per_seed': dict(zip(map(str, seeds), per_seed)),
+        'per_seed': dict(zip(map(str, seeds), per_seed, strict=True)),
     }
 
 

@@ -76,7 +76,7 @@ def build_configs():
     try:
         hidden = tuple(int(h) for h in _HIDDEN.value)
     except ValueError as e:
-        raise app.UsageError(f'--hidden={",".join(_HIDDEN.value)} must be integers: {e}')
+        raise app.UsageError(f'--hidden={",".join(_HIDDEN.value)} must be integers: {e}') from e
     if not hidden or min(hidden) <= 0:
         raise app.UsageError(f'--hidden={",".join(_HIDDEN.value)}: widths must be positive.')
     if _OBS.value == 'image':
@@ -128,14 +128,14 @@ def main(argv):
     try:
         train_config, run_config = build_configs()
     except ValueError as e:
-        raise app.UsageError(str(e))
+        raise app.UsageError(str(e)) from e
     common.enable_compilation_cache()
     from insertion_jax.training import runner  # pylint: disable=import-outside-toplevel
 
     try:
         runner.train(train_config, run_config, _OUT.value)
     except runner.ConfigMismatchError as e:
-        raise app.UsageError(str(e))
+        raise app.UsageError(str(e)) from e
 
 
 if __name__ == '__main__':

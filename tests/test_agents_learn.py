@@ -6,8 +6,6 @@ replay buffer and update functions as the insertion runs. The residual-SAC
 run on the real USB task is in test_loop.py.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import pytest

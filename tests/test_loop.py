@@ -26,7 +26,7 @@ def small():
 
 
 def tree_allclose(a, b, **kw):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
 
 
@@ -65,7 +65,7 @@ def test_a_seed_gives_the_same_results_whichever_seeds_share_its_batch(small):
     components, run = small
     with_5, metrics_5 = run(loop.init_states(components, 5, 2))  # seeds 5, 6
     with_7, metrics_7 = run(loop.init_states(components, 6, 2))  # seeds 6, 7
-    for a, b in zip(jax.tree.leaves(with_5), jax.tree.leaves(with_7)):
+    for a, b in zip(jax.tree.leaves(with_5), jax.tree.leaves(with_7), strict=True):
         np.testing.assert_array_equal(np.asarray(a)[1], np.asarray(b)[0])
     for key in metrics_5:
         np.testing.assert_array_equal(metrics_5[key][1], metrics_7[key][0])
@@ -153,3 +153,36 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_the_same(small_run_d
         assert os.path.getsize(os.path.join(out, name)) > 0
     with pytest.raises(runner.ConfigMismatchError, match='different configuration'):
         runner.train(dataclasses.replace(SMALL, utd=1.0), SMALL_RUN, out, log=lambda s: None)
+
+
+def test_lfd_mode_records_successful_demonstrations_and_clones_them():
+    from insertion_jax.agents import td3  # pylint: disable=import-outside-toplevel
+
+    config = dataclasses.replace(
+        SMALL,
+        algo='td3',
+        agent=td3.TD3Config(hidden=(16, 16), bc_weight=1.0),
+        mode='lfd',
+        env=dataclasses.replace(SMALL.env, goal_noise_mm=0.0, horizon=20),
+        num_envs=4,
+        unroll_length=5,
+        num_demos=3,
+        learning_starts=20,
+    )
+    components = loop.make_components(config)
+    demos, info = loop.make_demonstrations(components, jax.random.PRNGKey(0))
+    horizon = config.env.horizon
+    assert demos.obs.shape == (3 * horizon, insertion.OBS_DIM)
+    np.testing.assert_array_equal(demos.is_demo, 1.0)
+    assert np.abs(np.asarray(demos.action)).max() <= 1.0
+    # Every demonstration ends connected: its last reward is 1 (sparse reward).
+    rewards = np.asarray(demos.reward).reshape(horizon, 3)
+    np.testing.assert_array_equal(rewards[-1], 1.0)
+    assert 0.0 < info['demonstrator_success_rate'] <= 1.0
+    state = loop.init_states(components, 0, 1, demos)
+    assert int(state.demos.size[0]) == 3 * horizon
+    state, metrics = loop.make_runner(components, 2)(state)
+    # Batches mix agent and demo samples; the BC term and its Q-filter ran.
+    assert np.isfinite(np.nanmean(metrics['bc_mse']))
+    assert 0.0 <= float(np.nanmean(metrics['q_filter_pass'])) <= 1.0
+    assert config.demo_batch_size == 4

@@ -83,7 +83,10 @@ def check_items(items: Any, storage: Any, n: int) -> None:
             f'{jax.tree.structure(storage)}.'
         )
     for path, x, s in zip(
-        jax.tree_util.tree_leaves_with_path(items), jax.tree.leaves(items), jax.tree.leaves(storage)
+        jax.tree_util.tree_leaves_with_path(items),
+        jax.tree.leaves(items),
+        jax.tree.leaves(storage),
+        strict=True,
     ):
         if x.shape != (n,) + s.shape[1:]:
             raise ValueError(

@@ -104,7 +104,7 @@ def plot_learning_curve(
 
     fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     colours = {'exact': 'tab:blue', 'noisy': 'tab:orange'}
-    for condition, key in zip(('exact', 'noisy'), EVAL_KEYS):
+    for condition, key in zip(('exact', 'noisy'), EVAL_KEYS, strict=True):
         if not any(r.get(key) is not None for r in records):
             continue
         steps, values = curves(records, key, num_seeds)

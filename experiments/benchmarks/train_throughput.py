@@ -1,0 +1,117 @@
+r"""Environment steps per second of the whole training loop (physics + updates).
+
+  python -m experiments.benchmarks.train_throughput [--seeds=1,4,16] [--json]
+
+Times `loop.make_runner` (collection, replay and gradient updates in one jitted
+call) at UTD 1 on the residual-SAC USB configuration that `experiments.train`
+builds from its flags (defaults unless given here, e.g. --num_envs=64), with
+1, 4 and 16 vmapped seeds. It also reports how long
+the default run (`make train`, read from --run_dir; trained there first if
+missing) took to reach 90% success with the exact goal and with +-1 mm goal
+noise (mean over its seeds, wall-clock including compilation).
+
+The last line (with --json) is one JSON object: env_steps_per_s by seed count,
+updates_per_s, seconds_to_90pct and seconds_to_90pct_noisy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import app, flags
+
+from experiments import common
+from experiments import train as train_experiment
+
+_SEEDS = flags.DEFINE_list('seeds', ['1', '4', '16'], 'Seed counts to time.')
+_CALLS = flags.DEFINE_integer('calls', 3, 'Timed device calls per seed count.', lower_bound=1)
+_RUN_DIR = flags.DEFINE_string(
+    'run_dir', 'runs/usb_residual_sac', 'Default run to read the time to 90% from.'
+)
+_JSON = flags.DEFINE_bool('json', False, 'Print the results as JSON on the last line.')
+
+
+def seconds_to(records, key, threshold, num_seeds):
+    """Wall-clock seconds of the first evaluation whose mean over seeds reaches threshold."""
+    by_step = {}
+    for r in records:
+        if r.get(key) is not None:
+            by_step.setdefault(r['env_steps'], []).append((r[key], r['wall_clock_s']))
+    for step in sorted(by_step):
+        values = by_step[step]
+        if len(values) == num_seeds and sum(v for v, _ in values) / num_seeds >= threshold:
+            return values[0][1], step
+    return None, None
+
+
+def main(argv):
+    common.quiet_logs()
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    try:
+        seed_counts = [int(s) for s in _SEEDS.value]
+    except ValueError as e:
+        raise app.UsageError(f'--seeds={",".join(_SEEDS.value)} must be integers.') from e
+    if min(seed_counts) <= 0:
+        raise app.UsageError(f'--seeds={",".join(_SEEDS.value)} must be positive.')
+    run_dir, calls, as_json = _RUN_DIR.value, _CALLS.value, _JSON.value
+    common.enable_compilation_cache()
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from insertion_jax.training import logging, loop, runner  # pylint: disable=import-outside-toplevel
+
+    train_config, run_config = train_experiment.build_configs()
+    bench_config = dataclasses.replace(train_config, utd=1.0)
+    components = loop.make_components(bench_config)
+    run = loop.make_runner(components, 1)
+    result = {
+        'device': str(jax.devices()[0].device_kind),
+        'utd': 1.0,
+        'num_envs': bench_config.num_envs,
+        'env_steps_per_s': {},
+        'updates_per_s': {},
+    }
+    for seeds in seed_counts:
+        state = loop.init_states(components, 0, seeds)
+        state, _ = run(state)  # compile, and collect past learning_starts
+        state, _ = run(state)
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        for _ in range(calls):
+            state, metrics = run(state)
+        jax.block_until_ready(metrics)
+        seconds = time.perf_counter() - start
+        steps = seeds * calls * bench_config.env_steps_per_iteration
+        updates = seeds * calls * bench_config.updates_per_iteration
+        result['env_steps_per_s'][str(seeds)] = round(steps / seconds, 1)
+        result['updates_per_s'][str(seeds)] = round(updates / seconds, 1)
+        print(
+            f'{seeds:>3} seed(s): {steps / seconds:8.1f} env steps/s, '
+            f'{updates / seconds:8.1f} updates/s (all seeds)',
+            flush=True,
+        )
+
+    if not os.path.exists(os.path.join(run_dir, 'summary.json')):
+        print(f'{run_dir} has no finished run: training the default configuration there...')
+        runner.train(train_config, run_config, run_dir)
+    records = logging.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+    with open(os.path.join(run_dir, 'config.json')) as f:
+        num_seeds = json.load(f)['run']['num_seeds']
+    for key, name in (('eval/success_exact', ''), ('eval/success_noisy', '_noisy')):
+        seconds, steps = seconds_to(records, key, 0.9, num_seeds)
+        result[f'seconds_to_90pct{name}'] = seconds
+        result[f'env_steps_to_90pct{name}'] = steps
+    result['run_dir'] = run_dir
+    print(
+        f'default run in {run_dir}: 90% exact after {result["seconds_to_90pct"]} s, '
+        f'90% with ±1 mm noise after {result["seconds_to_90pct_noisy"]} s'
+    )
+    if as_json:
+        print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    app.run(main)

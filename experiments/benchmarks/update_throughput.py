@@ -1,0 +1,183 @@
+r"""Gradient updates per second of SAC, TD3 and DDPG, against this machine's limit.
+
+  python -m experiments.benchmarks.update_throughput [--shapes=256x256:256,64x64:512] [--json]
+
+For each network shape (hidden widths : batch size) and agent, times
+`agent.update` run `--updates` times inside one jitted `lax.scan` over
+pre-drawn batches (state observations of the insertion task: 4-D obs, 3-D
+actions). The machine's limit for that update is measured in the same run:
+XLA's FLOP count of one update (its cost analysis) divided by the GFLOP/s this
+machine reaches on a plain jitted chain of matmuls with the update's layer
+shapes. `fraction_of_limit` is the measured rate over that limit.
+
+The last line (with --json) is one JSON object: {shape: {algo_updates_per_s,
+algo_fraction_of_limit, ...}, plus the matmul GFLOP/s}, and the top-level keys
+sac_updates_per_s, td3_updates_per_s, ddpg_updates_per_s as dicts by shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from absl import app, flags
+
+from experiments import common
+
+_SHAPES = flags.DEFINE_list(
+    'shapes', ['256x256:256', '64x64:512'], 'Network shapes as WIDTHxWIDTH:BATCH.'
+)
+_ALGOS = flags.DEFINE_list('algos', ['sac', 'td3', 'ddpg'], 'Agents to time.')
+_UPDATES = flags.DEFINE_integer('updates', 200, 'Updates per timed call.', lower_bound=1)
+_MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Time each case at least this long.')
+_JSON = flags.DEFINE_bool('json', False, 'Print the results as JSON on the last line.')
+
+OBS_DIM, ACTION_DIM = 4, 3
+
+
+def parse_shape(text: str):
+    """'256x256:256' -> ((256, 256), 256)."""
+    try:
+        widths, batch = text.split(':')
+        hidden = tuple(int(w) for w in widths.split('x'))
+        batch = int(batch)
+    except ValueError as e:
+        raise app.UsageError(f'--shapes entry {text!r} is not WIDTHxWIDTH:BATCH ({e}).') from e
+    if batch <= 0 or min(hidden) <= 0:
+        raise app.UsageError(f'--shapes entry {text!r}: sizes must be positive.')
+    return hidden, batch
+
+
+def timed(fn, *args, min_seconds: float) -> float:
+    """Seconds per call of a jitted `fn` (after one warm-up call)."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    jax.block_until_ready(fn(*args))
+    calls, start = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn(*args))
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def flops_of(jitted, *args) -> float:
+    analysis = jitted.lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+    return float(analysis['flops'])
+
+
+def matmul_gflops(hidden, batch, repeats: int, min_seconds: float) -> float:
+    """GFLOP/s of a jitted chain of a critic's layer matmuls (obs+act -> hidden... -> 1)."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    dims = (OBS_DIM + ACTION_DIM,) + tuple(hidden) + (1,)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(dims))
+    weights = [
+        jax.random.normal(k, (a, b), jnp.float32) / a**0.5
+        for k, a, b in zip(keys[:-1], dims[:-1], dims[1:], strict=True)
+    ]
+    x = jax.random.normal(keys[-1], (batch, dims[0]), jnp.float32)
+
+    @jax.jit
+    def chain(x, weights):
+        def body(carry, _):
+            h = carry
+            for w in weights:
+                h = h @ w
+            # keep the loop carried without changing the matmuls' shapes
+            return carry + 1e-6 * h.sum(), None
+
+        return jax.lax.scan(body, x, None, length=repeats)[0]
+
+    seconds = timed(chain, x, weights, min_seconds=min_seconds)
+    flops = repeats * sum(2 * batch * a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    return flops / seconds / 1e9
+
+
+def bench_agent(algo, hidden, batch, updates, min_seconds):
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    from insertion_jax import agents  # pylint: disable=import-outside-toplevel
+    from insertion_jax.agents import base  # pylint: disable=import-outside-toplevel
+
+    agent = agents.make_agent(algo, agents.config_class(algo)(hidden=hidden), ACTION_DIM)
+    state = agent.init(
+        jax.random.PRNGKey(0),
+        jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32),
+        jax.ShapeDtypeStruct((ACTION_DIM,), jnp.float32),
+    )
+    keys = jax.random.split(jax.random.PRNGKey(1), 5)
+    batches = base.make_transition(
+        obs=jax.random.normal(keys[0], (updates, batch, OBS_DIM)),
+        action=jax.random.uniform(keys[1], (updates, batch, ACTION_DIM), minval=-1, maxval=1),
+        reward=jax.random.normal(keys[2], (updates, batch)),
+        discount=jnp.full((updates, batch), 0.99),
+        next_obs=jax.random.normal(keys[3], (updates, batch, OBS_DIM)),
+    )
+
+    @jax.jit
+    def many(state, batches, key):
+        def body(state, xs):
+            batch, key = xs
+            return agent.update(state, batch, key)[0], None
+
+        return jax.lax.scan(body, state, (batches, jax.random.split(key, updates)))[0]
+
+    @jax.jit
+    def one(state, batch, key):
+        return agent.update(state, batch, key)[0]
+
+    seconds = timed(many, state, batches, keys[4], min_seconds=min_seconds)
+    flops = flops_of(one, state, jax.tree.map(lambda x: x[0], batches), keys[4])
+    return updates / seconds, flops
+
+
+def main(argv):
+    common.quiet_logs()
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    shapes = [parse_shape(s) for s in _SHAPES.value]
+    common.enable_compilation_cache()
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from insertion_jax import agents  # pylint: disable=import-outside-toplevel
+
+    for algo in _ALGOS.value:
+        try:
+            agents.validate_algo(algo)
+        except ValueError as e:
+            raise app.UsageError(str(e)) from e
+    result = {'device': str(jax.devices()[0].device_kind), 'shapes': {}}
+    for hidden, batch in shapes:
+        name = f'{"x".join(map(str, hidden))}_batch{batch}'
+        gflops = matmul_gflops(hidden, batch, 2000, _MIN_SECONDS.value)
+        entry = {'matmul_gflops': round(gflops, 2)}
+        for algo in _ALGOS.value:
+            rate, flops = bench_agent(algo, hidden, batch, _UPDATES.value, _MIN_SECONDS.value)
+            limit = gflops * 1e9 / flops
+            entry[f'{algo}_updates_per_s'] = round(rate, 1)
+            entry[f'{algo}_mflops_per_update'] = round(flops / 1e6, 2)
+            entry[f'{algo}_limit_updates_per_s'] = round(limit, 1)
+            entry[f'{algo}_fraction_of_limit'] = round(rate / limit, 3)
+            print(
+                f'{name:>18} {algo:>4}: {rate:8.1f} updates/s, limit {limit:8.1f} '
+                f'({100 * rate / limit:5.1f}%), {flops / 1e6:.1f} MFLOP/update, '
+                f'matmul {gflops:.1f} GFLOP/s',
+                flush=True,
+            )
+        result['shapes'][name] = entry
+    for algo in _ALGOS.value:
+        result[f'{algo}_updates_per_s'] = {
+            name: entry[f'{algo}_updates_per_s'] for name, entry in result['shapes'].items()
+        }
+    if _JSON.value:
+        print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    app.run(main)
