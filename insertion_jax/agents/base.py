@@ -136,6 +136,13 @@ def make_optimizer(learning_rate: float, max_grad_norm: float = 0.0):
     return adam
 
 
+def nan_metrics(fn: Callable, *args) -> Metrics:
+    """NaN-filled metrics shaped like the second output of `fn(*args)`: what the
+    branch of a `lax.cond` that skips `fn` reports (averaged away with nanmean)."""
+    shapes = jax.eval_shape(fn, *args)[1]
+    return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+
+
 def validate_positive(owner: str, **values) -> None:
     """Raises ValueError naming `owner.field=value` for any value that is not > 0."""
     for name, value in values.items():

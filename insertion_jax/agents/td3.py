@@ -235,8 +235,7 @@ def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent
             return state, {'actor_loss': loss_pi, **aux_pi}
 
         def skip(state):
-            shapes = jax.eval_shape(actor_and_targets, state)[1]
-            return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+            return state, base.nan_metrics(actor_and_targets, state)
 
         state, aux_pi = jax.lax.cond(
             steps % config.policy_delay == 0, actor_and_targets, skip, state

@@ -480,8 +480,7 @@ def train_iteration(components: Components, state: TrainState) -> Tuple[TrainSta
         return agent_state, jax.tree.map(jnp.nanmean, metrics)
 
     def skip(agent_state):
-        shapes = jax.eval_shape(learn, agent_state)[1]
-        return agent_state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+        return agent_state, base.nan_metrics(learn, agent_state)
 
     ready = env_steps >= max(cfg.learning_starts, cfg.batch_size)
     agent_state, update_metrics = jax.lax.cond(ready, learn, skip, state.agent)

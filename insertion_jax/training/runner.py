@@ -276,7 +276,6 @@ def _records(metrics, call, run_config, train_config, wall_clock_s, evaluation) 
                 'wall_clock_s': round(wall_clock_s, 2),
             }
             record.update({k: logging.to_python(v[s, i]) for k, v in metrics.items()})
-            record['env_steps'] = iteration * train_config.env_steps_per_iteration
             if evaluation is not None and i == n - 1:
                 record['eval/success_exact'] = float(evaluation['exact'][s])
                 record['eval/success_noisy'] = float(evaluation['noisy'][s])
