@@ -7,8 +7,8 @@ For each network shape (hidden widths : batch size) and agent, times
 pre-drawn batches (state observations of the insertion task: 4-D obs, 3-D
 actions). The machine's limit for that update is measured in the same run:
 XLA's FLOP count of one update (its cost analysis) divided by the GFLOP/s this
-machine reaches on a plain jitted chain of matmuls with the update's layer
-shapes. `fraction_of_limit` is the measured rate over that limit.
+machine reaches on plain jitted matmuls with the update's layer shapes (each
+layer's forward product and the two products of its backward pass). `fraction_of_limit` is the measured rate over that limit.
 
 The last line (with --json) is one JSON object: {shape: {algo_updates_per_s,
 algo_fraction_of_limit, ...}, plus the matmul GFLOP/s}, and the top-level keys
@@ -70,31 +70,39 @@ def flops_of(jitted, *args) -> float:
 
 
 def matmul_gflops(hidden, batch, repeats: int, min_seconds: float) -> float:
-    """GFLOP/s of a jitted chain of a critic's layer matmuls (obs+act -> hidden... -> 1)."""
+    """GFLOP/s of jitted matmuls with the shapes of a training step of a critic
+    (obs+act -> hidden... -> 1): per layer (B, a) @ (a, b) forward, and the
+    backward pass's (B, b) @ (b, a) and (a, B) @ (B, b)."""
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
     dims = (OBS_DIM + ACTION_DIM,) + tuple(hidden) + (1,)
-    keys = jax.random.split(jax.random.PRNGKey(0), len(dims))
-    weights = [
-        jax.random.normal(k, (a, b), jnp.float32) / a**0.5
-        for k, a, b in zip(keys[:-1], dims[:-1], dims[1:], strict=True)
+    layers = list(zip(dims[:-1], dims[1:], strict=True))
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 3 * len(layers)))
+    operands = [
+        (
+            jax.random.normal(next(keys), (batch, a), jnp.float32),
+            jax.random.normal(next(keys), (a, b), jnp.float32) / a**0.5,
+            jax.random.normal(next(keys), (batch, b), jnp.float32),
+        )
+        for a, b in layers
     ]
-    x = jax.random.normal(keys[-1], (batch, dims[0]), jnp.float32)
 
     @jax.jit
-    def chain(x, weights):
-        def body(carry, _):
-            h = carry
-            for w in weights:
-                h = h @ w
-            # keep the loop carried without changing the matmuls' shapes
-            return carry + 1e-6 * h.sum(), None
+    def products(operands):
+        def body(total, _):
+            # Operands depend on the carry so that XLA cannot hoist the
+            # products out of the loop.
+            shift = 1e-20 * total
+            for x, w, dy in operands:
+                x, dy = x + shift, dy + shift
+                total = total + jnp.sum(x @ w) + jnp.sum(dy @ w.T) + jnp.sum(x.T @ dy)
+            return total * 0.5, None
 
-        return jax.lax.scan(body, x, None, length=repeats)[0]
+        return jax.lax.scan(body, jnp.zeros(()), None, length=repeats)[0]
 
-    seconds = timed(chain, x, weights, min_seconds=min_seconds)
-    flops = repeats * sum(2 * batch * a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    seconds = timed(products, operands, min_seconds=min_seconds)
+    flops = repeats * sum(3 * 2 * batch * a * b for a, b in layers)
     return flops / seconds / 1e9
 
 
@@ -155,7 +163,7 @@ def main(argv):
     result = {'device': str(jax.devices()[0].device_kind), 'shapes': {}}
     for hidden, batch in shapes:
         name = f'{"x".join(map(str, hidden))}_batch{batch}'
-        gflops = matmul_gflops(hidden, batch, 2000, _MIN_SECONDS.value)
+        gflops = matmul_gflops(hidden, batch, 500, _MIN_SECONDS.value)
         entry = {'matmul_gflops': round(gflops, 2)}
         for algo in _ALGOS.value:
             rate, flops = bench_agent(algo, hidden, batch, _UPDATES.value, _MIN_SECONDS.value)
