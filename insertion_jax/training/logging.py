@@ -60,6 +60,11 @@ def mean_and_band(values: np.ndarray) -> tuple:
     return mean, 1.96 * sem
 
 
+def band_limits(mean: np.ndarray, band: np.ndarray, low: float = 0.0, high: float = 100.0):
+    """(lower, upper) edges of a band around a percentage, clipped to [low, high]."""
+    return np.clip(mean - band, low, high), np.clip(mean + band, low, high)
+
+
 def curves(records: Sequence[Mapping[str, Any]], key: str, num_seeds: int):
     """(env_steps (T,), values (num_seeds, T)) of `key` over the records that have it."""
     by_step: Dict[int, Dict[int, float]] = {}
@@ -111,7 +116,7 @@ def plot_learning_curve(
         mean, band = mean_and_band(100 * values)
         label = 'exact goal' if condition == 'exact' else '±1 mm goal noise'
         ax_eval.plot(steps, mean, color=colours[condition], marker='o', ms=3, label=label)
-        ax_eval.fill_between(steps, mean - band, mean + band, color=colours[condition], alpha=0.2)
+        ax_eval.fill_between(steps, *band_limits(mean, band), color=colours[condition], alpha=0.2)
         if reference and condition in reference:
             ax_eval.axhline(
                 100 * reference[condition],
@@ -131,7 +136,7 @@ def plot_learning_curve(
     if steps.size:
         mean, band = mean_and_band(100 * smooth(values, 5))
         ax_train.plot(steps, mean, color='tab:green', label='training episodes')
-        ax_train.fill_between(steps, mean - band, mean + band, color='tab:green', alpha=0.2)
+        ax_train.fill_between(steps, *band_limits(mean, band), color='tab:green', alpha=0.2)
     ax_train.set_title('training episodes (exploring), moving average of 5 iterations')
     ax_train.set_xlabel('environment steps per seed')
     ax_train.grid(alpha=0.3)
