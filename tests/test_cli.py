@@ -89,3 +89,22 @@ def test_evaluate_accepts_a_training_run(small_run_dir):
     assert summary['task'] == 'usb' and summary['episodes'] == 3
     assert set(summary['per_seed']) == {'0'}
     assert 0.0 <= summary['success_rate'] <= 1.0
+
+
+def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
+    out = str(tmp_path / 'compare.png')
+    result = run_module(
+        'experiments.compare',
+        f'--runs={small_run_dir},{small_run_dir}',
+        f'--out={out}',
+        '--threshold=0.0',
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith('| residual SAC')]
+    assert len(rows) == 2
+    assert rows[0].split('|')[4].strip() == '36'  # first evaluation, at 36 env steps
+    assert os.path.getsize(out) > 0
+    missing = run_module('experiments.compare', f'--runs={tmp_path}', f'--out={out}')
+    assert missing.returncode != 0
+    assert 'has no config.json: is it a training run directory?' in missing.stderr
+    assert 'Traceback' not in missing.stderr
