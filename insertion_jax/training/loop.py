@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -584,8 +584,3 @@ def make_demonstrations(
     transitions = chunk_transitions(chunk, cfg.n_step, cfg.agent.discount)
     transitions = transitions.replace(is_demo=jnp.ones_like(transitions.reward))
     return transitions, {'demonstrator_success_rate': succeeded / tried}
-
-
-def unstack_seeds(tree: Any, num_seeds: int) -> Sequence[Any]:
-    """Splits a pytree with a leading seed axis into one pytree per seed."""
-    return [jax.tree.map(lambda x, s=s: x[s], tree) for s in range(num_seeds)]
