@@ -143,24 +143,17 @@ def nan_metrics(fn: Callable, *args) -> Metrics:
     return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
 
-def validate_positive(owner: str, **values) -> None:
-    """Raises ValueError naming `owner.field=value` for any value that is not > 0."""
-    for name, value in values.items():
-        if isinstance(value, (tuple, list)):
-            bad = not value or any(not (isinstance(v, int) and v > 0) for v in value)
-            if bad:
-                raise ValueError(
-                    f'{owner}.{name}={value!r} must be a non-empty sequence of positive integers.'
-                )
-        elif not value > 0:
-            raise ValueError(f'{owner}.{name}={value!r} must be > 0.')
-
-
-def validate_unit_interval(owner: str, **values) -> None:
-    """Raises ValueError for any value outside [0, 1]."""
-    for name, value in values.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f'{owner}.{name}={value!r} must be in [0, 1].')
+def init_actor_critic(nets, key, obs_spec, action_spec, action_dim: int) -> Tuple[Params, Params]:
+    """(actor_params, critic_params) of `nets` (with `.actor` and `.critic`
+    modules) for one observation and action of the given specs."""
+    if action_spec.shape != (action_dim,):
+        raise ValueError(
+            f'The agent was built for actions of shape ({action_dim},), got {action_spec.shape}.'
+        )
+    key_actor, key_critic = jax.random.split(key)
+    obs = jnp.zeros(obs_spec.shape, jnp.float32)
+    action = jnp.zeros(action_spec.shape, jnp.float32)
+    return nets.actor.init(key_actor, obs), nets.critic.init(key_critic, obs, action)
 
 
 NOISE_KINDS = ('gaussian', 'ou')

@@ -10,7 +10,7 @@ demonstrator is not dragged back to it.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -48,3 +48,30 @@ def bc_loss(
     squared_error = jnp.sum((policy_action - jax.lax.stop_gradient(demo_action)) ** 2, axis=-1)
     loss = jnp.sum(mask * squared_error) / num_demo
     return loss, {'bc_mse': loss, 'q_filter_pass': jnp.sum(mask) / num_demo}
+
+
+def add_bc_loss(
+    loss: jax.Array,
+    aux: Dict[str, jax.Array],
+    policy_action: jax.Array,
+    batch,
+    bc_weight: float,
+    q_value: Optional[Callable[[jax.Array], jax.Array]] = None,
+) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """An actor loss plus `bc_weight` times `bc_loss` on the batch's demo samples.
+
+    Args:
+      loss, aux: the actor's own loss and metrics.
+      policy_action: (B, A) the actor's action on `batch.obs`.
+      batch: a `Transition` (its action, is_demo and obs).
+      bc_weight: weight of the BC term; 0 returns (loss, aux) unchanged.
+      q_value: `actions (B, A) -> Q (B,)` on `batch.obs`, the critic reading
+        the Q-filter compares; None turns the filter off.
+    """
+    if bc_weight <= 0:
+        return loss, aux
+    q_terms = {}
+    if q_value is not None:
+        q_terms = {'q_policy': q_value(policy_action), 'q_demo': q_value(batch.action)}
+    loss_bc, aux_bc = bc_loss(policy_action, batch.action, batch.is_demo, **q_terms)
+    return loss + bc_weight * loss_bc, {**aux, **aux_bc}

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from insertion_jax import checks
 from insertion_jax.agents import base, networks, td3
 
 
@@ -66,22 +67,21 @@ class DDPGConfig:
     max_grad_norm: float = 0.0
 
     def __post_init__(self):
-        base.validate_positive(
-            'DDPGConfig',
-            hidden=self.hidden,
+        owner = 'DDPGConfig'
+        checks.positive_ints(owner, hidden=self.hidden)
+        checks.positive(
+            owner,
             actor_lr=self.actor_lr,
             critic_lr=self.critic_lr,
             n_step=self.n_step,
             actor_loss_coef=self.actor_loss_coef,
             critic_loss_coef=self.critic_loss_coef,
         )
-        base.validate_unit_interval('DDPGConfig', discount=self.discount, tau=self.tau)
-        td3.validate_noise('DDPGConfig', self.noise_kind, self.exploration_noise)
-        if self.hard_target_every < 0 or self.bc_weight < 0:
-            raise ValueError(
-                'DDPGConfig.hard_target_every and bc_weight must be >= 0; got '
-                f'{self.hard_target_every!r}, {self.bc_weight!r}.'
-            )
+        checks.unit_interval(owner, discount=self.discount, tau=self.tau)
+        td3.validate_noise(owner, self.noise_kind, self.exploration_noise)
+        checks.non_negative(
+            owner, hard_target_every=self.hard_target_every, bc_weight=self.bc_weight
+        )
 
 
 @struct.dataclass
@@ -127,7 +127,7 @@ def make_ddpg(config: DDPGConfig = DDPGConfig(), action_dim: int = 3) -> base.Ag
     critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
 
     def init(key, obs_spec, action_spec) -> DDPGState:
-        actor_params, critic_params = td3.init_deterministic(
+        actor_params, critic_params = base.init_actor_critic(
             nets, key, obs_spec, action_spec, action_dim
         )
         return DDPGState(

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from insertion_jax import checks
 from insertion_jax.agents import base, bc, networks
 
 
@@ -52,17 +53,17 @@ class SACConfig:
     max_grad_norm: float = 0.0
 
     def __post_init__(self):
-        base.validate_positive(
-            'SACConfig',
-            hidden=self.hidden,
+        owner = 'SACConfig'
+        checks.positive_ints(owner, hidden=self.hidden)
+        checks.positive(
+            owner,
             actor_lr=self.actor_lr,
             critic_lr=self.critic_lr,
             alpha_lr=self.alpha_lr,
             init_alpha=self.init_alpha,
         )
-        base.validate_unit_interval('SACConfig', discount=self.discount, tau=self.tau)
-        if self.bc_weight < 0:
-            raise ValueError(f'SACConfig.bc_weight={self.bc_weight!r} must be >= 0.')
+        checks.unit_interval(owner, discount=self.discount, tau=self.tau)
+        checks.non_negative(owner, bc_weight=self.bc_weight)
 
 
 @struct.dataclass
@@ -135,18 +136,11 @@ def actor_loss(
     q = jnp.min(nets.critic.apply(critic_params, batch.obs, action), axis=0)
     loss = jnp.mean(alpha * log_prob - q)
     aux = {'log_prob': log_prob}
-    if bc_weight > 0:
-        mean_action = jnp.tanh(mean)
-        q_terms = {}
-        if q_filter:
-            q_terms = {
-                'q_policy': jnp.min(nets.critic.apply(critic_params, batch.obs, mean_action), 0),
-                'q_demo': jnp.min(nets.critic.apply(critic_params, batch.obs, batch.action), 0),
-            }
-        loss_bc, aux_bc = bc.bc_loss(mean_action, batch.action, batch.is_demo, **q_terms)
-        loss = loss + bc_weight * loss_bc
-        aux.update(aux_bc)
-    return loss, aux
+
+    def min_q(a):
+        return jnp.min(nets.critic.apply(critic_params, batch.obs, a), axis=0)
+
+    return bc.add_bc_loss(loss, aux, jnp.tanh(mean), batch, bc_weight, min_q if q_filter else None)
 
 
 def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
@@ -172,15 +166,9 @@ def make_sac(config: SACConfig = SACConfig(), action_dim: int = 3) -> base.Agent
     )
 
     def init(key, obs_spec, action_spec) -> SACState:
-        if action_spec.shape != (action_dim,):
-            raise ValueError(
-                f'SAC was built for actions of shape ({action_dim},), got {action_spec.shape}.'
-            )
-        key_actor, key_critic = jax.random.split(key)
-        obs = jnp.zeros(obs_spec.shape, jnp.float32)
-        action = jnp.zeros(action_spec.shape, jnp.float32)
-        actor_params = nets.actor.init(key_actor, obs)
-        critic_params = nets.critic.init(key_critic, obs, action)
+        actor_params, critic_params = base.init_actor_critic(
+            nets, key, obs_spec, action_spec, action_dim
+        )
         log_alpha = jnp.asarray(jnp.log(config.init_alpha), jnp.float32)
         return SACState(
             actor_params=actor_params,

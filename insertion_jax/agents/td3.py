@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from insertion_jax import checks
 from insertion_jax.agents import base, bc, networks
 
 
@@ -58,20 +59,22 @@ class TD3Config:
     max_grad_norm: float = 0.0
 
     def __post_init__(self):
-        base.validate_positive(
-            'TD3Config',
-            hidden=self.hidden,
+        owner = 'TD3Config'
+        checks.positive_ints(owner, hidden=self.hidden)
+        checks.positive(
+            owner,
             actor_lr=self.actor_lr,
             critic_lr=self.critic_lr,
             policy_delay=self.policy_delay,
         )
-        base.validate_unit_interval('TD3Config', discount=self.discount, tau=self.tau)
-        validate_noise('TD3Config', self.noise_kind, self.exploration_noise)
-        if self.policy_noise < 0 or self.noise_clip < 0 or self.bc_weight < 0:
-            raise ValueError(
-                'TD3Config.policy_noise, noise_clip and bc_weight must be >= 0; got '
-                f'{self.policy_noise!r}, {self.noise_clip!r}, {self.bc_weight!r}.'
-            )
+        checks.unit_interval(owner, discount=self.discount, tau=self.tau)
+        validate_noise(owner, self.noise_kind, self.exploration_noise)
+        checks.non_negative(
+            owner,
+            policy_noise=self.policy_noise,
+            noise_clip=self.noise_clip,
+            bc_weight=self.bc_weight,
+        )
 
 
 def validate_noise(owner: str, kind: str, scale: float) -> None:
@@ -80,8 +83,7 @@ def validate_noise(owner: str, kind: str, scale: float) -> None:
         raise ValueError(
             f'{owner}.noise_kind={kind!r} is unknown; valid kinds: {", ".join(base.NOISE_KINDS)}.'
         )
-    if scale < 0:
-        raise ValueError(f'{owner}.exploration_noise={scale!r} must be >= 0.')
+    checks.non_negative(owner, exploration_noise=scale)
 
 
 @struct.dataclass
@@ -156,15 +158,11 @@ def deterministic_actor_loss(
     q_policy = nets.critic.apply(critic_params, batch.obs, action)[0]
     loss = -jnp.mean(q_policy)
     aux = {'q_policy_mean': jnp.mean(q_policy)}
-    if bc_weight > 0:
-        q_terms = {}
-        if q_filter:
-            q_demo = nets.critic.apply(critic_params, batch.obs, batch.action)[0]
-            q_terms = {'q_policy': q_policy, 'q_demo': q_demo}
-        loss_bc, aux_bc = bc.bc_loss(action, batch.action, batch.is_demo, **q_terms)
-        loss = loss + bc_weight * loss_bc
-        aux.update(aux_bc)
-    return loss, aux
+
+    def first_q(a):
+        return nets.critic.apply(critic_params, batch.obs, a)[0]
+
+    return bc.add_bc_loss(loss, aux, action, batch, bc_weight, first_q if q_filter else None)
 
 
 def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent:
@@ -177,7 +175,7 @@ def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent
     critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
 
     def init(key, obs_spec, action_spec) -> TD3State:
-        actor_params, critic_params = init_deterministic(
+        actor_params, critic_params = base.init_actor_critic(
             nets, key, obs_spec, action_spec, action_dim
         )
         return TD3State(
@@ -263,18 +261,6 @@ def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent
         actor_params=lambda state: state.actor_params,
         policy=policy,
     )
-
-
-def init_deterministic(nets: DeterministicNetworks, key, obs_spec, action_spec, action_dim):
-    """(actor_params, critic_params) of a deterministic-actor agent."""
-    if action_spec.shape != (action_dim,):
-        raise ValueError(
-            f'The agent was built for actions of shape ({action_dim},), got {action_spec.shape}.'
-        )
-    key_actor, key_critic = jax.random.split(key)
-    obs = jnp.zeros(obs_spec.shape, jnp.float32)
-    action = jnp.zeros(action_spec.shape, jnp.float32)
-    return nets.actor.init(key_actor, obs), nets.critic.init(key_critic, obs, action)
 
 
 def deterministic_act(policy, sigma: float):
