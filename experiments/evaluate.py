@@ -76,8 +76,10 @@ def evaluate_run(run_dir: str) -> dict:
         components, params, config = runner.load_run(run_dir)
     except (OSError, ValueError, KeyError) as e:
         raise app.UsageError(f'--policy={run_dir!r} could not be loaded: {e}') from e
-    evaluator = runner.Evaluator(components, _EPISODES.value, _GOAL_NOISE_MM.value, _SEED.value)
     condition = 'noisy' if _GOAL_NOISE_MM.value > 0 else 'exact'
+    evaluator = runner.Evaluator(
+        components, _EPISODES.value, _SEED.value, {condition: _GOAL_NOISE_MM.value}
+    )
     out = evaluator(params)
     per_seed = [float(x) for x in out[condition]]
     seeds = list(range(config['run']['seed'], config['run']['seed'] + len(per_seed)))

@@ -46,6 +46,7 @@ import numpy as np
 from flax import struct
 from mujoco import mjx
 
+from insertion_jax import checks
 from insertion_jax.envs import connectors, rewards, scene
 
 OBS_SPEC: Tuple[Tuple[str, int], ...] = (('ee_pos_rel_goal_mm', 3), ('f_z_n', 1))
@@ -114,16 +115,17 @@ class InsertionConfig:
     def __post_init__(self):
         connectors.get_task(self.task)  # raises with the list of valid names
         rewards.validate_reward_type(self.reward)
-        for name in ('control_hz', 'max_action_m', 'reset_height_mm'):
-            if not getattr(self, name) > 0:
-                raise ValueError(f'InsertionConfig.{name}={getattr(self, name)!r} must be > 0.')
-        for name in ('substeps', 'horizon'):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f'InsertionConfig.{name}={value!r} must be a positive integer.')
-        for name in ('goal_noise_mm', 'reset_xy_range_mm'):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f'InsertionConfig.{name}={getattr(self, name)!r} must be >= 0.')
+        owner = 'InsertionConfig'
+        checks.positive(
+            owner,
+            control_hz=self.control_hz,
+            max_action_m=self.max_action_m,
+            reset_height_mm=self.reset_height_mm,
+        )
+        checks.positive_int(owner, substeps=self.substeps, horizon=self.horizon)
+        checks.non_negative(
+            owner, goal_noise_mm=self.goal_noise_mm, reset_xy_range_mm=self.reset_xy_range_mm
+        )
         if not self.workspace_mm > self.reset_xy_range_mm + self.goal_noise_mm:
             raise ValueError(
                 f'InsertionConfig.workspace_mm={self.workspace_mm!r} must exceed '

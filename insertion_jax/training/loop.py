@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from insertion_jax import agents
+from insertion_jax import agents, checks
 from insertion_jax.agents import base
 from insertion_jax.envs import controllers, insertion
 from insertion_jax.replay import nstep, uniform
@@ -95,12 +95,15 @@ class TrainConfig:
                 f'obs={self.obs!r} is not available; valid observation types: '
                 f'{", ".join(OBS_TYPES)} (image observations need the camera, not built yet).'
             )
-        for name in ('num_envs', 'unroll_length', 'batch_size', 'buffer_capacity', 'n_step'):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f'TrainConfig.{name}={value!r} must be a positive integer.')
-        if not self.utd > 0:
-            raise ValueError(f'TrainConfig.utd={self.utd!r} must be > 0.')
+        checks.positive_int(
+            'TrainConfig',
+            num_envs=self.num_envs,
+            unroll_length=self.unroll_length,
+            batch_size=self.batch_size,
+            buffer_capacity=self.buffer_capacity,
+            n_step=self.n_step,
+        )
+        checks.positive('TrainConfig', utd=self.utd)
         if not (isinstance(self.learning_starts, int) and self.learning_starts >= 0):
             raise ValueError(
                 f'TrainConfig.learning_starts={self.learning_starts!r} must be an integer >= 0.'

@@ -22,13 +22,13 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from insertion_jax import agents
+from insertion_jax import agents, checks
 from insertion_jax.envs import insertion, rewards
 from insertion_jax.training import checkpoint, evaluate, logging, loop
 
@@ -56,17 +56,15 @@ class RunConfig:
     iterations_per_call: int = 1
 
     def __post_init__(self):
-        for name in ('total_steps', 'num_seeds', 'eval_every', 'eval_episodes'):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f'RunConfig.{name}={value!r} must be a positive integer.')
-        if not (isinstance(self.iterations_per_call, int) and self.iterations_per_call > 0):
-            raise ValueError(
-                f'RunConfig.iterations_per_call={self.iterations_per_call!r} must be a '
-                'positive integer.'
-            )
-        if not self.eval_noise_mm >= 0:
-            raise ValueError(f'RunConfig.eval_noise_mm={self.eval_noise_mm!r} must be >= 0.')
+        checks.positive_int(
+            'RunConfig',
+            total_steps=self.total_steps,
+            num_seeds=self.num_seeds,
+            eval_every=self.eval_every,
+            eval_episodes=self.eval_episodes,
+            iterations_per_call=self.iterations_per_call,
+        )
+        checks.non_negative('RunConfig', eval_noise_mm=self.eval_noise_mm)
 
 
 def config_dict(train_config: loop.TrainConfig, run_config: RunConfig) -> Dict[str, Any]:
@@ -83,6 +81,9 @@ def train_config_from_dict(d: Dict[str, Any]) -> loop.TrainConfig:
     agent = dict(d.pop('agent'))
     agent = agent_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in agent.items()})
     return loop.TrainConfig(env=insertion.InsertionConfig(**env, dense=dense), agent=agent, **d)
+
+
+DEFAULT_CONDITIONS = {'exact': 0.0, 'noisy': 1.0}
 
 
 class ConfigMismatchError(ValueError):
@@ -102,41 +103,46 @@ def _rollout_fns(components: loop.Components):
 
 
 class Evaluator:
-    """The paper's protocol on every seed at once: `episodes` executions with the
-    exact goal and as many with the goal perturbed by up to `noise_mm`, the
-    same episodes at every evaluation (fixed key and offsets)."""
+    """The paper's protocol on every seed at once: `episodes` executions per
+    condition, each condition a goal-noise level (by default the exact goal and
+    up to +-1 mm), the same episodes at every evaluation (fixed key and
+    offsets; every level scales the same offset directions)."""
 
-    def __init__(self, components: loop.Components, episodes: int, noise_mm: float, seed: int):
+    def __init__(
+        self,
+        components: loop.Components,
+        episodes: int,
+        seed: int,
+        conditions: Mapping[str, float] = DEFAULT_CONDITIONS,
+    ):
         self.episodes = episodes
+        self.conditions = tuple(conditions)
         self._run, self._run_p_controller = _rollout_fns(components)
         key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
         unit = evaluate.goal_offsets_mm(key_goal, episodes, 1.0)
         self.key = key_env
-        self.offsets = jnp.concatenate([jnp.zeros_like(unit), unit * noise_mm])
-        self.components = components
+        self.offsets = jnp.concatenate([unit * noise_mm for noise_mm in conditions.values()])
+
+    def _per_condition(self, values: np.ndarray) -> Dict[str, np.ndarray]:
+        """Means over each condition's block of episodes (the last axis)."""
+        blocks = np.split(np.asarray(values, float), len(self.conditions), axis=-1)
+        return {name: block.mean(-1) for name, block in zip(self.conditions, blocks, strict=True)}
 
     def __call__(self, params) -> Dict[str, np.ndarray]:
-        """Success per seed: {'exact': (S,), 'noisy': (S,), 'distance_*_mm': (S,)}."""
+        """Per seed, for each condition c: success rate {c: (S,)} and mean final
+        distance {'distance_<c>_mm': (S,)}."""
         out = jax.device_get(self._run(params, self.key, self.offsets))
-        n = self.episodes
-        success = np.asarray(out.success, float)
-        dist = np.asarray(out.final_distance_mm, float)
+        distance = self._per_condition(out.final_distance_mm)
         return {
-            'exact': success[:, :n].mean(1),
-            'noisy': success[:, n:].mean(1),
-            'distance_exact_mm': dist[:, :n].mean(1),
-            'distance_noisy_mm': dist[:, n:].mean(1),
+            **self._per_condition(out.success),
+            **{f'distance_{name}_mm': value for name, value in distance.items()},
         }
 
     def p_controller(self) -> Dict[str, float]:
-        """The P-controller's success on the same episodes."""
+        """The P-controller's success on the same episodes, per condition."""
         params = evaluate.p_controller_params()
         out = jax.device_get(self._run_p_controller(params, self.key, self.offsets))
-        success = np.asarray(out.success, float)
-        return {
-            'exact': float(success[: self.episodes].mean()),
-            'noisy': float(success[self.episodes :].mean()),
-        }
+        return {name: float(v) for name, v in self._per_condition(out.success).items()}
 
 
 def _format_eta(seconds: float) -> str:
@@ -197,7 +203,10 @@ def train(
 
     runner = loop.make_runner(components, run_config.iterations_per_call)
     evaluator = Evaluator(
-        components, run_config.eval_episodes, run_config.eval_noise_mm, run_config.seed
+        components,
+        run_config.eval_episodes,
+        run_config.seed,
+        {'exact': 0.0, 'noisy': run_config.eval_noise_mm},
     )
     reference = evaluator.p_controller()
     start = time.time()
