@@ -39,18 +39,6 @@ def label(config) -> str:
     return f'{train["mode"]} {train["algo"].upper()}'
 
 
-def first_reaching(records, key, threshold, num_seeds):
-    """(env_steps, wall_clock_s) of the first evaluation whose seed mean >= threshold."""
-    from insertion_jax.training import logging  # pylint: disable=import-outside-toplevel
-
-    steps, values = logging.curves(records, key, num_seeds)
-    for i, step in enumerate(steps):
-        if values[:, i].mean() >= threshold:
-            wall = next(r['wall_clock_s'] for r in records if r['env_steps'] == step)
-            return int(step), wall
-    return None, None
-
-
 def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
@@ -80,7 +68,7 @@ def main(argv):
                 steps, *logging.band_limits(mean, band), color=line.get_color(), alpha=0.2
             )
             finals.append(f'{mean[-1]:.0f}%' if len(mean) else '–')
-        steps_to, seconds_to = first_reaching(
+        steps_to, seconds_to = logging.first_reaching(
             records, logging.EVAL_KEYS[0], _THRESHOLD.value, num_seeds
         )
         reached = f'{steps_to}' if steps_to is not None else 'not reached'

@@ -34,19 +34,6 @@ _RUN_DIR = flags.DEFINE_string(
 _JSON = flags.DEFINE_bool('json', False, 'Print the results as JSON on the last line.')
 
 
-def seconds_to(records, key, threshold, num_seeds):
-    """Wall-clock seconds of the first evaluation whose mean over seeds reaches threshold."""
-    by_step = {}
-    for r in records:
-        if r.get(key) is not None:
-            by_step.setdefault(r['env_steps'], []).append((r[key], r['wall_clock_s']))
-    for step in sorted(by_step):
-        values = by_step[step]
-        if len(values) == num_seeds and sum(v for v, _ in values) / num_seeds >= threshold:
-            return values[0][1], step
-    return None, None
-
-
 def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
@@ -101,7 +88,7 @@ def main(argv):
     with open(os.path.join(run_dir, 'config.json')) as f:
         num_seeds = json.load(f)['run']['num_seeds']
     for key, name in (('eval/success_exact', ''), ('eval/success_noisy', '_noisy')):
-        seconds, steps = seconds_to(records, key, 0.9, num_seeds)
+        steps, seconds = logging.first_reaching(records, key, 0.9, num_seeds)
         result[f'seconds_to_90pct{name}'] = seconds
         result[f'env_steps_to_90pct{name}'] = steps
     result['run_dir'] = run_dir

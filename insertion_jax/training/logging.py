@@ -78,6 +78,19 @@ def curves(records: Sequence[Mapping[str, Any]], key: str, num_seeds: int):
     return np.asarray(steps), np.array([[by_step[s][seed] for s in steps] for seed in seeds])
 
 
+def first_reaching(
+    records: Sequence[Mapping[str, Any]], key: str, threshold: float, num_seeds: int
+):
+    """(env_steps, wall_clock_s) of the first record step where the mean of `key`
+    over all seeds reaches `threshold`; (None, None) if it never does."""
+    steps, values = curves(records, key, num_seeds)
+    for i, step in enumerate(steps):
+        if values[:, i].mean() >= threshold:
+            wall = next(r['wall_clock_s'] for r in records if r['env_steps'] == step)
+            return int(step), wall
+    return None, None
+
+
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average along the last axis, ignoring NaNs."""
     if window <= 1 or values.shape[-1] == 0:
