@@ -87,7 +87,8 @@ def test_ten_million_updates_do_not_drift():
 
         tree, _ = jax.lax.scan(step, sumtree.init(capacity), jax.random.split(key, steps))
         draws = sumtree.find(
-            tree, jnp.zeros((200_000,), jnp.int32),
+            tree,
+            jnp.zeros((200_000,), jnp.int32),
             jax.random.uniform(key, (200_000,)) * sumtree.total(tree)[0],
         )
         return tree, draws
@@ -135,9 +136,7 @@ def test_sample_and_weights_match_numpy_reference():
     np.testing.assert_allclose(weights, w / w.max(), rtol=1e-5)
     np.testing.assert_array_equal(batch['x'], idx)  # the items at the drawn slots
     np.testing.assert_array_equal(batch['v'][:, 2], 2 * idx)
-    np.testing.assert_allclose(
-        sumtree.leaves(state.tree, 8)[0], np.append(p, 0.0), rtol=1e-6
-    )
+    np.testing.assert_allclose(sumtree.leaves(state.tree, 8)[0], np.append(p, 0.0), rtol=1e-6)
     assert float(state.max_priority) == pytest.approx(10.0 + eps)
 
 

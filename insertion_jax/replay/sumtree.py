@@ -91,9 +91,7 @@ def update(
     base = rows * width
     oob = num_rows * width  # dropped by mode='drop'
     node = jnp.where(valid, p + indices, 0)
-    flat = flat.at[jnp.where(valid, base + node, oob)].set(
-        values.astype(flat.dtype), mode='drop'
-    )
+    flat = flat.at[jnp.where(valid, base + node, oob)].set(values.astype(flat.dtype), mode='drop')
     for _ in range(p.bit_length() - 1):  # log2(P) levels, leaves' parents first
         node = node // 2
         left = flat[base + 2 * node]
