@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.replay import der, sumtree
+from insertion_jax.replay import der, prioritized, sumtree
 
 L = 8  # episode slot length
 EXAMPLE = der.Step(
@@ -20,19 +20,18 @@ EXAMPLE = der.Step(
 DEMO_LENGTHS = np.array([5, 7, 3])
 
 
-def make(structure='all_shots_all', dynamic=True, num_envs=2, n_step=1, **kw):
+def make(structure='all_shots_all', dynamic=True, num_envs=2, n_step=1, capacity=200, **kw):
     cfg = dict(
         num_buffers=3,
-        capacity=200,
-        zone_fraction=0.2,  # 40 transitions: 5 episode slots of 8
+        zone_fraction=0.2,  # 40 of 200: 5 episode slots of 8
         structure=structure,
         dynamic=dynamic,
         refresh_every=2,
         pool_episodes=4,
-        alpha=1.0,
+        priority=prioritized.PrioritizedConfig(alpha=1.0),
     )
     cfg.update(kw)
-    return der.make_der_buffer(der.DERConfig(**cfg), L, num_envs, n_step, 0.5)
+    return der.make_der_buffer(der.DERConfig(**cfg), capacity, L, num_envs, n_step, 0.5)
 
 
 def demos():

@@ -59,37 +59,27 @@ STRUCTURES = ('none', 'one_shot_all', 'all_shots_all', 'one_shot_each')
 
 @dataclasses.dataclass(frozen=True)
 class DERConfig:
-    """Static configuration of the DER buffers.
+    """Static configuration of the DER buffers (their capacity comes with the
+    training configuration, `make_der_buffer`'s `capacity`).
 
     Attributes:
       num_buffers: K replay buffers.
-      capacity: slots per buffer, zone included (transitions).
-      zone_fraction: share of `capacity` reserved for the demonstration zone
-        (the paper: 1%); rounded down to whole episode slots.
+      zone_fraction: share of each buffer's capacity reserved for the
+        demonstration zone (the paper: 1%); rounded down to whole episode slots.
       structure: one of STRUCTURES.
       dynamic: DER on (refresh the zones from the success pool) or off.
       refresh_every: M, updates between zone refreshes.
       pool_episodes: Q, episodes the success pool holds (most recent kept).
-      alpha: priority exponent (the paper: 0.5).
-      beta, beta_final, beta_steps: importance-sampling exponent, annealed
-        linearly over beta_steps updates (0: constant).
-      eps: added to every |TD error|.
-      stratified: stratified draws within a batch.
+      priority: prioritized sampling (the paper: alpha 0.5).
     """
 
     num_buffers: int = 6
-    capacity: int = 100_000
     zone_fraction: float = 0.01
     structure: str = 'none'
     dynamic: bool = True
     refresh_every: int = 1_000
     pool_episodes: int = 64
-    alpha: float = 0.5
-    beta: float = 0.4
-    beta_final: float = 1.0
-    beta_steps: int = 0
-    eps: float = 1e-6
-    stratified: bool = True
+    priority: prioritized.PrioritizedConfig = prioritized.PrioritizedConfig(alpha=0.5)
 
     def __post_init__(self):
         if self.structure not in STRUCTURES:
@@ -100,19 +90,11 @@ class DERConfig:
         checks.positive_int(
             'DERConfig',
             num_buffers=self.num_buffers,
-            capacity=self.capacity,
             refresh_every=self.refresh_every,
             pool_episodes=self.pool_episodes,
         )
         if not 0.0 < self.zone_fraction < 1.0:
             raise ValueError(f'DERConfig.zone_fraction={self.zone_fraction!r} must be in (0, 1).')
-        prioritized.validate('DERConfig', self.alpha, self.beta, self.beta_final, self.eps)
-        if not (isinstance(self.beta_steps, int) and self.beta_steps >= 0):
-            raise ValueError(f'DERConfig.beta_steps={self.beta_steps!r} must be an int >= 0.')
-
-    @property
-    def zone_transitions(self) -> int:
-        return int(self.zone_fraction * self.capacity)
 
 
 @struct.dataclass
@@ -218,6 +200,7 @@ class DERBuffer:
     """The DER buffers' pure functions and their static sizes (see module docstring)."""
 
     config: DERConfig
+    capacity: int  # N, slots per buffer, zone included
     episode_length: int  # L
     num_envs: int  # E
     n_step: int
@@ -226,19 +209,23 @@ class DERBuffer:
     def __post_init__(self):
         cfg, length = self.config, self.episode_length
         checks.positive_int(
-            'DERBuffer', episode_length=length, num_envs=self.num_envs, n_step=self.n_step
+            'DERBuffer',
+            capacity=self.capacity,
+            episode_length=length,
+            num_envs=self.num_envs,
+            n_step=self.n_step,
         )
         if self.zone_slots < 1:
             raise ValueError(
-                f'The demonstration zone ({cfg.zone_fraction} x capacity {cfg.capacity} = '
-                f'{cfg.zone_transitions} transitions) holds no whole episode of {length} '
-                'steps; raise DERConfig.capacity or zone_fraction.'
+                f'The demonstration zone (zone_fraction {cfg.zone_fraction} x capacity '
+                f'{self.capacity} = {self.zone_transitions} transitions) holds no whole '
+                f'episode of {length} steps; raise the capacity or DERConfig.zone_fraction.'
             )
         if self.ring_capacity < self.num_envs * length:
             raise ValueError(
-                f'DERConfig.capacity={cfg.capacity} leaves a ring of {self.ring_capacity} '
-                f'slots, fewer than {self.num_envs} environments x {length} steps that can '
-                'finish at once; raise the capacity.'
+                f'capacity={self.capacity} leaves a ring of {self.ring_capacity} slots, fewer '
+                f'than {self.num_envs} environments x {length} steps that can finish at '
+                'once; raise the capacity.'
             )
         if cfg.pool_episodes < self.num_envs:
             raise ValueError(
@@ -248,9 +235,13 @@ class DERBuffer:
 
     # ---------------------------------------------------------------- sizes
     @property
+    def zone_transitions(self) -> int:
+        return int(self.config.zone_fraction * self.capacity)
+
+    @property
     def zone_slots(self) -> int:
         """Z, episode slots in each zone."""
-        return self.config.zone_transitions // self.episode_length
+        return self.zone_transitions // self.episode_length
 
     @property
     def zone_size(self) -> int:
@@ -259,12 +250,12 @@ class DERBuffer:
 
     @property
     def ring_capacity(self) -> int:
-        return self.config.capacity - self.zone_size
+        return self.capacity - self.zone_size
 
     @property
     def slots(self) -> int:
         """N, slots per buffer."""
-        return self.config.capacity
+        return self.capacity
 
     # ----------------------------------------------------------------- init
     def init(
@@ -287,7 +278,7 @@ class DERBuffer:
         if most > self.zone_slots:
             raise ValueError(
                 f'structure={cfg.structure!r} puts {most} demonstrations in a zone of '
-                f'{self.zone_slots} episode slots; raise DERConfig.capacity or zone_fraction.'
+                f'{self.zone_slots} episode slots; raise the capacity or DERConfig.zone_fraction.'
             )
         example = episode_transitions(
             jax.tree.map(
@@ -413,7 +404,7 @@ class DERBuffer:
         data = jax.tree.map(
             lambda d, x: d.at[rows, drop].set(x.astype(d.dtype), mode='drop'), state.data, items
         )
-        top = state.max_priority[rows] ** self.config.alpha
+        top = state.max_priority[rows] ** self.config.priority.alpha
         tree = sumtree.update(
             state.tree,
             rows.reshape(-1),
@@ -491,21 +482,20 @@ class DERBuffer:
     ) -> Tuple[base.Transition, SampleInfo]:
         """A batch from one buffer drawn uniformly among the non-empty ones, with its
         importance weights in `batch.weight`."""
-        cfg = self.config
+        cfg = self.config.priority
         key_buffer, key_draw = jax.random.split(key)
         filled = sumtree.total(state.tree) > 0
         buffer = jax.random.categorical(key_buffer, jnp.where(filled, 0.0, -jnp.inf))
         buffer = jnp.where(jnp.any(filled), buffer, 0).astype(jnp.int32)
         indices, probs = prioritized.draw(state.tree, buffer, key_draw, batch_size, cfg.stratified)
         size = state.ring_size[buffer] + jnp.sum(state.zone_length[buffer])
-        beta = prioritized.annealed_beta(cfg.beta, cfg.beta_final, cfg.beta_steps, state.updates)
-        weights = prioritized.importance_weights(probs, size, beta)
+        weights = prioritized.importance_weights(probs, size, cfg.beta_at(state.updates))
         batch = jax.tree.map(lambda d: d[buffer, indices], state.data)
         return batch.replace(weight=weights), SampleInfo(buffer=buffer, indices=indices)
 
     def set_priorities(self, state: DERState, info: SampleInfo, td_error: jax.Array) -> DERState:
         """Priorities |TD| + eps for the sampled agent items, top priority for zone items."""
-        cfg = self.config
+        cfg = self.config.priority
         b = info.buffer
         p = prioritized.leaf_priority(td_error, state.max_priority[b], cfg.eps)
         top = jnp.maximum(state.max_priority[b], jnp.max(p))
@@ -532,8 +522,14 @@ class DERBuffer:
 
 
 def make_der_buffer(
-    config: DERConfig, episode_length: int, num_envs: int, n_step: int, discount: float
+    config: DERConfig,
+    capacity: int,
+    episode_length: int,
+    num_envs: int,
+    n_step: int,
+    discount: float,
 ) -> DERBuffer:
-    """The DER buffers for episodes of at most `episode_length` steps from `num_envs`
-    environments, storing `n_step` transitions with per-step `discount`."""
-    return DERBuffer(config, episode_length, num_envs, n_step, discount)
+    """The DER buffers of `capacity` slots each, for episodes of at most
+    `episode_length` steps from `num_envs` environments, storing `n_step`
+    transitions with per-step `discount`."""
+    return DERBuffer(config, capacity, episode_length, num_envs, n_step, discount)

@@ -62,14 +62,44 @@ class PrioritizedState:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrioritizedConfig:
+    """Hyperparameters of prioritized sampling (see the module docstring).
+
+    Attributes:
+      alpha: priority exponent (0: uniform).
+      beta: importance-sampling exponent at the start.
+      beta_final: beta after `beta_steps` updates.
+      beta_steps: annealing length in `set_priorities` calls (0: constant beta).
+      eps: added to every priority.
+      stratified: stratified (True) or independent draws.
+    """
+
+    alpha: float = 0.6
+    beta: float = 0.4
+    beta_final: float = 1.0
+    beta_steps: int = 0
+    eps: float = 1e-6
+    stratified: bool = True
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        checks.unit_interval(owner, alpha=self.alpha, beta=self.beta, beta_final=self.beta_final)
+        checks.positive(owner, eps=self.eps)
+        if not (isinstance(self.beta_steps, int) and self.beta_steps >= 0):
+            raise ValueError(f'{owner}.beta_steps={self.beta_steps!r} must be an int >= 0.')
+
+    def beta_at(self, updates: jax.Array) -> jax.Array:
+        """beta moved linearly to beta_final over beta_steps updates (constant if 0)."""
+        if self.beta_steps <= 0:
+            return jnp.asarray(self.beta, jnp.float32)
+        frac = jnp.minimum(updates.astype(jnp.float32) / self.beta_steps, 1.0)
+        return self.beta + (self.beta_final - self.beta) * frac
+
+
+@dataclasses.dataclass(frozen=True)
 class PrioritizedBuffer:
     capacity: int
-    alpha: float
-    beta: float
-    beta_final: float
-    beta_steps: int
-    eps: float
-    stratified: bool
+    config: PrioritizedConfig
     init: Callable[[Any], PrioritizedState]
     add: Callable[[PrioritizedState, Any], PrioritizedState]
     sample: Callable[..., Tuple[Any, jax.Array, jax.Array]]
@@ -78,21 +108,7 @@ class PrioritizedBuffer:
 
     def beta_at(self, updates: jax.Array) -> jax.Array:
         """The annealed beta after `updates` calls of `set_priorities`."""
-        return annealed_beta(self.beta, self.beta_final, self.beta_steps, updates)
-
-
-def validate(owner: str, alpha: float, beta: float, beta_final: float, eps: float) -> None:
-    """Raises ValueError for PER exponents outside [0, 1] or eps <= 0."""
-    checks.unit_interval(owner, alpha=alpha, beta=beta, beta_final=beta_final)
-    checks.positive(owner, eps=eps)
-
-
-def annealed_beta(beta: float, beta_final: float, beta_steps: int, updates: jax.Array):
-    """beta moved linearly to beta_final over beta_steps updates (constant if 0)."""
-    if beta_steps <= 0:
-        return jnp.asarray(beta, jnp.float32)
-    frac = jnp.minimum(updates.astype(jnp.float32) / beta_steps, 1.0)
-    return beta + (beta_final - beta) * frac
+        return self.config.beta_at(updates)
 
 
 def draw(
@@ -154,19 +170,17 @@ def make_prioritized_buffer(
 
     Args:
       capacity: items stored; once full, new items overwrite the oldest.
-      alpha: priority exponent (0: uniform).
-      beta: importance-sampling exponent at the start.
-      eps: added to every priority.
-      beta_final: beta after `beta_steps` updates.
-      beta_steps: annealing length in `set_priorities` calls (0: constant beta).
-      stratified: stratified (True) or independent draws.
+      alpha, beta, eps, beta_final, beta_steps, stratified: see `PrioritizedConfig`.
     """
     checks.positive_int('make_prioritized_buffer', capacity=capacity)
-    validate('make_prioritized_buffer', alpha, beta, beta_final, eps)
-    if not (isinstance(beta_steps, int) and beta_steps >= 0):
-        raise ValueError(f'make_prioritized_buffer.beta_steps={beta_steps!r} must be an int >= 0.')
-
-    beta_start = beta
+    config = PrioritizedConfig(
+        alpha=alpha,
+        beta=beta,
+        beta_final=beta_final,
+        beta_steps=beta_steps,
+        eps=eps,
+        stratified=stratified,
+    )
 
     def init(example_item):
         return PrioritizedState(
@@ -191,8 +205,7 @@ def make_prioritized_buffer(
 
     def sample(state: PrioritizedState, key: jax.Array, batch_size: int, beta=None):
         indices, probs = draw(state.tree, jnp.zeros((), jnp.int32), key, batch_size, stratified)
-        if beta is None:
-            beta = annealed_beta(beta_start, beta_final, beta_steps, state.updates)
+        beta = config.beta_at(state.updates) if beta is None else beta
         weights = importance_weights(probs, state.size, beta)
         return uniform.gather(state.storage, indices), indices, weights
 
@@ -210,12 +223,7 @@ def make_prioritized_buffer(
 
     return PrioritizedBuffer(
         capacity=capacity,
-        alpha=alpha,
-        beta=beta,
-        beta_final=beta_final,
-        beta_steps=beta_steps,
-        eps=eps,
-        stratified=stratified,
+        config=config,
         init=init,
         add=add,
         sample=sample,
