@@ -88,8 +88,6 @@ def build_configs():
     agent_kwargs = {'hidden': hidden, 'actor_lr': _LR.value, 'critic_lr': _LR.value}
     if 'alpha_lr' in fields:
         agent_kwargs['alpha_lr'] = _LR.value
-    if 'n_step' in fields:
-        agent_kwargs['n_step'] = _N_STEP.value
     agent_kwargs['bc_weight'] = _BC_WEIGHT.value if _MODE.value == 'lfd' else 0.0
     env = insertion.InsertionConfig(
         task=_TASK.value, reward=_REWARD.value, goal_noise_mm=_GOAL_NOISE.value

@@ -307,7 +307,12 @@ def test_td3_actor_loss_adds_weighted_bc_term():
         ('sac', {'hidden': (0, 8)}, 'SACConfig.hidden=(0, 8)'),
         ('sac', {'discount': 1.5}, 'SACConfig.discount=1.5 must be in [0, 1]'),
         ('td3', {'noise_kind': 'pink'}, "TD3Config.noise_kind='pink' is unknown"),
-        ('ddpg', {'n_step': 0}, 'DDPGConfig.n_step=0 must be > 0'),
+        ('ddpg', {'actor_loss_coef': 0}, 'DDPGConfig.actor_loss_coef=0 must be > 0'),
+        (
+            'apex_ddpg',
+            {'exploration_noise': 1.5},
+            'ApeXDDPGConfig.exploration_noise=1.5 must be in',
+        ),
         ('ddpg', {'hard_target_every': -1}, 'hard_target_every'),
     ],
 )
@@ -325,3 +330,23 @@ def test_bad_agent_configs_name_the_value(algo, kwargs, message):
 def test_unknown_algo_lists_the_valid_ones():
     with pytest.raises(ValueError, match='valid algos: sac, td3, ddpg'):
         agents.make_agent('ppo')
+
+
+def test_apex_ddpg_gives_every_environment_its_own_noise_scale():
+    cfg = agents.config_class('apex_ddpg')()
+    assert (cfg.n_step if hasattr(cfg, 'n_step') else None) is None  # the loop owns n-step
+    assert (cfg.actor_lr, cfg.critic_lr, cfg.hard_target_every) == (1e-3, 1e-3, 50_000)
+    assert (cfg.actor_loss_coef, cfg.critic_loss_coef) == (0.1, 1.0)
+    agent = agents.make_agent('apex_ddpg', cfg, ACTION_DIM)
+    noise = agent.init_noise(jax.random.PRNGKey(0), 8)
+    expected = 0.4 ** (1 + 7 * np.arange(8) / 7)
+    np.testing.assert_allclose(noise['sigma'], expected, rtol=1e-5)
+    # The spread shows in the actions: environment 0 explores far more than 7.
+    state = agent.init(jax.random.PRNGKey(1), OBS_SPEC, ACTION_SPEC)
+    obs = jnp.zeros((8, OBS_DIM))
+    greedy = agent.policy(agent.actor_params(state), obs)
+    keys = jax.random.split(jax.random.PRNGKey(2), 200)
+    actions = jax.vmap(lambda k: agent.explore(state, obs, noise, k)[0])(keys)
+    spread = np.asarray(jnp.std(actions - greedy[None], axis=(0, 2)))
+    assert spread[0] > 0.3 and spread[7] < 0.01
+    assert agents.make_agent('ddpg', None, ACTION_DIM).init_noise(None, 3)['sigma'].shape == (3,)

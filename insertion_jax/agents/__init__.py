@@ -1,4 +1,4 @@
-"""Off-policy agents as pure functions: SAC, TD3, DDPG (+ behaviour cloning).
+"""Off-policy agents as pure functions: SAC, TD3, DDPG, Ape-X DDPG (+ behaviour cloning).
 
 `make_agent(algo, config, action_dim)` builds one; `default_config(algo)` gives
 its config dataclass. See `base.Agent` for the interface.
@@ -14,6 +14,7 @@ AGENTS: Dict[str, Any] = {
     'sac': (sac.SACConfig, sac.make_sac),
     'td3': (td3.TD3Config, td3.make_td3),
     'ddpg': (ddpg.DDPGConfig, ddpg.make_ddpg),
+    'apex_ddpg': (ddpg.ApeXDDPGConfig, ddpg.make_ddpg),
 }
 ALGOS = tuple(AGENTS)
 

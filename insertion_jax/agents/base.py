@@ -159,15 +159,16 @@ def init_actor_critic(nets, key, obs_spec, action_spec, action_dim: int) -> Tupl
 NOISE_KINDS = ('gaussian', 'ou')
 
 
-def init_action_noise(num_envs: int, action_dim: int, sigma: float) -> Dict[str, jax.Array]:
+def init_action_noise(num_envs: int, action_dim: int, sigma) -> Dict[str, jax.Array]:
     """State of the exploration noise of a deterministic actor.
 
-    'sigma' (num_envs,): per-environment noise scale (Ape-X gives every actor
-    its own; the loop may overwrite it). 'ou' (num_envs, A): the
-    Ornstein-Uhlenbeck process value, zero at the start of every episode.
+    'sigma' (num_envs,): per-environment noise scale (a scalar `sigma` is
+    shared; Ape-X gives every actor its own, see `ddpg.per_env_noise_scales`).
+    'ou' (num_envs, A): the Ornstein-Uhlenbeck process value, zero at the
+    start of every episode.
     """
     return {
-        'sigma': jnp.full((num_envs,), sigma, jnp.float32),
+        'sigma': jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (num_envs,)),
         'ou': jnp.zeros((num_envs, action_dim), jnp.float32),
     }
 

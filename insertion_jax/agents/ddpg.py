@@ -3,14 +3,19 @@
 One critic and a deterministic actor with target copies of both. Options:
   * exploration: Gaussian or Ornstein-Uhlenbeck noise (`noise_kind`);
   * n-step returns: the replay side builds n-step transitions (see
-    `insertion_jax.replay.nstep`); the agent bootstraps with whatever
-    `batch.discount` says (gamma^n, 0 at a terminal), so `n_step` here only
-    records the choice for the loop;
+    `insertion_jax.replay.nstep`, `TrainConfig.n_step`); the agent bootstraps
+    with whatever `batch.discount` says (gamma^n, 0 at a terminal);
   * target updates: soft (Polyak, `tau`) or a hard copy every
     `hard_target_every` updates (Ape-X DDPG: every 50,000);
   * loss coefficients `actor_loss_coef`, `critic_loss_coef` (Ape-X DDPG: 0.1 and
     1.0). With one Adam state per network these only matter through Adam's
-    epsilon and gradient clipping, as Adam is invariant to a constant scale.
+    epsilon and gradient clipping, as Adam is invariant to a constant scale;
+  * per-environment exploration scales (`per_env_noise_alpha`): environment
+    i of E explores with sigma_i = exploration_noise^(1 + alpha i / (E - 1)),
+    Ape-X's schedule (Horgan et al.: 0.4 and 7), so a few environments act
+    almost greedily while others explore widely.
+
+`ApeXDDPGConfig` (algo 'apex_ddpg') holds the DER paper's settings.
 With `bc_weight` > 0 the actor adds the behaviour-cloning loss of `bc.py`.
 """
 
@@ -38,9 +43,10 @@ class DDPGConfig:
       tau: Polyak rate of the targets (used when hard_target_every == 0).
       hard_target_every: copy the online networks into the targets every K
         updates; 0 selects soft updates.
-      n_step: length of the returns the loop builds for this agent.
       exploration_noise: scale of the exploration noise (normalized actions).
       noise_kind: 'gaussian' or 'ou'.
+      per_env_noise_alpha: 0 gives every environment `exploration_noise`;
+        > 0 spreads the scales as Ape-X does (see the module docstring).
       ou_theta: mean reversion of the OU noise.
       actor_loss_coef, critic_loss_coef: multipliers of the two losses.
       actor_out_scale: initial weight scale of the actor's output layer.
@@ -55,9 +61,9 @@ class DDPGConfig:
     discount: float = 0.99
     tau: float = 0.005
     hard_target_every: int = 0
-    n_step: int = 1
     exploration_noise: float = 0.1
     noise_kind: str = 'gaussian'
+    per_env_noise_alpha: float = 0.0
     ou_theta: float = 0.15
     actor_loss_coef: float = 1.0
     critic_loss_coef: float = 1.0
@@ -67,21 +73,57 @@ class DDPGConfig:
     max_grad_norm: float = 0.0
 
     def __post_init__(self):
-        owner = 'DDPGConfig'
+        owner = type(self).__name__
         checks.positive_ints(owner, hidden=self.hidden)
         checks.positive(
             owner,
             actor_lr=self.actor_lr,
             critic_lr=self.critic_lr,
-            n_step=self.n_step,
             actor_loss_coef=self.actor_loss_coef,
             critic_loss_coef=self.critic_loss_coef,
         )
         checks.unit_interval(owner, discount=self.discount, tau=self.tau)
         td3.validate_noise(owner, self.noise_kind, self.exploration_noise)
         checks.non_negative(
-            owner, hard_target_every=self.hard_target_every, bc_weight=self.bc_weight
+            owner,
+            hard_target_every=self.hard_target_every,
+            bc_weight=self.bc_weight,
+            per_env_noise_alpha=self.per_env_noise_alpha,
         )
+        if self.per_env_noise_alpha > 0 and not 0 < self.exploration_noise < 1:
+            raise ValueError(
+                f'{owner}.exploration_noise={self.exploration_noise!r} must be in (0, 1) '
+                'for per-environment scales (per_env_noise_alpha > 0).'
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ApeXDDPGConfig(DDPGConfig):
+    """DDPG with the Ape-X DDPG settings of the DER paper (Luo & Li, appendix):
+    Adam 1e-3 for both networks, loss coefficients 0.1 (actor) and 1.0
+    (critic), a hard target copy every 50,000 updates, 64x64 networks (the
+    peg-in-hole's; the lap joint used 256x256) and Ape-X's per-environment
+    exploration scales (0.4, alpha 7). The loop-side settings (3-step
+    returns, train batch 512, running observation filter, DER replay) are in
+    `insertion_jax.training.loop.ALGO_PRESETS`."""
+
+    hidden: Tuple[int, ...] = (64, 64)
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    hard_target_every: int = 50_000
+    actor_loss_coef: float = 0.1
+    critic_loss_coef: float = 1.0
+    exploration_noise: float = 0.4
+    per_env_noise_alpha: float = 7.0
+
+
+def per_env_noise_scales(num_envs: int, scale: float, alpha: float) -> jax.Array:
+    """Ape-X's exploration scales scale^(1 + alpha i / (E - 1)), i = 0..E-1
+    (all `scale` when alpha is 0 or E is 1)."""
+    if alpha <= 0 or num_envs == 1:
+        return jnp.full((num_envs,), scale, jnp.float32)
+    exponent = 1.0 + alpha * jnp.arange(num_envs, dtype=jnp.float32) / (num_envs - 1)
+    return jnp.asarray(scale, jnp.float32) ** exponent
 
 
 @struct.dataclass
@@ -197,7 +239,9 @@ def make_ddpg(config: DDPGConfig = DDPGConfig(), action_dim: int = 3) -> base.Ag
         act=td3.deterministic_act(policy, config.exploration_noise),
         update=update,
         init_noise=lambda key, num_envs: base.init_action_noise(
-            num_envs, action_dim, config.exploration_noise
+            num_envs,
+            action_dim,
+            per_env_noise_scales(num_envs, config.exploration_noise, config.per_env_noise_alpha),
         ),
         explore=td3.deterministic_explore(policy, config.noise_kind, config.ou_theta),
         reset_noise=base.reset_action_noise,
