@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.replay import der, prioritized, sumtree
+from insertion_jax.replay import der, nstep, prioritized, sumtree
 
 L = 8  # episode slot length
-EXAMPLE = der.Step(
+EXAMPLE = nstep.Step(
     obs=jnp.zeros(2),
     action=jnp.zeros(1),
     reward=jnp.zeros(()),
@@ -39,7 +39,7 @@ def demos():
     t = np.arange(L)[None, :]
     ident = 100.0 * (np.arange(3)[:, None] + 1) + t
     obs = np.stack([ident, np.zeros_like(ident)], axis=-1)
-    return der.Step(
+    return nstep.Step(
         obs=jnp.asarray(obs, jnp.float32),
         action=jnp.ones((3, L, 1)),
         reward=jnp.ones((3, L)),
@@ -70,7 +70,7 @@ def chunk(lengths_per_env, success_per_env):
             last[step - 1, e], success[step - 1, e] = True, ok
         for t in range(k - step):  # a running episode, not finished
             obs[step + t, e, 0] = 1000 * e + 100 * len(lengths) + t
-    steps = der.Step(
+    steps = nstep.Step(
         obs=jnp.asarray(obs),
         action=jnp.zeros((k, num_envs, 1)),
         reward=jnp.asarray(reward),
@@ -86,7 +86,7 @@ def jitted(buffer):
         jax.jit(buffer.add_chunk),
         jax.jit(buffer.sample, static_argnums=2),
         jax.jit(buffer.set_priorities),
-        jax.jit(buffer.after_updates),
+        jax.jit(buffer.after_updates, static_argnums=2),
     )
 
 
@@ -181,19 +181,20 @@ def test_refresh_replaces_the_oldest_zone_episode_from_the_pool():
     add, sample, set_priorities, after_updates = jitted(buffer)
     state = buffer.init(EXAMPLE, *demos())
     key = jax.random.PRNGKey(0)
-    state = after_updates(state, key)  # 0 updates: nothing due
+    state = after_updates(state, key, 1)  # 0 updates: nothing due
     assert int(state.refreshes) == 0
     _, info = sample(state, key, 4)
     for _ in range(2):
         state = set_priorities(state, info, jnp.ones(4))
-    empty_pool = after_updates(state, key)  # due, but the pool is empty
+    empty_pool = after_updates(state, key, 1)  # due, but the pool is empty
     assert int(empty_pool.refreshes) == 1
     np.testing.assert_array_equal(empty_pool.zone_length, state.zone_length)
     steps, last, success = chunk([[6], [4]], [[True], [False]])
     state = add(state, steps, last, success, key)
     for _ in range(4):
         state = set_priorities(state, info, jnp.ones(4))  # 6 updates: 3 refreshes due
-    state = after_updates(state, key)
+    assert int(after_updates(state, key, 1).refreshes) == 1  # at most one per call here
+    state = after_updates(state, key, 3)
     assert int(state.refreshes) == 3
     for k in range(3):
         ids, lengths = zone_ids(state, k)
@@ -214,7 +215,7 @@ def test_without_der_the_demonstrations_stay():
     _, info = sample(state, jax.random.PRNGKey(1), 4)
     for _ in range(10):
         state = set_priorities(state, info, jnp.ones(4))
-    state = after_updates(state, jax.random.PRNGKey(2))
+    state = after_updates(state, jax.random.PRNGKey(2), 5)
     assert int(state.refreshes) == 0
     for k in range(3):
         assert zone_ids(state, k)[0][:3] == [0, 1, 2]

@@ -98,17 +98,6 @@ class DERConfig:
 
 
 @struct.dataclass
-class Step:
-    """One-step experience as collected (any leading axes)."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    terminal: jax.Array  # bool: no bootstrap after this step
-    next_obs: jax.Array
-
-
-@struct.dataclass
 class DERState:
     """All K buffers, the success pool and the staged episodes of one seed.
 
@@ -124,7 +113,7 @@ class DERState:
       pool_length: (Q,) episode lengths (0: empty).
       pool_next: () next pool slot.
       pool_count: () successful episodes pushed so far.
-      staging: the running episode of each environment, `Step` leaves (L, E, ...).
+      staging: the running episode of each environment, `nstep.Step` leaves (L, E, ...).
       staging_length: (E,) steps staged per environment.
       updates: () `set_priorities` calls so far.
       refreshes: () zone refreshes done so far.
@@ -141,7 +130,7 @@ class DERState:
     pool_length: jax.Array
     pool_next: jax.Array
     pool_count: jax.Array
-    staging: Step
+    staging: nstep.Step
     staging_length: jax.Array
     updates: jax.Array
     refreshes: jax.Array
@@ -153,33 +142,6 @@ class SampleInfo:
 
     buffer: jax.Array  # int32 ()
     indices: jax.Array  # (B,) slots in that buffer
-
-
-def episode_transitions(
-    steps: Step, lengths: jax.Array, n_step: int, discount: float
-) -> base.Transition:
-    """n-step transitions of whole episodes.
-
-    Args:
-      steps: `Step` leaves (L, E, ...), episode e in steps [0, lengths[e]).
-      lengths: (E,) episode lengths.
-      n_step, discount: return length and per-step discount.
-
-    Returns:
-      `Transition` leaves (L, E, ...); entries at t >= lengths[e] are padding.
-    """
-    t = jnp.arange(steps.reward.shape[0])[:, None]
-    last = t >= lengths[None, :] - 1
-    return nstep.n_step_transitions(
-        steps.obs,
-        steps.action,
-        steps.reward,
-        steps.terminal,
-        last,
-        steps.next_obs,
-        n_step,
-        discount,
-    )
 
 
 def zone_assignment(structure: str, num_buffers: int, num_demos: int) -> Tuple[Tuple[int, ...]]:
@@ -260,15 +222,15 @@ class DERBuffer:
     # ----------------------------------------------------------------- init
     def init(
         self,
-        example_step: Step,
-        demos: Optional[Step] = None,
+        example_step: nstep.Step,
+        demos: Optional[nstep.Step] = None,
         demo_lengths: Optional[jax.Array] = None,
     ) -> DERState:
         """Empty buffers with the zones loaded according to the structure.
 
         Args:
-          example_step: one `Step` without batch axes (shapes and dtypes).
-          demos: demonstration episodes, `Step` leaves (D, L, ...) padded to L.
+          example_step: one `nstep.Step` without batch axes (shapes and dtypes).
+          demos: demonstration episodes, `nstep.Step` leaves (D, L, ...) padded to L.
           demo_lengths: (D,) their lengths.
         """
         cfg, k, length = self.config, self.config.num_buffers, self.episode_length
@@ -280,7 +242,7 @@ class DERBuffer:
                 f'structure={cfg.structure!r} puts {most} demonstrations in a zone of '
                 f'{self.zone_slots} episode slots; raise the capacity or DERConfig.zone_fraction.'
             )
-        example = episode_transitions(
+        example = nstep.episode_transitions(
             jax.tree.map(
                 lambda x: jnp.zeros((1, 1) + jnp.shape(x), jnp.asarray(x).dtype), example_step
             ),
@@ -320,7 +282,7 @@ class DERBuffer:
                 f'Demonstrations are padded to {jax.tree.leaves(demos)[0].shape[1]} steps; '
                 f'the buffers hold episodes of {length}.'
             )
-        episodes = episode_transitions(
+        episodes = nstep.episode_transitions(
             jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), demos),
             demo_lengths,
             self.n_step,
@@ -343,13 +305,18 @@ class DERBuffer:
 
     # ------------------------------------------------------------ collection
     def add_chunk(
-        self, state: DERState, steps: Step, last: jax.Array, success: jax.Array, key: jax.Array
+        self,
+        state: DERState,
+        steps: nstep.Step,
+        last: jax.Array,
+        success: jax.Array,
+        key: jax.Array,
     ) -> DERState:
         """Stages a (K, E) chunk of steps; every episode that ends goes to a random
         buffer's ring, and into the success pool if it succeeded.
 
         Args:
-          steps: `Step` leaves (K, E, ...), time-major.
+          steps: `nstep.Step` leaves (K, E, ...), time-major.
           last: (K, E) bool, the step ended its episode.
           success: (K, E) bool, the episode ending here succeeded.
           key: PRNG key.
@@ -364,16 +331,16 @@ class DERBuffer:
         return state
 
     def add_step(
-        self, state: DERState, step: Step, last: jax.Array, success: jax.Array, key: jax.Array
+        self, state: DERState, step: nstep.Step, last: jax.Array, success: jax.Array, key: jax.Array
     ) -> DERState:
-        """One step of the E environments (`Step` leaves (E, ...))."""
+        """One step of the E environments (`nstep.Step` leaves (E, ...))."""
         length, num_envs = self.episode_length, self.num_envs
         envs = jnp.arange(num_envs)
         t = jnp.minimum(state.staging_length, length - 1)
         staging = jax.tree.map(lambda s, x: s.at[t, envs].set(x), state.staging, step)
         lengths = t + 1
         state = state.replace(staging=staging, staging_length=jnp.where(last, 0, lengths))
-        episodes = episode_transitions(staging, lengths, self.n_step, self.discount)
+        episodes = nstep.episode_transitions(staging, lengths, self.n_step, self.discount)
         episodes = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), episodes)  # (E, L, ...)
         state = self._write_ring(state, episodes, jnp.where(last, lengths, 0), key)
         return self._push_pool(state, episodes, lengths, last & success)
@@ -445,35 +412,44 @@ class DERBuffer:
         )
 
     # -------------------------------------------------------------- refresh
-    def refresh(self, state: DERState, key: jax.Array) -> DERState:
-        """Each buffer copies one random pool episode into its oldest zone slot
-        (nothing happens while the pool is empty)."""
+    def refresh(self, state: DERState, key: jax.Array, run: jax.Array = True) -> DERState:
+        """Each buffer copies one random pool episode into its oldest zone slot.
+
+        Nothing is written while the pool is empty; with `run` False nothing at
+        all happens (a masked refresh: only scatters, so under vmap the large
+        arrays are never copied through a select).
+        """
         k = self.config.num_buffers
         stored = jnp.minimum(state.pool_count, self.config.pool_episodes)
         pick = jax.random.randint(key, (k,), 0, jnp.maximum(stored, 1))
         episodes = jax.tree.map(lambda p: p[pick], state.pool)
-        mask = jnp.broadcast_to(stored > 0, (k,))
+        mask = jnp.broadcast_to(run & (stored > 0), (k,))
         buffers = jnp.arange(k)
         state = self._write_zone(
             state, buffers, state.zone_next, episodes, state.pool_length[pick], mask
         )
         return state.replace(
             zone_next=jnp.where(mask, (state.zone_next + 1) % self.zone_slots, state.zone_next),
-            refreshes=state.refreshes + 1,
+            refreshes=state.refreshes + jnp.asarray(run, jnp.int32),
         )
 
-    def after_updates(self, state: DERState, key: jax.Array) -> DERState:
-        """Runs the refreshes due after `state.updates` updates (DER on), else nothing."""
+    def after_updates(self, state: DERState, key: jax.Array, max_refreshes: int = 1) -> DERState:
+        """Runs the refreshes due after `state.updates` updates (DER on), else nothing.
+
+        `max_refreshes` (static) bounds how many can be due at once: after u
+        more updates at most u // refresh_every + 1 are. The refreshes run in a
+        fixed-length loop, each masked by whether it is due.
+        """
         if not self.config.dynamic:
             return state
         due = state.updates // self.config.refresh_every
 
-        def body(carry):
+        def body(_, carry):
             state, key = carry
             key, sub = jax.random.split(key)
-            return self.refresh(state, sub), key
+            return self.refresh(state, sub, state.refreshes < due), key
 
-        state, _ = jax.lax.while_loop(lambda c: c[0].refreshes < due, body, (state, key))
+        state, _ = jax.lax.fori_loop(0, max_refreshes, body, (state, key))
         return state
 
     # ------------------------------------------------------------- training

@@ -19,8 +19,20 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from insertion_jax.agents import base
+
+
+@struct.dataclass
+class Step:
+    """One-step experience as collected (any leading axes)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    terminal: jax.Array  # bool: no bootstrap after this step
+    next_obs: jax.Array
 
 
 def n_step_transitions(
@@ -73,4 +85,31 @@ def n_step_transitions(
         reward=ret,
         discount=disc,
         next_obs=next_obs[end_index, env_index],
+    )
+
+
+def episode_transitions(
+    steps: Step, lengths: jax.Array, n_step: int, discount: float
+) -> base.Transition:
+    """n-step transitions of whole episodes.
+
+    Args:
+      steps: `Step` leaves (L, E, ...), episode e in steps [0, lengths[e]).
+      lengths: (E,) episode lengths.
+      n_step, discount: return length and per-step discount.
+
+    Returns:
+      `Transition` leaves (L, E, ...); entries at t >= lengths[e] are padding.
+    """
+    t = jnp.arange(steps.reward.shape[0])[:, None]
+    last = t >= lengths[None, :] - 1
+    return n_step_transitions(
+        steps.obs,
+        steps.action,
+        steps.reward,
+        steps.terminal,
+        last,
+        steps.next_obs,
+        n_step,
+        discount,
     )
