@@ -242,17 +242,10 @@ class DERBuffer:
                 f'structure={cfg.structure!r} puts {most} demonstrations in a zone of '
                 f'{self.zone_slots} episode slots; raise the capacity or DERConfig.zone_fraction.'
             )
-        example = nstep.episode_transitions(
-            jax.tree.map(
-                lambda x: jnp.zeros((1, 1) + jnp.shape(x), jnp.asarray(x).dtype), example_step
-            ),
-            jnp.ones((1,), jnp.int32),
-            self.n_step,
-            self.discount,
-        )
-        data = jax.tree.map(lambda x: jnp.zeros((k, self.slots) + x.shape[2:], x.dtype), example)
+        example = nstep.transition_like(example_step)
+        data = jax.tree.map(lambda x: jnp.zeros((k, self.slots) + x.shape, x.dtype), example)
         pool = jax.tree.map(
-            lambda x: jnp.zeros((cfg.pool_episodes, length) + x.shape[2:], x.dtype), example
+            lambda x: jnp.zeros((cfg.pool_episodes, length) + x.shape, x.dtype), example
         )
         staging = jax.tree.map(
             lambda x: jnp.zeros((length, self.num_envs) + jnp.shape(x), jnp.asarray(x).dtype),

@@ -113,3 +113,13 @@ def episode_transitions(
         n_step,
         discount,
     )
+
+
+def transition_like(example_step: Step) -> base.Transition:
+    """A zero `Transition` with the shapes and dtypes stored for `example_step`
+    (one step, no batch axes)."""
+    batched = jax.tree.map(
+        lambda x: jnp.zeros((1, 1) + jnp.shape(x), jnp.asarray(x).dtype), example_step
+    )
+    transitions = episode_transitions(batched, jnp.ones((1,), jnp.int32), 1, 1.0)
+    return jax.tree.map(lambda x: x[0, 0], transitions)
