@@ -41,8 +41,8 @@ def test_residual_mode_executes_the_sum_and_stores_the_rl_part(small):
     np.testing.assert_allclose(
         chunk.move, u_h + SMALL.env.max_action_m * chunk.action, rtol=1e-5, atol=1e-9
     )
-    stored = loop.chunk_transitions(chunk, 1, 0.99)
-    np.testing.assert_array_equal(stored.action.reshape(chunk.action.shape), chunk.action)
+    stored = loop.chunk_steps(chunk)
+    np.testing.assert_array_equal(stored.action, chunk.action)
     assert np.abs(np.asarray(stored.action)).max() <= 1.0
     # The environment really ran the sum: replaying the first move reproduces the step.
     first = jax.tree.map(lambda x: x[0], state.env)
@@ -50,13 +50,17 @@ def test_residual_mode_executes_the_sum_and_stores_the_rl_part(small):
     np.testing.assert_allclose(replay.obs, chunk.next_obs[0, 0], rtol=1e-5, atol=1e-5)
 
 
-def test_executed_action_per_mode():
+def test_executed_action_per_mode(small):
+    env = small[0].env
     obs = jnp.array([[2.0, -1.0, 40.0, 0.0]])
     a = jnp.array([[0.5, 0.0, -1.0]])
     u_h = controllers.p_controller_action(obs)
-    np.testing.assert_allclose(loop.executed_action('residual', obs, a, 0.01), u_h + 0.01 * a)
-    np.testing.assert_allclose(loop.executed_action('pure', obs, a, 0.01), 0.01 * a)
-    np.testing.assert_allclose(loop.executed_action('lfd', obs, a, 0.01), 0.01 * a)
+    max_move = SMALL.env.max_action_m
+    np.testing.assert_allclose(
+        loop.executed_action(env, 'residual', obs, a), u_h + max_move * a, rtol=1e-6
+    )
+    np.testing.assert_allclose(loop.executed_action(env, 'pure', obs, a), max_move * a)
+    np.testing.assert_allclose(loop.executed_action(env, 'lfd', obs, a), max_move * a)
 
 
 def test_a_seed_gives_the_same_results_whichever_seeds_share_its_batch(small):
@@ -172,13 +176,15 @@ def test_lfd_mode_records_successful_demonstrations_and_clones_them():
     components = loop.make_components(config)
     demos, info = loop.make_demonstrations(components, jax.random.PRNGKey(0))
     horizon = config.env.horizon
-    assert demos.obs.shape == (3 * horizon, insertion.OBS_DIM)
-    np.testing.assert_array_equal(demos.is_demo, 1.0)
-    assert np.abs(np.asarray(demos.action)).max() <= 1.0
+    assert demos.steps.obs.shape == (3, horizon, insertion.OBS_DIM)
+    np.testing.assert_array_equal(demos.lengths, horizon)
+    assert np.abs(np.asarray(demos.steps.action)).max() <= 1.0
     # Every demonstration ends connected: its last reward is 1 (sparse reward).
-    rewards = np.asarray(demos.reward).reshape(horizon, 3)
-    np.testing.assert_array_equal(rewards[-1], 1.0)
+    np.testing.assert_array_equal(np.asarray(demos.steps.reward)[:, -1], 1.0)
     assert 0.0 < info['demonstrator_success_rate'] <= 1.0
+    transitions = loop.demo_transitions(demos, config.n_step, 0.99)
+    np.testing.assert_array_equal(transitions.is_demo, 1.0)
+    assert transitions.obs.shape == (3 * horizon, insertion.OBS_DIM)
     state = loop.init_states(components, 0, 1, demos)
     assert int(state.demos.size[0]) == 3 * horizon
     state, metrics = loop.make_runner(components, 2)(state)

@@ -163,7 +163,17 @@ class State:
 
 
 class InsertionEnv:
-    """One connector-insertion task on MJX; see the module docstring."""
+    """One connector-insertion task on MJX; see the module docstring.
+
+    It implements the task interface of `registry.py`: agent actions in
+    [-1, 1] scale to moves of `max_action_m` per axis, and the P-controller
+    (eq. 5) is the hand-designed controller of residual RL.
+    """
+
+    obs_dim = OBS_DIM
+    action_dim = ACTION_DIM
+    obs_scale = OBS_SCALE
+    has_base_controller = True
 
     def __init__(
         self,
@@ -207,6 +217,25 @@ class InsertionEnv:
         self.goal = jnp.array([0.0, 0.0, -depth_m])
         self._tolerance_m = self.spec.success_tolerance_mm * 1e-3
         self._capture_m = (self.spec.clearance_mm / 2 + 1.0) * 1e-3
+
+    # ------------------------------------------------------- task interface
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def action_scale(self) -> jax.Array:
+        return jnp.full((ACTION_DIM,), self.config.max_action_m, jnp.float32)
+
+    def terminal(self, state: State) -> jax.Array:
+        """Ended without bootstrap: only a diverged simulation (else a time limit)."""
+        return state.done & (state.metrics['nonfinite'] > 0)
+
+    def base_action(self, obs: jax.Array) -> jax.Array:
+        """The P-controller's move (eq. 5), metres."""
+        from insertion_jax.envs import controllers  # controllers imports this module
+
+        return controllers.p_controller_action(obs)
 
     # ----------------------------------------------------------------- helpers
     def _model(self, friction: jax.Array) -> mjx.Model:

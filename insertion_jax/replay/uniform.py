@@ -100,6 +100,16 @@ def gather(state: BufferState, indices: jax.Array) -> Any:
     return jax.tree.map(lambda s: s[indices], state.data)
 
 
+def sample(state: BufferState, key: jax.Array, batch_size: int) -> Any:
+    """`batch_size` items drawn uniformly with replacement from those stored.
+
+    With nothing stored this returns the zero-filled slot 0; callers gate
+    learning on `can_sample`.
+    """
+    indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
+    return gather(state, indices)
+
+
 def make_uniform_buffer(capacity: int) -> UniformBuffer:
     """A ring buffer of `capacity` items sampled uniformly with replacement."""
     if not (isinstance(capacity, int) and capacity > 0):
@@ -107,12 +117,6 @@ def make_uniform_buffer(capacity: int) -> UniformBuffer:
 
     def init(example_item):
         return init_storage(example_item, capacity)
-
-    def sample(state: BufferState, key: jax.Array, batch_size: int):
-        # With nothing stored this returns the zero-filled slot 0; callers gate
-        # learning on can_sample.
-        indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
-        return gather(state, indices)
 
     def can_sample(state: BufferState, min_size: int = 1):
         return state.size >= min_size

@@ -3,20 +3,27 @@
 One *iteration* of `train_iteration`:
   1. `num_envs` vmapped environments step `unroll_length` times (a `lax.scan`)
      with the agent's exploration policy; finished episodes reset in place.
-  2. The chunk becomes (n-step) transitions and goes into the replay buffer;
-     the observation normalizer absorbs its observations.
+  2. The chunk goes into the replay (`TrainConfig.replay`: uniform,
+     prioritized or DER, see `insertion_jax.replay.interface`) as n-step
+     transitions; the observation normalizer absorbs its observations.
   3. `updates_per_iteration` = utd * num_envs * unroll_length gradient updates
      run in a `lax.scan`, each on a fresh batch (plus demonstration samples in
-     LfD mode). Before `learning_starts` env steps the updates are computed and
-     discarded (`lax.cond`), so one compiled function serves the whole run.
+     LfD mode) weighted by the replay's importance weights; each update
+     writes its |TD errors| back as priorities. Before `learning_starts` env
+     steps the updates are computed and discarded (the priority writes are
+     masked), so one compiled function serves the whole run. DER then
+     refreshes its demonstration zones when due.
 `run_iterations(state, n)` scans n iterations per device call and is vmapped
 over seeds: every leaf of `TrainState` carries a leading seed axis. The host
 only logs, evaluates and saves between calls.
 
+The task is any environment of `insertion_jax.envs.registry`.
+
 Modes (`TrainConfig.mode`), after the residual-RL paper:
-  * 'residual': executed u = u_H(s) + max_action * a, with u_H the P-controller
-    (eq. 5); the buffer stores the agent's a, i.e. u_RL (Algorithm 1).
-  * 'pure': u = max_action * a.
+  * 'residual': executed u = u_H(s) + scale * a, with u_H the task's
+    hand-designed controller (the P-controller, eq. 5); the buffer stores the
+    agent's a, i.e. u_RL (Algorithm 1).
+  * 'pure': u = scale * a (`env.action_scale`).
   * 'lfd': pure RL plus a behaviour-cloning loss on demonstrations (the
     agent's `bc_weight`), the demonstrations kept in their own buffer and
     mixed into every batch (`demo_fraction`).
@@ -35,12 +42,23 @@ from flax import struct
 
 from insertion_jax import agents, checks
 from insertion_jax.agents import base
-from insertion_jax.envs import controllers, insertion
-from insertion_jax.replay import nstep, uniform
+from insertion_jax.envs import insertion, registry
+from insertion_jax.replay import der, interface, nstep, prioritized, uniform
 from insertion_jax.training import normalizer as obs_norm
 
 MODES = ('pure', 'residual', 'lfd')
 OBS_TYPES = ('state',)
+
+# Loop-side settings that belong to an algorithm as published; the experiment
+# scripts use them as flag defaults.
+ALGO_PRESETS: Dict[str, Dict[str, Any]] = {
+    'apex_ddpg': {
+        'n_step': 3,
+        'batch_size': 512,
+        'obs_normalizer': 'running',
+        'replay': 'der',
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +66,8 @@ class TrainConfig:
     """Static configuration of a training run (one per run, shared by all seeds).
 
     Attributes:
-      env: the environment.
-      algo: 'sac', 'td3' or 'ddpg'.
+      env: the task's config (any of `registry.ENVS`).
+      algo: 'sac', 'td3', 'ddpg' or 'apex_ddpg'.
       agent: the algo's config dataclass (None: its defaults).
       mode: 'pure', 'residual' or 'lfd' (see the module docstring).
       obs: observation type; only 'state' exists until the camera lands.
@@ -57,17 +75,21 @@ class TrainConfig:
       unroll_length: control steps per environment per iteration.
       utd: gradient updates per environment step (update-to-data ratio).
       batch_size: transitions per gradient update.
-      buffer_capacity: replay capacity, in transitions.
+      buffer_capacity: replay capacity, in transitions (DER: of each buffer).
       learning_starts: environment steps collected before updates apply.
       n_step: return length of the stored transitions.
-      num_demos: demonstration episodes (LfD mode).
+      num_demos: demonstration episodes (LfD mode; DER structures with
+        demonstrations).
       demo_fraction: share of each batch drawn from the demonstrations (LfD).
       demo_noise: exploration of the scripted demonstrator (the P-controller
         with uniform noise of this fraction of the maximum move).
       obs_normalizer: 'fixed' or 'running' (see `normalizer.py`).
+      replay: 'uniform', 'prioritized' or 'der'.
+      priority: prioritized sampling settings (replay 'prioritized').
+      der: DER settings (replay 'der').
     """
 
-    env: insertion.InsertionConfig = insertion.InsertionConfig()
+    env: Any = insertion.InsertionConfig()
     algo: str = 'sac'
     agent: Any = None
     mode: str = 'residual'
@@ -83,9 +105,14 @@ class TrainConfig:
     demo_fraction: float = 0.25
     demo_noise: float = 0.3
     obs_normalizer: str = 'fixed'
+    replay: str = 'uniform'
+    priority: prioritized.PrioritizedConfig = prioritized.PrioritizedConfig()
+    der: der.DERConfig = der.DERConfig()
 
     def __post_init__(self):
         agents.validate_algo(self.algo)
+        env_cls = registry.env_class(self.env)  # raises for a non-env config
+        interface.validate_replay(self.replay)
         if self.agent is None:
             object.__setattr__(self, 'agent', agents.config_class(self.algo)())
         if self.mode not in MODES:
@@ -113,7 +140,26 @@ class TrainConfig:
                 f'TrainConfig.buffer_capacity={self.buffer_capacity} is smaller than one '
                 f"iteration's {self.env_steps_per_iteration} transitions."
             )
+        if self.mode == 'residual' and not env_cls.has_base_controller:
+            raise ValueError(
+                f'mode=residual needs a hand-designed controller, which task '
+                f'{self.env.task!r} does not have; use mode=pure.'
+            )
         bc_weight = getattr(self.agent, 'bc_weight', 0.0)
+        if self.mode == 'lfd' and self.replay == 'der':
+            raise ValueError(
+                'mode=lfd keeps its demonstrations in a buffer of their own; with replay=der '
+                'choose a DER structure for them instead (mode=pure).'
+            )
+        if self.replay == 'der':
+            self.make_der_buffer()  # raises for sizes that do not fit
+            if self.der.structure != 'none' and not (
+                isinstance(self.num_demos, int) and self.num_demos > 0
+            ):
+                raise ValueError(
+                    f'DER structure {self.der.structure!r} needs num_demos > 0, '
+                    f'got {self.num_demos!r}.'
+                )
         if self.mode == 'lfd':
             if not bc_weight > 0:
                 raise ValueError(f'mode=lfd needs the agent bc_weight > 0, got {bc_weight!r}.')
@@ -133,9 +179,23 @@ class TrainConfig:
                 f'The agent has bc_weight={bc_weight!r} but mode={self.mode!r} has no '
                 'demonstrations; use mode=lfd or bc_weight=0.'
             )
-        obs_norm.init_normalizer(self.obs_normalizer, insertion.OBS_SCALE)
+        obs_norm.init_normalizer(self.obs_normalizer, env_cls.obs_scale)
         if getattr(self.agent, 'discount', None) is None:
             raise ValueError('The agent config has no discount.')
+
+    def make_der_buffer(self) -> der.DERBuffer:
+        return der.make_der_buffer(
+            self.der,
+            self.buffer_capacity,
+            self.env.horizon,
+            self.num_envs,
+            self.n_step,
+            self.agent.discount,
+        )
+
+    @property
+    def uses_demonstrations(self) -> bool:
+        return self.mode == 'lfd' or (self.replay == 'der' and self.der.structure != 'none')
 
     @property
     def env_steps_per_iteration(self) -> int:
@@ -156,7 +216,7 @@ class TrainState:
 
     Attributes:
       agent: the agent's state (parameters, optimizer states, update count).
-      buffer: replay buffer of the agent's transitions.
+      buffer: the replay's state (`Components.replay`).
       demos: replay buffer of demonstration transitions (one empty slot when
         there are none).
       env: the `num_envs` environment states.
@@ -169,7 +229,7 @@ class TrainState:
     """
 
     agent: Any
-    buffer: uniform.BufferState
+    buffer: Any
     demos: uniform.BufferState
     env: insertion.State
     noise: Any
@@ -185,46 +245,56 @@ class Components:
     """The static parts a run is built from (environment, agent, buffer)."""
 
     config: TrainConfig
-    env: insertion.InsertionEnv
+    env: Any
     agent: base.Agent
-    buffer: uniform.UniformBuffer
+    replay: interface.Replay
 
 
 @functools.lru_cache(maxsize=16)
 def make_components(config: TrainConfig) -> Components:
-    """Compiles the environment and builds the agent and buffer of `config`.
+    """Compiles the environment and builds the agent and replay of `config`.
 
     Cached per config (everything in it is immutable), so that every jitted
     function built from the same components is traced once per process.
     """
+    env = registry.make_env(config.env)
     return Components(
         config=config,
-        env=insertion.InsertionEnv(config.env),
-        agent=agents.make_agent(config.algo, config.agent, insertion.ACTION_DIM),
-        buffer=uniform.make_uniform_buffer(config.buffer_capacity),
+        env=env,
+        agent=agents.make_agent(config.algo, config.agent, env.action_dim),
+        replay=interface.make_replay(
+            config.replay,
+            config.buffer_capacity,
+            config.n_step,
+            config.agent.discount,
+            priority=config.priority,
+            der_config=config.der,
+            episode_length=env.horizon,
+            num_envs=config.num_envs,
+            updates_per_iteration=config.updates_per_iteration,
+        ),
     )
 
 
-def obs_spec() -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((insertion.OBS_DIM,), jnp.float32)
+def obs_spec(env) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((env.obs_dim,), jnp.float32)
 
 
-def action_spec() -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((insertion.ACTION_DIM,), jnp.float32)
+def action_spec(env) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((env.action_dim,), jnp.float32)
 
 
 # ------------------------------------------------------------------- actions
-def executed_action(
-    mode: str, obs: jax.Array, agent_action: jax.Array, max_action_m: float
-) -> jax.Array:
-    """The move the robot executes, metres, from the agent's action in [-1, 1].
+def executed_action(env, mode: str, obs: jax.Array, agent_action: jax.Array) -> jax.Array:
+    """The command the robot executes from the agent's action in [-1, 1].
 
-    residual: u_H(obs) + max_action_m * a (eq. 4); pure and lfd: max_action_m * a.
-    Shapes (..., OBS_DIM) and (..., A) -> (..., A).
+    residual: u_H(obs) + scale * a (eq. 4); pure and lfd: scale * a, with
+    scale `env.action_scale` (metres for the connector tasks).
+    Shapes (..., obs_dim) and (..., A) -> (..., A).
     """
-    u_rl = max_action_m * agent_action
+    u_rl = env.action_scale * agent_action
     if mode == 'residual':
-        return controllers.residual_action(controllers.p_controller_action(obs), u_rl)
+        return env.base_action(obs) + u_rl
     return u_rl
 
 
@@ -240,7 +310,7 @@ def make_eval_policy(components: Components) -> Callable:
     def policy(params, obs, key):
         del key
         action = agent.policy(params['actor'], obs_norm.normalize(params['normalizer'], obs))
-        return executed_action(cfg.mode, obs, action, cfg.env.max_action_m)
+        return executed_action(components.env, cfg.mode, obs, action)
 
     return policy
 
@@ -267,7 +337,7 @@ class Chunk:
 
 
 def collect(
-    env: insertion.InsertionEnv,
+    env: Any,
     env_state: insertion.State,
     episode_return: jax.Array,
     act: Callable[[jax.Array, Any, jax.Array], Tuple[jax.Array, jax.Array, Any]],
@@ -279,7 +349,7 @@ def collect(
     """Steps a batch of environments `num_steps` times with auto-reset.
 
     Args:
-      env: the environment.
+      env: the environment (the interface of `registry.py`).
       env_state: batched `insertion.State` of E environments.
       episode_return: (E,) return so far of the running episodes.
       act: `(obs (E, D), act_state, key) -> (agent_action (E, A), move (E, A), act_state)`.
@@ -300,7 +370,7 @@ def collect(
         agent_action, move, act_state = act(obs, act_state, key_act)
         next_state = jax.vmap(env.step)(env_state, move)
         done = next_state.done
-        terminal = done & (next_state.metrics['nonfinite'] > 0)
+        terminal = jax.vmap(env.terminal)(next_state)
         ret = episode_return + next_state.reward
         # A fresh start for every environment; only the finished ones take it.
         fresh = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs))
@@ -343,51 +413,103 @@ def episode_metrics(chunk: Chunk) -> Dict[str, jax.Array]:
     }
 
 
-def chunk_transitions(chunk: Chunk, n_step: int, discount: float) -> base.Transition:
-    """The chunk's (n-step) transitions, flattened to (K * E, ...)."""
-    transitions = nstep.n_step_transitions(
-        chunk.obs,
-        chunk.action,
-        chunk.reward,
-        chunk.terminal,
-        chunk.last,
-        chunk.next_obs,
+def chunk_steps(chunk: Chunk) -> nstep.Step:
+    """The chunk's one-step experience (K, E, ...), as the replay stores it."""
+    return nstep.Step(
+        obs=chunk.obs,
+        action=chunk.action,
+        reward=chunk.reward,
+        terminal=chunk.terminal,
+        next_obs=chunk.next_obs,
+    )
+
+
+# ------------------------------------------------------------ demonstrations
+@struct.dataclass
+class Demonstrations:
+    """Recorded episodes, padded to the episode limit L.
+
+    Attributes:
+      steps: `nstep.Step` with leaves (D, L, ...); actions in the agent's
+        space of the 'pure' parameterization ([-1, 1], scaled by
+        `env.action_scale`).
+      lengths: (D,) int32 episode lengths.
+    """
+
+    steps: nstep.Step
+    lengths: jax.Array
+
+    @property
+    def count(self) -> int:
+        return int(self.lengths.shape[0])
+
+
+def demo_transitions(demos: Demonstrations, n_step: int, discount: float) -> base.Transition:
+    """The n-step transitions of every demonstration step, padding dropped, marked
+    `is_demo` (host-side: the count depends on the lengths)."""
+    episodes = nstep.episode_transitions(
+        jax.tree.map(lambda x: jnp.swapaxes(jnp.asarray(x), 0, 1), demos.steps),
+        jnp.asarray(demos.lengths),
         n_step,
         discount,
     )
-    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+    valid = np.arange(episodes.reward.shape[0])[:, None] < np.asarray(demos.lengths)[None, :]
+    flat = jax.tree.map(lambda x: np.asarray(jnp.swapaxes(x, 0, 1))[valid.T], episodes)
+    return flat.replace(is_demo=np.ones_like(flat.reward))
 
 
 # ------------------------------------------------------------------ training
+def example_step(components: Components) -> nstep.Step:
+    """One zero step with the shapes the replay stores."""
+    env = components.env
+    obs = jnp.zeros((env.obs_dim,), jnp.float32)
+    return nstep.Step(
+        obs=obs,
+        action=jnp.zeros((env.action_dim,), jnp.float32),
+        reward=jnp.zeros((), jnp.float32),
+        terminal=jnp.zeros((), bool),
+        next_obs=obs,
+    )
+
+
 def init_state(
-    components: Components, key: jax.Array, demos: Optional[base.Transition] = None
+    components: Components,
+    key: jax.Array,
+    demos: Optional[Demonstrations] = None,
+    lfd_transitions: Optional[base.Transition] = None,
 ) -> TrainState:
     """Initial training state of one seed.
 
     Args:
       components: from `make_components`.
       key: the seed's PRNG key.
-      demos: demonstration transitions (N, ...) for LfD mode (see
-        `make_demonstrations`).
+      demos: demonstration episodes for a DER structure (see
+        `make_demonstrations`); placed into the zones by the structure.
+      lfd_transitions: demonstration transitions (N, ...) for LfD mode
+        (`demo_transitions`), kept in a buffer of their own.
     """
-    cfg = components.config
+    cfg, env = components.config, components.env
     key_agent, key_env, key_noise, key = jax.random.split(key, 4)
-    agent_state = components.agent.init(key_agent, obs_spec(), action_spec())
-    example = example_transition()
-    buffer_state = components.buffer.init(example)
-    if demos is None:
-        demo_state = uniform.init_storage(example, 1)
+    agent_state = components.agent.init(key_agent, obs_spec(env), action_spec(env))
+    example = example_step(components)
+    if cfg.replay == 'der' and demos is not None:
+        buffer_state = components.replay.init(example, demos.steps, demos.lengths)
     else:
-        n = jax.tree.leaves(demos)[0].shape[0]
-        demo_state = uniform.write(uniform.init_storage(example, n), demos)
-    env_state = jax.vmap(components.env.reset)(jax.random.split(key_env, cfg.num_envs))
+        buffer_state = components.replay.init(example)
+    flat = nstep.transition_like(example)
+    if lfd_transitions is None:
+        demo_state = uniform.init_storage(flat, 1)
+    else:
+        n = jax.tree.leaves(lfd_transitions)[0].shape[0]
+        demo_state = uniform.write(uniform.init_storage(flat, n), lfd_transitions)
+    env_state = jax.vmap(env.reset)(jax.random.split(key_env, cfg.num_envs))
     return TrainState(
         agent=agent_state,
         buffer=buffer_state,
         demos=demo_state,
         env=env_state,
         noise=components.agent.init_noise(key_noise, cfg.num_envs),
-        normalizer=obs_norm.init_normalizer(cfg.obs_normalizer, insertion.OBS_SCALE),
+        normalizer=obs_norm.init_normalizer(cfg.obs_normalizer, env.obs_scale),
         episode_return=jnp.zeros((cfg.num_envs,), jnp.float32),
         key=key,
         env_steps=jnp.zeros((), jnp.int32),
@@ -395,36 +517,27 @@ def init_state(
     )
 
 
-def example_transition() -> base.Transition:
-    """One zero transition with the shapes the buffer stores."""
-    obs = jnp.zeros((insertion.OBS_DIM,), jnp.float32)
-    return base.make_transition(
-        obs=obs,
-        action=jnp.zeros((insertion.ACTION_DIM,), jnp.float32),
-        reward=jnp.zeros((), jnp.float32),
-        discount=jnp.zeros((), jnp.float32),
-        next_obs=obs,
-    )
-
-
-def sample_batch(components: Components, state: TrainState, key: jax.Array) -> base.Transition:
-    """One training batch: agent samples plus, in LfD mode, demonstration samples;
-    observations normalized."""
+def sample_batch(
+    components: Components, state: TrainState, buffer_state: Any, key: jax.Array
+) -> Tuple[base.Transition, Any]:
+    """One training batch and the replay's sample info: agent samples (with
+    importance weights) plus, in LfD mode, demonstration samples last (weight
+    1); observations normalized."""
     cfg = components.config
     demo_size = cfg.demo_batch_size
     key_agent, key_demo = jax.random.split(key)
-    batch = components.buffer.sample(state.buffer, key_agent, cfg.batch_size - demo_size)
+    batch, info = components.replay.sample(buffer_state, key_agent, cfg.batch_size - demo_size)
     if demo_size:
-        demo = components.buffer.sample(state.demos, key_demo, demo_size)
+        demo = uniform.sample(state.demos, key_demo, demo_size)
         batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), batch, demo)
     return batch.replace(
         obs=obs_norm.normalize(state.normalizer, batch.obs),
         next_obs=obs_norm.normalize(state.normalizer, batch.next_obs),
-    )
+    ), info
 
 
 def make_act(components: Components, state: TrainState) -> Callable:
-    """The collector's policy: `(obs (E, D), noise, key) -> (agent action, move, noise)`,
+    """The collector's policy: `(obs (E, D), noise, key) -> (agent action, command, noise)`,
     exploring with the agent's current parameters and normalizer."""
     agent, cfg = components.agent, components.config
 
@@ -432,7 +545,7 @@ def make_act(components: Components, state: TrainState) -> Callable:
         action, noise = agent.explore(
             state.agent, obs_norm.normalize(state.normalizer, obs), noise, key
         )
-        return action, executed_action(cfg.mode, obs, action, cfg.env.max_action_m), noise
+        return action, executed_action(components.env, cfg.mode, obs, action), noise
 
     return act
 
@@ -441,11 +554,13 @@ def train_iteration(components: Components, state: TrainState) -> Tuple[TrainSta
     """One iteration for one seed: collect, store, update. Pure; see module docstring.
 
     Returns (state, metrics): scalars for this iteration, agent metrics
-    averaged over its updates (NaN for those that did not run, e.g. TD3's
-    delayed actor loss is averaged over the updates that computed it).
+    averaged over its updates (NaN before learning starts and for those that
+    did not run, e.g. TD3's delayed actor loss is averaged over the updates
+    that computed it).
     """
-    cfg, agent = components.config, components.agent
+    cfg, agent, replay = components.config, components.agent, components.replay
     key, key_collect, key_update = jax.random.split(state.key, 3)
+    key_store, key_refresh = jax.random.split(jax.random.fold_in(key_update, 1))
     env_state, episode_return, noise, chunk = collect(
         components.env,
         state.env,
@@ -456,10 +571,11 @@ def train_iteration(components: Components, state: TrainState) -> Tuple[TrainSta
         cfg.unroll_length,
         agent.reset_noise,
     )
-    transitions = chunk_transitions(chunk, cfg.n_step, cfg.agent.discount)
     env_steps = state.env_steps + cfg.env_steps_per_iteration
+    buffer_state = replay.store(
+        state.buffer, chunk_steps(chunk), chunk.last, chunk.last & chunk.success, key_store
+    )
     state = state.replace(
-        buffer=components.buffer.add(state.buffer, transitions),
         normalizer=obs_norm.update(state.normalizer, chunk.obs),
         env=env_state,
         episode_return=episode_return,
@@ -468,31 +584,36 @@ def train_iteration(components: Components, state: TrainState) -> Tuple[TrainSta
         env_steps=env_steps,
         iteration=state.iteration + 1,
     )
+    ready = env_steps >= max(cfg.learning_starts, cfg.batch_size)
+    agent_size = cfg.batch_size - cfg.demo_batch_size
 
-    def one_update(agent_state, update_key):
+    def one_update(carry, update_key):
+        agent_state, buffer_state = carry
         key_batch, key_agent = jax.random.split(update_key)
-        batch = sample_batch(components, state, key_batch)
+        batch, info = sample_batch(components, state, buffer_state, key_batch)
         agent_state, metrics = agent.update(agent_state, batch, key_agent)
         metrics = dict(metrics)
-        metrics.pop('td_error', None)  # per-sample; prioritized replay uses it
-        return agent_state, metrics
+        td_error = metrics.pop('td_error')[:agent_size]
+        buffer_state = replay.update(buffer_state, info, jnp.abs(td_error), ready)
+        return (agent_state, buffer_state), metrics
 
-    def learn(agent_state):
-        keys = jax.random.split(key_update, cfg.updates_per_iteration)
-        agent_state, metrics = jax.lax.scan(one_update, agent_state, keys)
-        return agent_state, jax.tree.map(jnp.nanmean, metrics)
-
-    def skip(agent_state):
-        return agent_state, base.nan_metrics(learn, agent_state)
-
-    ready = env_steps >= max(cfg.learning_starts, cfg.batch_size)
-    agent_state, update_metrics = jax.lax.cond(ready, learn, skip, state.agent)
-    state = state.replace(agent=agent_state)
+    keys = jax.random.split(key_update, cfg.updates_per_iteration)
+    (agent_state, buffer_state), update_metrics = jax.lax.scan(
+        one_update, (state.agent, buffer_state), keys
+    )
+    # Before learning starts the updates ran on a partly filled buffer: drop
+    # them (a select over the small agent state; the replay was masked).
+    agent_state = jax.tree.map(lambda a, b: jnp.where(ready, a, b), agent_state, state.agent)
+    update_metrics = jax.tree.map(
+        lambda m: jnp.where(ready, jnp.nanmean(m), jnp.nan), update_metrics
+    )
+    buffer_state = replay.after_updates(buffer_state, key_refresh)
+    state = state.replace(agent=agent_state, buffer=buffer_state)
     metrics = {
         **episode_metrics(chunk),
         **update_metrics,
+        **replay.metrics(buffer_state),
         'env_steps': env_steps,
-        'buffer_size': state.buffer.size,
         'reward_mean': jnp.mean(chunk.reward),
         'nonfinite': jnp.sum(chunk.terminal.astype(jnp.float32)),
     }
@@ -526,56 +647,71 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
 
 
 def init_states(
-    components: Components, seed: int, num_seeds: int, demos: Optional[base.Transition] = None
+    components: Components, seed: int, num_seeds: int, demos: Optional[Demonstrations] = None
 ) -> TrainState:
-    """Initial states of `num_seeds` seeds stacked on a leading axis."""
-    return _init_fn(components)(seed_keys(seed, num_seeds), demos)
+    """Initial states of `num_seeds` seeds stacked on a leading axis.
+
+    `demos` go where the configuration uses them: LfD's own buffer (as n-step
+    transitions) or the DER zones."""
+    cfg = components.config
+    lfd = None
+    if cfg.mode == 'lfd':
+        if demos is None:
+            raise ValueError('mode=lfd needs demonstrations (make_demonstrations).')
+        lfd = demo_transitions(demos, cfg.n_step, cfg.agent.discount)
+    zone_demos = demos if cfg.replay == 'der' and cfg.der.structure != 'none' else None
+    if cfg.replay == 'der' and cfg.der.structure != 'none' and demos is None:
+        raise ValueError(f'DER structure {cfg.der.structure!r} needs demonstrations.')
+    return _init_fn(components)(seed_keys(seed, num_seeds), zone_demos, lfd)
 
 
 @functools.lru_cache(maxsize=16)
 def _init_fn(components: Components):
-    return jax.jit(jax.vmap(functools.partial(init_state, components), in_axes=(0, None)))
+    return jax.jit(jax.vmap(functools.partial(init_state, components), in_axes=(0, None, None)))
 
 
-# ------------------------------------------------------------ demonstrations
 def make_demonstrations(
     components: Components, key: jax.Array, max_attempts: int = 10
-) -> Tuple[base.Transition, Dict[str, float]]:
-    """Demonstration transitions from a scripted, imperfect demonstrator.
+) -> Tuple[Demonstrations, Dict[str, float]]:
+    """`num_demos` successful episodes of a scripted, imperfect demonstrator.
 
-    The demonstrator is the P-controller with uniform noise of `demo_noise`
-    times the maximum move on every axis (a person with a joystick is neither
-    exact nor steady); it sees the goal the robot was told. Episodes run in
-    batches of `num_envs` until `num_demos` of them end connected; only those
-    are kept. Actions are stored in the agent's space of the 'pure'
-    parameterization (move / max_action, clipped to [-1, 1]).
+    The demonstrator is the task's hand-designed controller with uniform noise
+    of `demo_noise` times the action scale on every axis (a person with a
+    joystick is neither exact nor steady); it sees the goal the robot was
+    told. Episodes run in batches of `num_envs` until `num_demos` of them end
+    successfully; only those are kept. Actions are stored in the agent's space
+    of the 'pure' parameterization (command / action_scale, clipped to
+    [-1, 1]).
 
-    Returns (transitions (num_demos * horizon, ...), info with the
-    demonstrator's success rate).
+    Returns (Demonstrations, info with the demonstrator's success rate).
     """
-    cfg = components.config
-    env, horizon, max_action = components.env, cfg.env.horizon, cfg.env.max_action_m
+    cfg, env = components.config, components.env
+    scale = env.action_scale
 
     def act(obs, act_state, key):
-        noise = jax.random.uniform(
-            key, obs.shape[:-1] + (insertion.ACTION_DIM,), minval=-1, maxval=1
-        )
-        move = controllers.p_controller_action(obs) + cfg.demo_noise * max_action * noise
-        return jnp.clip(move / max_action, -1.0, 1.0), move, act_state
+        noise = jax.random.uniform(key, obs.shape[:-1] + (env.action_dim,), minval=-1, maxval=1)
+        command = env.base_action(obs) + cfg.demo_noise * scale * noise
+        return jnp.clip(command / scale, -1.0, 1.0), command, act_state
 
     @jax.jit
     def episodes(key):
         key_reset, key_run = jax.random.split(key)
         states = jax.vmap(env.reset)(jax.random.split(key_reset, cfg.num_envs))
         zeros = jnp.zeros((cfg.num_envs,), jnp.float32)
-        return collect(env, states, zeros, act, (), key_run, horizon)[3]
+        return collect(env, states, zeros, act, (), key_run, env.horizon)[3]
 
     kept, tried, succeeded = [], 0, 0
     for attempt_key in jax.random.split(key, max_attempts):
         chunk = jax.device_get(episodes(attempt_key))
-        ok = np.asarray(chunk.success[-1])
+        ended = np.asarray(chunk.last)
+        # The first episode of each environment: its end and its outcome.
+        first_end = np.argmax(ended, axis=0)
+        ok = np.asarray(chunk.success)[first_end, np.arange(ended.shape[1])] & ended.any(0)
         tried, succeeded = tried + ok.size, succeeded + int(ok.sum())
-        kept += [jax.tree.map(lambda x, e=e: x[:, e : e + 1], chunk) for e in np.flatnonzero(ok)]
+        for e in np.flatnonzero(ok):
+            kept.append(
+                (jax.tree.map(lambda x, e=e: x[:, e], chunk_steps(chunk)), first_end[e] + 1)
+            )
         if len(kept) >= cfg.num_demos:
             break
     if len(kept) < cfg.num_demos:
@@ -583,7 +719,14 @@ def make_demonstrations(
             f'The scripted demonstrator succeeded in {succeeded} of {tried} episodes, fewer '
             f'than num_demos={cfg.num_demos}; lower num_demos or demo_noise.'
         )
-    chunk = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *kept[: cfg.num_demos])
-    transitions = chunk_transitions(chunk, cfg.n_step, cfg.agent.discount)
-    transitions = transitions.replace(is_demo=jnp.ones_like(transitions.reward))
-    return transitions, {'demonstrator_success_rate': succeeded / tried}
+    kept = kept[: cfg.num_demos]
+    steps = jax.tree.map(lambda *xs: np.stack(xs), *[k[0] for k in kept])
+    lengths = np.asarray([k[1] for k in kept], np.int32)
+    # Zero the steps after each episode's end (the next episode's start).
+    mask = np.arange(env.horizon)[None, :] < lengths[:, None]
+    steps = jax.tree.map(
+        lambda x: np.where(mask.reshape(mask.shape + (1,) * (x.ndim - 2)), x, np.zeros_like(x)),
+        steps,
+    )
+    demos = Demonstrations(steps=steps, lengths=lengths)
+    return demos, {'demonstrator_success_rate': succeeded / tried}

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from insertion_jax import agents, checks
-from insertion_jax.envs import insertion, rewards
+from insertion_jax.envs import registry
+from insertion_jax.replay import der, prioritized
 from insertion_jax.training import checkpoint, evaluate, logging, loop
 
 
@@ -69,18 +70,27 @@ class RunConfig:
 
 def config_dict(train_config: loop.TrainConfig, run_config: RunConfig) -> Dict[str, Any]:
     """Both configs as JSON-ready nested dicts."""
-    return {'train': dataclasses.asdict(train_config), 'run': dataclasses.asdict(run_config)}
+    train = dataclasses.asdict(train_config)
+    train['env'] = registry.config_to_dict(train_config.env)
+    return {'train': train, 'run': dataclasses.asdict(run_config)}
 
 
 def train_config_from_dict(d: Dict[str, Any]) -> loop.TrainConfig:
-    """Inverse of the 'train' half of `config_dict`."""
+    """Inverse of the 'train' half of `config_dict` (fields added since a run was
+    written take their defaults)."""
     d = dict(d)
-    env = dict(d.pop('env'))
-    dense = rewards.DenseRewardConfig(**env.pop('dense'))
+    env = registry.config_from_dict(d.pop('env'))
     agent_cls = agents.config_class(d['algo'])
-    agent = dict(d.pop('agent'))
-    agent = agent_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in agent.items()})
-    return loop.TrainConfig(env=insertion.InsertionConfig(**env, dense=dense), agent=agent, **d)
+    known = {f.name for f in dataclasses.fields(agent_cls)}
+    agent = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop('agent').items()}
+    agent = agent_cls(**{k: v for k, v in agent.items() if k in known})
+    if 'priority' in d:
+        d['priority'] = prioritized.PrioritizedConfig(**d['priority'])
+    if 'der' in d:
+        der_dict = dict(d['der'])
+        der_dict['priority'] = prioritized.PrioritizedConfig(**der_dict['priority'])
+        d['der'] = der.DERConfig(**der_dict)
+    return loop.TrainConfig(env=env, agent=agent, **d)
 
 
 DEFAULT_CONDITIONS = {'exact': 0.0, 'noisy': 1.0}
@@ -182,7 +192,7 @@ def train(
     )
     components = loop.make_components(train_config)
     demos = None
-    if train_config.mode == 'lfd':
+    if train_config.uses_demonstrations:
         demos, info = loop.make_demonstrations(components, jax.random.PRNGKey(run_config.seed))
         log(
             f'  {train_config.num_demos} demonstrations recorded (demonstrator success '

@@ -1,0 +1,65 @@
+"""Every task the training loop can run, and the interface they share.
+
+A task is a frozen config dataclass and an environment class built from it.
+The environment provides:
+
+  obs_dim, action_dim       sizes of observations and agent actions
+  obs_scale                 (obs_dim,) typical magnitudes (fixed normalizer)
+  action_scale              (action_dim,) physical command per unit agent action
+  has_base_controller       whether `base_action` exists (residual RL)
+  horizon                   the episode limit in control steps
+  reset(key) -> State       `insertion.State`: obs, reward, done, metrics, info
+  step(state, command) -> State
+  terminal(state) -> bool   the episode ended without bootstrap (not a time limit)
+  base_action(obs)          the hand-designed controller's command
+
+`make_env(config)` builds the environment of any registered config;
+`config_to_dict` / `config_from_dict` round-trip configs through JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict
+
+from insertion_jax.envs import insertion, point_reach, rewards
+
+ENVS: Dict[str, Any] = {
+    'insertion': (insertion.InsertionConfig, insertion.InsertionEnv),
+    'point_reach': (point_reach.PointReachConfig, point_reach.PointReachEnv),
+}
+
+
+def kind_of(config: Any) -> str:
+    """The registry name of an env config."""
+    for kind, (config_cls, _) in ENVS.items():
+        if type(config) is config_cls:
+            return kind
+    raise TypeError(
+        f'{type(config).__name__} is not an environment config; known: '
+        f'{", ".join(c.__name__ for c, _ in ENVS.values())}.'
+    )
+
+
+def env_class(config: Any):
+    return ENVS[kind_of(config)][1]
+
+
+def make_env(config: Any):
+    """The environment of `config` (compiles its MJX model where it has one)."""
+    return env_class(config)(config)
+
+
+def config_to_dict(config: Any) -> Dict[str, Any]:
+    return {'kind': kind_of(config), **dataclasses.asdict(config)}
+
+
+def config_from_dict(d: Dict[str, Any]) -> Any:
+    """Inverse of `config_to_dict` (a dict without 'kind' is an insertion config)."""
+    d = dict(d)
+    kind = d.pop('kind', 'insertion')
+    if kind not in ENVS:
+        raise ValueError(f'Unknown environment kind {kind!r}; known: {", ".join(ENVS)}.')
+    if kind == 'insertion':
+        d['dense'] = rewards.DenseRewardConfig(**d['dense'])
+    return ENVS[kind][0](**d)
