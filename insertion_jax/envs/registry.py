@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict
 
-from insertion_jax.envs import insertion, point_reach, rewards
+from insertion_jax.envs import assembly, insertion, point_reach, rewards
 
 ENVS: Dict[str, Any] = {
     'insertion': (insertion.InsertionConfig, insertion.InsertionEnv),
+    'assembly': (assembly.AssemblyConfig, assembly.AssemblyEnv),
     'point_reach': (point_reach.PointReachConfig, point_reach.PointReachEnv),
 }
 
@@ -62,4 +63,7 @@ def config_from_dict(d: Dict[str, Any]) -> Any:
         raise ValueError(f'Unknown environment kind {kind!r}; known: {", ".join(ENVS)}.')
     if kind == 'insertion':
         d['dense'] = rewards.DenseRewardConfig(**d['dense'])
+    for name in ('max_rate_deg_s', 'yaw_range_deg'):  # JSON turned tuples into lists
+        if isinstance(d.get(name), list):
+            d[name] = tuple(d[name])
     return ENVS[kind][0](**d)

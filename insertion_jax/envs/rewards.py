@@ -1,9 +1,12 @@
-"""Reward functions of the residual-RL paper, each returning named terms.
+"""Reward functions of both papers, each returning named terms.
 
 * sparse (eq. 1): 1 when the connector is electrically connected, else 0.
 * dense (eq. 2): r = -alpha |x - x*|_1 - beta / (|x - x*|_2 + eps) - phi f_z,
   with alpha = 100, beta = 0.002, phi = 0.1, flipping to phi = -0.1 once the
   plug is inserted, so that pressing down after insertion is rewarded.
+
+* DER (Luo & Li): r = -|g - x| while |g - x| > eps, and -|g - x| + R inside
+  eps (`der_reward`).
 
 Positions are in metres and forces in newtons, as in the paper. `x*` is the goal
 the task designer specified: under goal noise that is the perturbed goal, since
@@ -75,3 +78,20 @@ def validate_reward_type(name: str) -> str:
     if name not in REWARD_TYPES:
         raise ValueError(f'Unknown reward {name!r}; valid rewards: {", ".join(REWARD_TYPES)}.')
     return name
+
+
+def der_reward(
+    distance: jax.Array, success: jax.Array, bonus: float
+) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """The DER paper's reward: -|g - x| plus `bonus` (R) inside the tolerance.
+
+    Args:
+      distance: |g - x| in the task's distance unit, any shape.
+      success: bool, same shape: within the tolerance eps.
+      bonus: R (1000 for the peg-in-hole, 100 for the lap joint).
+
+    Returns:
+      (reward, terms) with terms 'distance' and 'bonus'.
+    """
+    terms = {'distance': -distance, 'bonus': bonus * success.astype(jnp.float32)}
+    return terms['distance'] + terms['bonus'], terms

@@ -178,6 +178,7 @@ def _wall_with_chamfer(
     chamfer: float,
     group: int,
     chamfer_overhang: float = 0.0,
+    thickness: float = _WALL_THICKNESS_MM * _MM,
 ) -> List[_Geom]:
     """A wall whose inner face passes through `face_point` (x, y), plus its chamfer.
 
@@ -185,8 +186,8 @@ def _wall_with_chamfer(
     a box lying behind the 45 degree bevel that rises from the wall's inner edge
     at z = -chamfer to the mating face z = 0, `chamfer` outward of the opening.
     It runs `chamfer_overhang` past both ends of the wall to close the corners.
+    `thickness` is the wall's, metres.
     """
-    thickness = _WALL_THICKNESS_MM * _MM
     normal_in = normal_in / np.linalg.norm(normal_in)
     top = -chamfer
     wall_centre = np.array([*(face_point - normal_in * thickness / 2), (top - depth) / 2])

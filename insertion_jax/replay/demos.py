@@ -1,0 +1,370 @@
+"""Demonstrations: the file format, a scripted human-like demonstrator, recording.
+
+File format (version 1): one `.npz` holding D episodes, their steps
+concatenated (N = sum of the lengths):
+
+  format_version    int, 1
+  task              str, the task name ('peg_in_hole', 'usb', ...)
+  env_config        str, JSON of the environment config the episodes ran in
+  obs               (N, obs_dim) float32, s_t
+  actions           (N, action_dim) float32, the agent-space action a_t in
+                    [-1, 1] (the command divided by `env.action_scale`)
+  rewards           (N,) float32, r_t
+  next_obs          (N, obs_dim) float32, s_{t+1} (before any reset)
+  dones             (N,) bool, step t ended its episode (goal or time limit)
+  terminals         (N,) bool, step t ended it without bootstrap (goal reached)
+  episode_starts    (D,) int64, index of each episode's first step
+  episode_lengths   (D,) int64
+  success           (D,) bool, the episode reached the goal
+
+`save` writes it; `load` checks everything (version, task, dimensions,
+boundaries, finiteness, action range) before it returns anything, so a wrong
+file raises a `DemoFormatError` naming the key and the value, and nothing is
+loaded half-way. The robot loop records the same format.
+
+`HumanDemonstrator` drives a task the way a person with a game controller
+does: it sees where the parts are (the paper's demonstrations were given by
+visual inspection, without haptics), corrects a fraction of the error per
+step with a gain drawn per episode, shakes the stick (`jitter`), lets go of
+it now and then (`pause_prob`), only descends once the parts look aligned to
+the eye (`*_tolerance`), and lifts a little when it feels stuck. It is slow
+and noisy, not optimal, and it succeeds on both assembly tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from insertion_jax import checks
+from insertion_jax.replay import nstep
+
+FORMAT_VERSION = 1
+KEYS = (
+    'format_version',
+    'task',
+    'env_config',
+    'obs',
+    'actions',
+    'rewards',
+    'next_obs',
+    'dones',
+    'terminals',
+    'episode_starts',
+    'episode_lengths',
+    'success',
+)
+
+
+class DemoFormatError(ValueError):
+    """A demonstrations file that does not match the format or the task."""
+
+
+@struct.dataclass
+class Demonstrations:
+    """Episodes padded to a common length L (steps after an episode's end are 0).
+
+    Attributes:
+      steps: `nstep.Step` with leaves (D, L, ...).
+      lengths: (D,) int32 episode lengths.
+    """
+
+    steps: nstep.Step
+    lengths: jax.Array
+
+    @property
+    def count(self) -> int:
+        return int(self.lengths.shape[0])
+
+
+# ------------------------------------------------------------------ files
+def save(
+    path: str,
+    demos: Demonstrations,
+    task: str,
+    env_config: Dict[str, Any],
+    success: np.ndarray,
+) -> None:
+    """Writes `demos` in the file format (see the module docstring)."""
+    lengths = np.asarray(demos.lengths, np.int64)
+    mask = np.arange(np.asarray(demos.steps.reward).shape[1])[None, :] < lengths[:, None]
+    flat = jax.tree.map(lambda x: np.asarray(x)[mask], demos.steps)
+    dones = np.zeros(int(lengths.sum()), bool)
+    dones[np.cumsum(lengths) - 1] = True
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'wb') as f:
+        np.savez_compressed(
+            f,
+            format_version=np.int64(FORMAT_VERSION),
+            task=np.str_(task),
+            env_config=np.str_(json.dumps(env_config)),
+            obs=flat.obs.astype(np.float32),
+            actions=flat.action.astype(np.float32),
+            rewards=flat.reward.astype(np.float32),
+            next_obs=flat.next_obs.astype(np.float32),
+            dones=dones,
+            terminals=flat.terminal.astype(bool),
+            episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            episode_lengths=lengths,
+            success=np.asarray(success, bool),
+        )
+
+
+def _fail(path: str, message: str):
+    raise DemoFormatError(f'{path}: {message}')
+
+
+def load(
+    path: str, task: str, obs_dim: int, action_dim: int, max_length: int
+) -> Tuple[Demonstrations, Dict[str, Any]]:
+    """Reads and checks a demonstrations file for `task`.
+
+    Args:
+      path: the `.npz` file.
+      task: the task the episodes must come from.
+      obs_dim, action_dim: the task's sizes.
+      max_length: the episode limit L the episodes are padded to.
+
+    Returns:
+      (Demonstrations padded to max_length, {'env_config': dict, 'success': (D,)}).
+
+    Raises:
+      DemoFormatError naming the first problem; FileNotFoundError.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'No demonstrations file at {path!r}.')
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        _fail(path, f'not a readable .npz file ({e}).')
+    missing = [k for k in KEYS if k not in data]
+    if missing:
+        _fail(path, f'missing keys {missing}; a version-{FORMAT_VERSION} file has {list(KEYS)}.')
+    version = int(data['format_version'])
+    if version != FORMAT_VERSION:
+        _fail(path, f'format_version={version}; this version reads {FORMAT_VERSION} only.')
+    if str(data['task']) != task:
+        _fail(path, f"task={str(data['task'])!r}, but the run's task is {task!r}.")
+    starts, lengths = data['episode_starts'], data['episode_lengths']
+    n = data['rewards'].shape[0]
+    expected = {
+        'obs': (n, obs_dim),
+        'actions': (n, action_dim),
+        'rewards': (n,),
+        'next_obs': (n, obs_dim),
+        'dones': (n,),
+        'terminals': (n,),
+        'episode_lengths': starts.shape,
+        'success': starts.shape,
+    }
+    for key, shape in expected.items():
+        if data[key].shape != shape:
+            _fail(path, f'{key} has shape {data[key].shape}; expected {shape}.')
+    if starts.ndim != 1 or starts.size == 0:
+        _fail(path, f'episode_starts has shape {starts.shape}; expected (D,) with D >= 1.')
+    if lengths.min() < 1 or lengths.max() > max_length:
+        _fail(path, f'episode_lengths {lengths.tolist()} must lie in [1, {max_length}].')
+    if not (starts[0] == 0 and np.all(starts[1:] == np.cumsum(lengths)[:-1])):
+        _fail(
+            path, 'episode_starts do not follow from episode_lengths (episodes must be contiguous).'
+        )
+    if int(lengths.sum()) != n:
+        _fail(path, f'episode_lengths add up to {int(lengths.sum())} steps, the arrays hold {n}.')
+    ends = np.zeros(n, bool)
+    ends[np.cumsum(lengths) - 1] = True
+    if not np.array_equal(data['dones'].astype(bool), ends):
+        _fail(path, 'dones are not set exactly at the episode ends.')
+    for key in ('obs', 'actions', 'rewards', 'next_obs'):
+        if not np.all(np.isfinite(data[key])):
+            _fail(path, f'{key} holds non-finite values.')
+    if np.abs(data['actions']).max() > 1.0 + 1e-6:
+        _fail(path, f'actions reach {np.abs(data["actions"]).max():.3g}; they must lie in [-1, 1].')
+    try:
+        env_config = json.loads(str(data['env_config']))
+    except json.JSONDecodeError as e:
+        _fail(path, f'env_config is not JSON ({e}).')
+
+    d = starts.size
+    index = starts[:, None] + np.minimum(np.arange(max_length)[None, :], lengths[:, None] - 1)
+    valid = np.arange(max_length)[None, :] < lengths[:, None]
+
+    def pad(x):
+        out = x[index]
+        return np.where(valid.reshape(valid.shape + (1,) * (out.ndim - 2)), out, 0).astype(x.dtype)
+
+    steps = nstep.Step(
+        obs=pad(data['obs']),
+        action=pad(data['actions']),
+        reward=pad(data['rewards']),
+        terminal=pad(data['terminals'].astype(bool)),
+        next_obs=pad(data['next_obs']),
+    )
+    demos = Demonstrations(steps=steps, lengths=lengths.astype(np.int32).reshape(d))
+    return demos, {'env_config': env_config, 'success': data['success'].astype(bool)}
+
+
+# ----------------------------------------------------------- demonstrator
+@dataclasses.dataclass(frozen=True)
+class HumanDemonstrator:
+    """A person with a game controller (see the module docstring).
+
+    Attributes:
+      gain: share of the seen error corrected per step, at full attention.
+      gain_spread: per-episode gain factor, uniform in [1 - spread, 1 + spread].
+      jitter: std of the stick's shake, in units of full stick.
+      pause_prob: chance per step of letting go of the stick.
+      max_pause: longest pause, steps.
+      descent: stick deflection used to move down.
+      yaw_tolerance_deg, xy_tolerance_mm: how aligned the parts must look
+        before the person moves down.
+      stuck_force_n: contact force at which the person lifts a little.
+    """
+
+    gain: float = 0.5
+    gain_spread: float = 0.3
+    jitter: float = 0.03
+    pause_prob: float = 0.08
+    max_pause: int = 3
+    descent: float = 0.6
+    yaw_tolerance_deg: float = 0.25
+    xy_tolerance_mm: float = 0.2
+    stuck_force_n: float = 8.0
+
+    def __post_init__(self):
+        owner = 'HumanDemonstrator'
+        checks.positive(
+            owner,
+            gain=self.gain,
+            descent=self.descent,
+            yaw_tolerance_deg=self.yaw_tolerance_deg,
+            xy_tolerance_mm=self.xy_tolerance_mm,
+            stuck_force_n=self.stuck_force_n,
+        )
+        checks.unit_interval(owner, gain_spread=self.gain_spread, pause_prob=self.pause_prob)
+        checks.non_negative(owner, jitter=self.jitter, max_pause=self.max_pause)
+
+    def init(self, key: jax.Array) -> Dict[str, jax.Array]:
+        """Per-episode memory: gain factor and steps of pause left."""
+        factor = jax.random.uniform(
+            key, (), minval=1 - self.gain_spread, maxval=1 + self.gain_spread
+        )
+        return {'gain': self.gain * factor, 'pause': jnp.zeros((), jnp.int32)}
+
+    def act(self, env, state, memory, key) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        """The stick deflection in [-1, 1] (agent space) for one environment."""
+        key_jitter, key_pause, key_len = jax.random.split(key, 3)
+        hz = env.config.control_hz
+        per_step = env.action_scale / hz  # what full stick moves in one step
+        data, info = state.data, state.info
+        tip = env.tip_position(data)
+        err_xy = info['goal'][:2] - tip[:2]
+        err_yaw = -env.yaw_error(data, info)
+        gain = memory['gain']
+        stick = jnp.zeros((env.action_dim,))
+        stick = stick.at[:2].set(gain * err_xy / per_step[:2])
+        stick = stick.at[5].set(gain * err_yaw / per_step[5])
+        looks_aligned = (jnp.abs(err_yaw) < jnp.deg2rad(self.yaw_tolerance_deg)) & (
+            jnp.linalg.norm(err_xy) < self.xy_tolerance_mm * 1e-3
+        )
+        stuck = state.metrics['force_n'] > self.stuck_force_n
+        z = jnp.where(looks_aligned, -self.descent, jnp.where(stuck, 0.3, 0.0))
+        stick = stick.at[2].set(z)
+        stick = stick + self.jitter * jax.random.normal(key_jitter, stick.shape)
+        start_pause = jax.random.uniform(key_pause) < self.pause_prob
+        pause_len = jax.random.randint(key_len, (), 1, self.max_pause + 1)
+        pause = jnp.where(
+            memory['pause'] > 0, memory['pause'] - 1, jnp.where(start_pause, pause_len, 0)
+        )
+        stick = jnp.where(pause > 0, 0.0, stick)
+        return jnp.clip(stick, -1.0, 1.0), {**memory, 'pause': pause}
+
+
+def record_episodes(env, demonstrator: HumanDemonstrator, key: jax.Array, episodes: int):
+    """Runs `episodes` demonstrations, one per environment, each until it ends.
+
+    Returns (Demonstrations padded to env.horizon, success (B,) bool); jit it
+    with `env` and `demonstrator` static (`make_recorder`).
+    """
+    key_reset, key_memory, key_run = jax.random.split(key, 3)
+    states = jax.vmap(env.reset)(jax.random.split(key_reset, episodes))
+    memory = jax.vmap(demonstrator.init)(jax.random.split(key_memory, episodes))
+    scale = env.action_scale
+
+    def step(carry, step_key):
+        states, memory, alive, success = carry
+        keys = jax.random.split(step_key, episodes)
+        stick, memory = jax.vmap(demonstrator.act, in_axes=(None, 0, 0, 0))(
+            env, states, memory, keys
+        )
+        nxt = jax.vmap(env.step)(states, stick * scale)
+        record = nstep.Step(
+            obs=states.obs,
+            action=stick,
+            reward=nxt.reward,
+            terminal=jax.vmap(env.terminal)(nxt),
+            next_obs=nxt.obs,
+        )
+        record = jax.tree.map(
+            lambda x: jnp.where(alive.reshape(alive.shape + (1,) * (x.ndim - 1)), x, 0), record
+        )
+        success = success | (alive & nxt.info['success'])
+        # A finished episode stays where it ended (its state is frozen).
+        states = jax.tree.map(
+            lambda n, o: jnp.where(alive.reshape(alive.shape + (1,) * (n.ndim - 1)), n, o),
+            nxt,
+            states,
+        )
+        return (states, memory, alive & ~nxt.done, success), (record, alive)
+
+    init = (states, memory, jnp.ones((episodes,), bool), jnp.zeros((episodes,), bool))
+    final, (steps, alive) = jax.lax.scan(step, init, jax.random.split(key_run, env.horizon))
+    lengths = jnp.sum(alive, axis=0).astype(jnp.int32)
+    steps = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), steps)
+    return Demonstrations(steps=steps, lengths=lengths), final[3]
+
+
+def make_recorder(env, demonstrator: HumanDemonstrator, episodes: int):
+    """Jitted `key -> (Demonstrations, success)` of `record_episodes`."""
+    return jax.jit(lambda key: record_episodes(env, demonstrator, key, episodes))
+
+
+def record(
+    env,
+    num: int,
+    key: jax.Array,
+    demonstrator: HumanDemonstrator = HumanDemonstrator(),
+    batch: int = 16,
+    max_batches: int = 20,
+) -> Tuple[Demonstrations, Dict[str, float]]:
+    """`num` successful demonstrations (batches of `batch` episodes until enough).
+
+    Returns (Demonstrations, {'demonstrator_success_rate', 'mean_length'}).
+    Raises RuntimeError if `max_batches` batches do not give `num` successes.
+    """
+    recorder = make_recorder(env, demonstrator, batch)
+    kept, tried, succeeded = [], 0, 0
+    for batch_key in jax.random.split(key, max_batches):
+        demos, success = jax.device_get(recorder(batch_key))
+        tried, succeeded = tried + batch, succeeded + int(np.sum(success))
+        for e in np.flatnonzero(success):
+            kept.append(jax.tree.map(lambda x, e=e: x[e], demos))
+        if len(kept) >= num:
+            break
+    if len(kept) < num:
+        raise RuntimeError(
+            f'The demonstrator succeeded in {len(kept)} of {tried} episodes, fewer than the '
+            f'{num} asked for.'
+        )
+    demos = jax.tree.map(lambda *xs: np.stack(xs), *kept[:num])
+    return demos, {
+        'demonstrator_success_rate': succeeded / tried,
+        'mean_length': float(np.mean(demos.lengths)),
+    }
