@@ -85,7 +85,7 @@ class AssemblyConfig:
     max_speed_mm_s: float = 25.0
     max_rate_deg_s: Tuple[float, float, float] = (10.0, 10.0, 60.0)
     max_lead_mm: float = 4.0
-    max_lead_deg: float = 8.0
+    max_lead_deg: float = 5.0
     max_tilt_deg: float = 3.0
     start_height_mm: float = 10.0
     workspace_mm: float = 15.0
@@ -265,10 +265,11 @@ class AssemblyEnv:
             start = start.at[5].set(yaw)
             goal, ground_yaw = self.nominal_goal, jnp.zeros(())
         else:
-            xy = (
-                jax.random.uniform(key_xy, (2,), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm)
-                * 1e-3
-            )
+            if ground_xy_mm is None:
+                ground_xy_mm = jax.random.uniform(
+                    key_xy, (2,), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm
+                )
+            xy = jnp.asarray(ground_xy_mm, jnp.float32) * 1e-3
             goal = jnp.concatenate([xy, jnp.zeros(1)])
             ground_yaw = yaw
             data = data.replace(

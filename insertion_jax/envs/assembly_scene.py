@@ -93,7 +93,7 @@ class RigSpec:
     """The held-piece rig's impedance.
 
     Attributes:
-      mass_kg: moving mass of driver and piece.
+      mass_kg: moving mass of the driver (the held piece adds its own).
       stiffness_n_per_m: translational stiffness, each axis.
       rot_stiffness_nm_per_rad: rotational stiffness, each axis.
       damping_ratio: relative to critical, translation and rotation.
@@ -104,7 +104,7 @@ class RigSpec:
 
     mass_kg: float = 0.5
     stiffness_n_per_m: float = 3000.0
-    rot_stiffness_nm_per_rad: float = 5.0
+    rot_stiffness_nm_per_rad: float = 20.0
     damping_ratio: float = 1.0
     rot_inertia_kgm2: float = 5e-4
     pivot_mm: float = 30.0
@@ -114,13 +114,25 @@ class RigSpec:
     def damping(self) -> float:
         return 2.0 * self.damping_ratio * math.sqrt(self.stiffness_n_per_m * self.mass_kg)
 
-    @property
-    def rot_damping(self) -> float:
-        return (
-            2.0
-            * self.damping_ratio
-            * math.sqrt(self.rot_stiffness_nm_per_rad * self.rot_inertia_kgm2)
-        )
+    def rot_damping(self, held_inertia_kgm2: float) -> float:
+        """Rotational damping for the driver plus a held piece of that inertia."""
+        inertia = self.rot_inertia_kgm2 + held_inertia_kgm2
+        return 2.0 * self.damping_ratio * math.sqrt(self.rot_stiffness_nm_per_rad * inertia)
+
+
+def held_inertia(task: str, peg: 'PegSpec', lap: 'LapSpec') -> Tuple[float, Tuple[float, ...]]:
+    """(mass kg, diagonal inertia kg m^2) of the held piece: a steel peg of 0.1 kg or a
+    timber beam of 0.3 kg, each a solid block of its outer dimensions."""
+    if task == 'peg_in_hole':
+        mass, dims = 0.1, (peg.side_mm, peg.side_mm, peg.length_mm)
+    else:
+        mass, dims = 0.3, (lap.section_mm, lap.length_mm, lap.section_mm)
+    x, y, z = (d * _MM for d in dims)
+    return mass, (
+        mass * (y * y + z * z) / 12,
+        mass * (x * x + z * z) / 12,
+        mass * (x * x + y * y) / 12,
+    )
 
 
 def _box(name, centre_mm, half_mm, rgba, group=1, rot=None) -> scene._Geom:
@@ -240,8 +252,9 @@ def build_mjcf(
             + '\n    </body>'
         )
     pivot = rig.pivot_mm * _MM
+    held_mass, held_diag = held_inertia(task, peg, lap)
     k, d = rig.stiffness_n_per_m, rig.damping
-    kr, dr = rig.rot_stiffness_nm_per_rad, rig.rot_damping
+    kr, dr = rig.rot_stiffness_nm_per_rad, rig.rot_damping(max(held_diag))
     inertia = rig.rot_inertia_kgm2
     joints = '\n      '.join(
         [
@@ -281,11 +294,11 @@ def build_mjcf(
     {ground_xml}
     <body name="{DRIVER_BODY}" pos="0 0 0" gravcomp="1">
       {joints}
-      <inertial pos="0 0 {pivot:.6g}" mass="{rig.mass_kg * 0.8:.6g}"
+      <inertial pos="0 0 {pivot:.6g}" mass="{rig.mass_kg:.6g}"
                 diaginertia="{inertia:.3g} {inertia:.3g} {inertia:.3g}"/>
       <body name="{HELD_BODY}" pos="0 0 0" gravcomp="1">
-        <inertial pos="0 0 {ft_height / 2:.6g}" mass="{rig.mass_kg * 0.2:.6g}"
-                  diaginertia="1e-5 1e-5 1e-5"/>
+        <inertial pos="0 0 {ft_height / 2:.6g}" mass="{held_mass:.6g}"
+                  diaginertia="{held_diag[0]:.4g} {held_diag[1]:.4g} {held_diag[2]:.4g}"/>
         <site name="ft" pos="0 0 {ft_height:.6g}" size="0.002"/>
         <site name="{TIP_SITE}" pos="0 0 0" size="0.001" rgba="1 0 0 1"/>
         {held_xml}

@@ -33,10 +33,10 @@ and noisy, not optimal, and it succeeds on both assembly tasks.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -212,16 +212,19 @@ def load(
 
 
 # ----------------------------------------------------------- demonstrator
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class HumanDemonstrator:
     """A person with a game controller (see the module docstring).
+
+    A pytree of scalars, so one compiled recorder serves every setting
+    (including the deliberately bad drivers the physics tests use).
 
     Attributes:
       gain: share of the seen error corrected per step, at full attention.
       gain_spread: per-episode gain factor, uniform in [1 - spread, 1 + spread].
       jitter: std of the stick's shake, in units of full stick.
       pause_prob: chance per step of letting go of the stick.
-      max_pause: longest pause, steps.
+      max_pause: longest pause, steps (>= 1).
       descent: stick deflection used to move down.
       yaw_tolerance_deg, xy_tolerance_mm: how aligned the parts must look
         before the person moves down.
@@ -238,7 +241,8 @@ class HumanDemonstrator:
     xy_tolerance_mm: float = 0.2
     stuck_force_n: float = 8.0
 
-    def __post_init__(self):
+    def validate(self) -> 'HumanDemonstrator':
+        """Raises ValueError naming a setting outside its range; returns self."""
         owner = 'HumanDemonstrator'
         checks.positive(
             owner,
@@ -249,10 +253,12 @@ class HumanDemonstrator:
             stuck_force_n=self.stuck_force_n,
         )
         checks.unit_interval(owner, gain_spread=self.gain_spread, pause_prob=self.pause_prob)
-        checks.non_negative(owner, jitter=self.jitter, max_pause=self.max_pause)
+        checks.non_negative(owner, jitter=self.jitter)
+        checks.positive_int(owner, max_pause=self.max_pause)
+        return self
 
     def init(self, key: jax.Array) -> Dict[str, jax.Array]:
-        """Per-episode memory: gain factor and steps of pause left."""
+        """Per-episode memory: gain and steps of pause left."""
         factor = jax.random.uniform(
             key, (), minval=1 - self.gain_spread, maxval=1 + self.gain_spread
         )
@@ -261,11 +267,9 @@ class HumanDemonstrator:
     def act(self, env, state, memory, key) -> Tuple[jax.Array, Dict[str, jax.Array]]:
         """The stick deflection in [-1, 1] (agent space) for one environment."""
         key_jitter, key_pause, key_len = jax.random.split(key, 3)
-        hz = env.config.control_hz
-        per_step = env.action_scale / hz  # what full stick moves in one step
+        per_step = env.action_scale / env.config.control_hz  # full stick, one step
         data, info = state.data, state.info
-        tip = env.tip_position(data)
-        err_xy = info['goal'][:2] - tip[:2]
+        err_xy = info['goal'][:2] - env.tip_position(data)[:2]
         err_yaw = -env.yaw_error(data, info)
         gain = memory['gain']
         stick = jnp.zeros((env.action_dim,))
@@ -275,8 +279,7 @@ class HumanDemonstrator:
             jnp.linalg.norm(err_xy) < self.xy_tolerance_mm * 1e-3
         )
         stuck = state.metrics['force_n'] > self.stuck_force_n
-        z = jnp.where(looks_aligned, -self.descent, jnp.where(stuck, 0.3, 0.0))
-        stick = stick.at[2].set(z)
+        stick = stick.at[2].set(jnp.where(looks_aligned, -self.descent, jnp.where(stuck, 0.3, 0.0)))
         stick = stick + self.jitter * jax.random.normal(key_jitter, stick.shape)
         start_pause = jax.random.uniform(key_pause) < self.pause_prob
         pause_len = jax.random.randint(key_len, (), 1, self.max_pause + 1)
@@ -287,16 +290,38 @@ class HumanDemonstrator:
         return jnp.clip(stick, -1.0, 1.0), {**memory, 'pause': pause}
 
 
-def record_episodes(env, demonstrator: HumanDemonstrator, key: jax.Array, episodes: int):
-    """Runs `episodes` demonstrations, one per environment, each until it ends.
+def draw_poses(env, key: jax.Array, episodes: int) -> Dict[str, jax.Array]:
+    """Start poses as the task draws them: 'yaw_deg' (B,), 'ground_xy_mm' (B, 2)."""
+    cfg = env.config
+    key_yaw, key_xy = jax.random.split(key)
+    low, high = cfg.yaw_range
+    return {
+        'yaw_deg': jax.random.uniform(key_yaw, (episodes,), minval=low, maxval=high),
+        'ground_xy_mm': jax.random.uniform(
+            key_xy, (episodes, 2), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm
+        ),
+    }
 
-    Returns (Demonstrations padded to env.horizon, success (B,) bool); jit it
-    with `env` and `demonstrator` static (`make_recorder`).
+
+def record_episodes(env, demonstrator: HumanDemonstrator, key: jax.Array, poses):
+    """Runs one demonstration per row of `poses` (`draw_poses`), each until it ends.
+
+    Returns (Demonstrations padded to env.horizon, success (B,) bool, the
+    per-step metrics (B, T) of the env while each episode ran). Use
+    `make_recorder` for the jitted version.
     """
+    episodes = poses['yaw_deg'].shape[0]
     key_reset, key_memory, key_run = jax.random.split(key, 3)
-    states = jax.vmap(env.reset)(jax.random.split(key_reset, episodes))
+    states = jax.vmap(env.reset)(
+        jax.random.split(key_reset, episodes), poses['yaw_deg'], poses['ground_xy_mm']
+    )
     memory = jax.vmap(demonstrator.init)(jax.random.split(key_memory, episodes))
     scale = env.action_scale
+
+    def where_alive(alive, new, old):
+        return jax.tree.map(
+            lambda n, o: jnp.where(alive.reshape(alive.shape + (1,) * (n.ndim - 1)), n, o), new, old
+        )
 
     def step(carry, step_key):
         states, memory, alive, success = carry
@@ -312,47 +337,51 @@ def record_episodes(env, demonstrator: HumanDemonstrator, key: jax.Array, episod
             terminal=jax.vmap(env.terminal)(nxt),
             next_obs=nxt.obs,
         )
-        record = jax.tree.map(
-            lambda x: jnp.where(alive.reshape(alive.shape + (1,) * (x.ndim - 1)), x, 0), record
-        )
+        record = where_alive(alive, record, jax.tree.map(jnp.zeros_like, record))
         success = success | (alive & nxt.info['success'])
-        # A finished episode stays where it ended (its state is frozen).
-        states = jax.tree.map(
-            lambda n, o: jnp.where(alive.reshape(alive.shape + (1,) * (n.ndim - 1)), n, o),
-            nxt,
-            states,
-        )
-        return (states, memory, alive & ~nxt.done, success), (record, alive)
+        states = where_alive(alive, nxt, states)  # a finished episode stays as it ended
+        return (states, memory, alive & ~nxt.done, success), (record, alive, nxt.metrics)
 
     init = (states, memory, jnp.ones((episodes,), bool), jnp.zeros((episodes,), bool))
-    final, (steps, alive) = jax.lax.scan(step, init, jax.random.split(key_run, env.horizon))
+    final, (steps, alive, metrics) = jax.lax.scan(
+        step, init, jax.random.split(key_run, env.horizon)
+    )
     lengths = jnp.sum(alive, axis=0).astype(jnp.int32)
-    steps = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), steps)
-    return Demonstrations(steps=steps, lengths=lengths), final[3]
+    batch_major = functools.partial(jax.tree.map, lambda x: jnp.swapaxes(x, 0, 1))
+    demos = Demonstrations(steps=batch_major(steps), lengths=lengths)
+    return demos, final[3], batch_major(metrics)
 
 
-def make_recorder(env, demonstrator: HumanDemonstrator, episodes: int):
-    """Jitted `key -> (Demonstrations, success)` of `record_episodes`."""
-    return jax.jit(lambda key: record_episodes(env, demonstrator, key, episodes))
+@functools.lru_cache(maxsize=8)
+def make_recorder(env):
+    """Jitted `(demonstrator, key, poses) -> record_episodes(...)`; one compile
+    per environment and batch size, whatever the demonstrator's settings."""
+    return jax.jit(functools.partial(record_episodes, env))
 
 
 def record(
     env,
     num: int,
     key: jax.Array,
-    demonstrator: HumanDemonstrator = HumanDemonstrator(),
+    demonstrator: Optional[HumanDemonstrator] = None,
     batch: int = 16,
     max_batches: int = 20,
 ) -> Tuple[Demonstrations, Dict[str, float]]:
     """`num` successful demonstrations (batches of `batch` episodes until enough).
 
+    `demonstrator` defaults to `HumanDemonstrator()`.
     Returns (Demonstrations, {'demonstrator_success_rate', 'mean_length'}).
     Raises RuntimeError if `max_batches` batches do not give `num` successes.
     """
-    recorder = make_recorder(env, demonstrator, batch)
+    demonstrator = (demonstrator or HumanDemonstrator()).validate()
+    checks.positive_int('record', num=num, batch=batch, max_batches=max_batches)
+    recorder = make_recorder(env)
     kept, tried, succeeded = [], 0, 0
     for batch_key in jax.random.split(key, max_batches):
-        demos, success = jax.device_get(recorder(batch_key))
+        key_pose, key_run = jax.random.split(batch_key)
+        demos, success, _ = jax.device_get(
+            recorder(demonstrator, key_run, draw_poses(env, key_pose, batch))
+        )
         tried, succeeded = tried + batch, succeeded + int(np.sum(success))
         for e in np.flatnonzero(success):
             kept.append(jax.tree.map(lambda x, e=e: x[e], demos))
@@ -360,7 +389,7 @@ def record(
             break
     if len(kept) < num:
         raise RuntimeError(
-            f'The demonstrator succeeded in {len(kept)} of {tried} episodes, fewer than the '
+            f'The demonstrator succeeded in {succeeded} of {tried} episodes, fewer than the '
             f'{num} asked for.'
         )
     demos = jax.tree.map(lambda *xs: np.stack(xs), *kept[:num])

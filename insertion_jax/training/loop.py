@@ -43,6 +43,7 @@ from flax import struct
 from insertion_jax import agents, checks
 from insertion_jax.agents import base
 from insertion_jax.envs import insertion, registry
+from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der, interface, nstep, prioritized, uniform
 from insertion_jax.training import normalizer as obs_norm
 
@@ -425,23 +426,7 @@ def chunk_steps(chunk: Chunk) -> nstep.Step:
 
 
 # ------------------------------------------------------------ demonstrations
-@struct.dataclass
-class Demonstrations:
-    """Recorded episodes, padded to the episode limit L.
-
-    Attributes:
-      steps: `nstep.Step` with leaves (D, L, ...); actions in the agent's
-        space of the 'pure' parameterization ([-1, 1], scaled by
-        `env.action_scale`).
-      lengths: (D,) int32 episode lengths.
-    """
-
-    steps: nstep.Step
-    lengths: jax.Array
-
-    @property
-    def count(self) -> int:
-        return int(self.lengths.shape[0])
+Demonstrations = demos_lib.Demonstrations
 
 
 def demo_transitions(demos: Demonstrations, n_step: int, discount: float) -> base.Transition:
@@ -675,17 +660,21 @@ def make_demonstrations(
 ) -> Tuple[Demonstrations, Dict[str, float]]:
     """`num_demos` successful episodes of a scripted, imperfect demonstrator.
 
-    The demonstrator is the task's hand-designed controller with uniform noise
-    of `demo_noise` times the action scale on every axis (a person with a
-    joystick is neither exact nor steady); it sees the goal the robot was
-    told. Episodes run in batches of `num_envs` until `num_demos` of them end
-    successfully; only those are kept. Actions are stored in the agent's space
-    of the 'pure' parameterization (command / action_scale, clipped to
-    [-1, 1]).
+    Tasks with a hand-designed controller (the connectors): that controller
+    with uniform noise of `demo_noise` times the action scale on every axis;
+    it sees the goal the robot was told. Other tasks (the assembly tasks):
+    `demos.HumanDemonstrator`, a person with a game controller. Episodes run
+    in batches of `num_envs` until `num_demos` of them succeed; only those are
+    kept. Actions are stored in the agent's space of the 'pure'
+    parameterization (command / action_scale, clipped to [-1, 1]).
 
     Returns (Demonstrations, info with the demonstrator's success rate).
     """
     cfg, env = components.config, components.env
+    if not env.has_base_controller:
+        return demos_lib.record(
+            env, cfg.num_demos, key, batch=cfg.num_envs, max_batches=max_attempts
+        )
     scale = env.action_scale
 
     def act(obs, act_state, key):
