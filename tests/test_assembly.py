@@ -48,7 +48,7 @@ _ENVS = {}
 
 def env_of(task):
     if task not in _ENVS:
-        _ENVS[task] = assembly.AssemblyEnv(assembly.AssemblyConfig(task=task))
+        _ENVS[task] = registry.make_env(assembly.AssemblyConfig(task=task))
     return _ENVS[task]
 
 

@@ -20,6 +20,7 @@ The environment provides:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Dict
 
 from insertion_jax.envs import assembly, insertion, point_reach, rewards
@@ -46,8 +47,13 @@ def env_class(config: Any):
     return ENVS[kind_of(config)][1]
 
 
+@functools.lru_cache(maxsize=32)
 def make_env(config: Any):
-    """The environment of `config` (compiles its MJX model where it has one)."""
+    """The environment of `config` (compiles its MJX model where it has one).
+
+    Cached per config (configs are frozen): one environment object per task
+    setting, so functions jitted on it are shared (the loop, the recorder).
+    """
     return env_class(config)(config)
 
 

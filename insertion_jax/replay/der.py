@@ -117,6 +117,9 @@ class DERState:
       staging_length: (E,) steps staged per environment.
       updates: () `set_priorities` calls so far.
       refreshes: () zone refreshes done so far.
+      dynamic: bool (), DER on for this state (set from `DERConfig.dynamic`
+        at init; a state flag so that runs with DER on and off can share one
+        compiled program, vmapped side by side).
     """
 
     data: Any
@@ -134,6 +137,7 @@ class DERState:
     staging_length: jax.Array
     updates: jax.Array
     refreshes: jax.Array
+    dynamic: jax.Array
 
 
 @struct.dataclass
@@ -267,6 +271,7 @@ class DERBuffer:
             staging_length=jnp.zeros((self.num_envs,), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
             refreshes=jnp.zeros((), jnp.int32),
+            dynamic=jnp.asarray(cfg.dynamic),
         )
         if most == 0:
             return state
@@ -427,20 +432,19 @@ class DERBuffer:
         )
 
     def after_updates(self, state: DERState, key: jax.Array, max_refreshes: int = 1) -> DERState:
-        """Runs the refreshes due after `state.updates` updates (DER on), else nothing.
+        """Runs the refreshes due after `state.updates` updates when `state.dynamic`
+        (DER on), else nothing.
 
         `max_refreshes` (static) bounds how many can be due at once: after u
         more updates at most u // refresh_every + 1 are. The refreshes run in a
         fixed-length loop, each masked by whether it is due.
         """
-        if not self.config.dynamic:
-            return state
         due = state.updates // self.config.refresh_every
 
         def body(_, carry):
             state, key = carry
             key, sub = jax.random.split(key)
-            return self.refresh(state, sub, state.refreshes < due), key
+            return self.refresh(state, sub, state.dynamic & (state.refreshes < due)), key
 
         state, _ = jax.lax.fori_loop(0, max_refreshes, body, (state, key))
         return state

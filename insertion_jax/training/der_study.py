@@ -1,0 +1,508 @@
+"""The DER paper's ablation: four buffer structures, each with and without DER.
+
+`run_study(config, out_dir)` trains Ape-X DDPG with DER replay on one assembly
+task in every configuration (structure x DER on/off) and every seed at once:
+the structure only decides what the demonstration zones hold at the start,
+and DER on/off is a flag in the replay state, so all configurations run as
+one vmapped batch through one compiled training function (seeds and
+configurations side by side on the leading axis).
+
+Like the paper, it reports per *iteration* (a fixed number of environment
+steps per run) the success rate and the mean return of the training episodes
+that ended in it. Outputs in `out_dir`:
+
+  results.csv      one row per configuration, seed and iteration
+  der_study.png    the paper's figure layout: one panel per structure, DER on
+                   and off, mean over seeds and 95% band; success on top,
+                   return below
+  summary.md/json  final success (mean of the last quarter of iterations),
+                   iterations to reach `threshold`, per configuration
+  demos.npz        the demonstrations used (unless given)
+  checkpoints/     the batched training state after every iteration; the
+                   same call resumes a stopped study
+
+The paper's scale (200,000 steps per iteration, 200 iterations, 50,000
+updates between target copies) needs a GPU; `StudyConfig` scales steps,
+iterations and the target period together (see BUILD_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from insertion_jax import checks
+from insertion_jax.agents import ddpg
+from insertion_jax.envs import assembly, assembly_scene, registry
+from insertion_jax.replay import demos as demos_lib
+from insertion_jax.replay import der
+from insertion_jax.training import checkpoint, logging, loop
+
+CSV_FIELDS = (
+    'task',
+    'structure',
+    'der',
+    'seed',
+    'iteration',
+    'env_steps',
+    'episodes',
+    'success_rate',
+    'mean_return',
+    'wall_clock_s',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What `run_study` runs.
+
+    Attributes:
+      task: 'peg_in_hole' or 'lap_joint'.
+      structures: DER structures to compare.
+      der_modes: DER off (False) and/or on (True).
+      num_seeds, seed: seeds seed .. seed + num_seeds - 1, shared by every
+        configuration (paired comparisons).
+      iterations: reported iterations.
+      steps_per_iteration: environment steps per run per iteration.
+      num_envs, unroll_length: environments per run and steps per loop iteration.
+      utd: gradient updates per environment step.
+      batch_size: train batch (the paper: 512).
+      buffer_capacity: transitions per DER buffer.
+      zone_fraction: share of each buffer for the demonstration zone.
+      num_buffers: K (the paper: 6).
+      num_demos: demonstrations (the paper: 6).
+      refresh_every: updates between zone refreshes.
+      target_every: updates between hard target copies (the paper: 50,000 at
+        its scale).
+      hidden: network widths (the paper: 64x64 peg, 256x256 lap joint); None
+        takes the paper's for the task.
+      learning_starts: environment steps before updates.
+      threshold: success rate for 'iterations to reach'.
+    """
+
+    task: str = 'peg_in_hole'
+    structures: Tuple[str, ...] = der.STRUCTURES
+    der_modes: Tuple[bool, ...] = (False, True)
+    num_seeds: int = 3
+    seed: int = 0
+    iterations: int = 30
+    steps_per_iteration: int = 4_000
+    num_envs: int = 8
+    unroll_length: int = 25
+    utd: float = 0.25
+    batch_size: int = 512
+    buffer_capacity: int = 100_000
+    zone_fraction: float = 0.01
+    num_buffers: int = 6
+    num_demos: int = 6
+    refresh_every: int = 500
+    target_every: int = 2_000
+    hidden: Optional[Tuple[int, ...]] = None
+    learning_starts: int = 2_000
+    threshold: float = 0.5
+
+    def __post_init__(self):
+        owner = 'StudyConfig'
+        if self.task not in assembly_scene.TASKS:
+            raise ValueError(
+                f'{owner}.task={self.task!r} is not an assembly task; valid: '
+                f'{", ".join(assembly_scene.TASKS)}.'
+            )
+        bad = [s for s in self.structures if s not in der.STRUCTURES]
+        if bad or not self.structures:
+            raise ValueError(
+                f'{owner}.structures={self.structures!r}: valid structures are '
+                f'{", ".join(der.STRUCTURES)} (at least one).'
+            )
+        if not self.der_modes or any(not isinstance(m, bool) for m in self.der_modes):
+            raise ValueError(f'{owner}.der_modes={self.der_modes!r} must hold True and/or False.')
+        checks.positive_int(
+            owner,
+            num_seeds=self.num_seeds,
+            iterations=self.iterations,
+            steps_per_iteration=self.steps_per_iteration,
+            num_envs=self.num_envs,
+            unroll_length=self.unroll_length,
+        )
+        if self.steps_per_iteration % (self.num_envs * self.unroll_length):
+            raise ValueError(
+                f'{owner}.steps_per_iteration={self.steps_per_iteration} must be a multiple of '
+                f'num_envs x unroll_length = {self.num_envs * self.unroll_length}.'
+            )
+        checks.unit_interval(owner, threshold=self.threshold)
+
+    @property
+    def configurations(self) -> List[Tuple[str, bool]]:
+        return [(s, d) for s in self.structures for d in self.der_modes]
+
+    @property
+    def loop_iterations(self) -> int:
+        return self.steps_per_iteration // (self.num_envs * self.unroll_length)
+
+    @property
+    def network(self) -> Tuple[int, ...]:
+        if self.hidden is not None:
+            return tuple(self.hidden)
+        return (64, 64) if self.task == 'peg_in_hole' else (256, 256)
+
+    def train_config(self, structure: str = 'none', dynamic: bool = True) -> loop.TrainConfig:
+        """The training configuration of one (structure, DER) configuration."""
+        return loop.TrainConfig(
+            env=assembly.AssemblyConfig(task=self.task),
+            algo='apex_ddpg',
+            agent=ddpg.ApeXDDPGConfig(hidden=self.network, hard_target_every=self.target_every),
+            mode='pure',
+            num_envs=self.num_envs,
+            unroll_length=self.unroll_length,
+            utd=self.utd,
+            batch_size=self.batch_size,
+            buffer_capacity=self.buffer_capacity,
+            learning_starts=self.learning_starts,
+            n_step=3,
+            num_demos=self.num_demos,
+            obs_normalizer='running',
+            replay='der',
+            der=der.DERConfig(
+                num_buffers=self.num_buffers,
+                zone_fraction=self.zone_fraction,
+                structure=structure,
+                dynamic=dynamic,
+                refresh_every=self.refresh_every,
+                pool_episodes=max(64, self.num_envs),
+            ),
+        )
+
+
+def study_config_from_dict(d: Dict[str, Any]) -> StudyConfig:
+    d = dict(d)
+    for key in ('structures', 'der_modes', 'hidden'):
+        if isinstance(d.get(key), list):
+            d[key] = tuple(d[key])
+    return StudyConfig(**d)
+
+
+# ----------------------------------------------------------------- running
+def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
+    """All configurations' initial states, stacked (configuration-major, seeds inner)."""
+    per_structure = {}
+    for structure in config.structures:
+        components = loop.make_components(config.train_config(structure))
+        use = demos if structure != 'none' else None
+        per_structure[structure] = loop.init_states(components, config.seed, config.num_seeds, use)
+    parts = []
+    for structure, dynamic in config.configurations:
+        state = per_structure[structure]
+        flag = jnp.full((config.num_seeds,), dynamic)
+        parts.append(state.replace(buffer=state.buffer.replace(dynamic=flag)))
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
+    """Rows of one reported iteration from the runner's metrics (S, n, ...)."""
+    episodes = np.asarray(metrics['episodes'], float)
+    success = np.nan_to_num(np.asarray(metrics['success'], float)) * episodes
+    returns = np.nan_to_num(np.asarray(metrics['episode_return'], float)) * episodes
+    total = episodes.sum(axis=1)
+    safe = np.maximum(total, 1)
+    rows = []
+    for i, (structure, dynamic) in enumerate(config.configurations):
+        for s in range(config.num_seeds):
+            k = i * config.num_seeds + s
+            rows.append(
+                {
+                    'task': config.task,
+                    'structure': structure,
+                    'der': 'on' if dynamic else 'off',
+                    'seed': config.seed + s,
+                    'iteration': iteration,
+                    'env_steps': iteration * config.steps_per_iteration,
+                    'episodes': int(total[k]),
+                    'success_rate': success[k].sum() / safe[k] if total[k] else float('nan'),
+                    'mean_return': returns[k].sum() / safe[k] if total[k] else float('nan'),
+                    'wall_clock_s': round(wall, 1),
+                }
+            )
+    return rows
+
+
+def read_rows(path: str) -> List[Dict[str, Any]]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ('seed', 'iteration', 'env_steps', 'episodes'):
+            r[key] = int(r[key])
+        for key in ('success_rate', 'mean_return', 'wall_clock_s'):
+            r[key] = float(r[key]) if r[key] not in ('', 'nan') else float('nan')
+    return rows
+
+
+def _write_rows(path: str, rows: Sequence[Dict[str, Any]], append: bool) -> None:
+    new = not (append and os.path.exists(path))
+    with open(path, 'w' if new else 'a', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def load_demonstrations(config: StudyConfig, out_dir: str, demos_path: Optional[str], log):
+    """The study's demonstrations: `demos_path`, else OUT/demos.npz, else recorded
+    with the human-like demonstrator (and saved there)."""
+    env = registry.make_env(assembly.AssemblyConfig(task=config.task))
+    path = demos_path or os.path.join(out_dir, 'demos.npz')
+    if os.path.exists(path):
+        demos, _ = demos_lib.load(path, config.task, env.obs_dim, env.action_dim, env.horizon)
+        if demos.count < config.num_demos:
+            raise ValueError(
+                f'{path} holds {demos.count} demonstrations; the study needs {config.num_demos}.'
+            )
+        log(f'Demonstrations: {path} ({demos.count})')
+        return jax.tree.map(lambda x: x[: config.num_demos], demos)
+    if demos_path:
+        raise FileNotFoundError(f'No demonstrations file at {demos_path!r}.')
+    log(f'Recording {config.num_demos} demonstrations with the human-like demonstrator...')
+    demos, info = demos_lib.record(env, config.num_demos, jax.random.PRNGKey(config.seed), batch=8)
+    demos_lib.save(
+        path,
+        demos,
+        config.task,
+        registry.config_to_dict(env.config),
+        np.ones(demos.count, bool),
+    )
+    log(
+        f'  wrote {path} (demonstrator success {100 * info["demonstrator_success_rate"]:.0f}%, '
+        f'mean length {info["mean_length"]:.0f} steps)'
+    )
+    return demos
+
+
+def run_study(
+    config: StudyConfig,
+    out_dir: str,
+    demos_path: Optional[str] = None,
+    log: Callable[[str], None] = print,
+    max_new_iterations: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Runs (or resumes) the study and writes its outputs; returns the summary.
+
+    `max_new_iterations` stops after that many iterations of this call (a
+    time-boxed session); the next call resumes from the checkpoint.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    config_path = os.path.join(out_dir, 'study.json')
+    as_dict = dataclasses.asdict(config)
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            if json.load(f) != json.loads(json.dumps(as_dict)):
+                raise ValueError(
+                    f'{out_dir!r} holds a study with another configuration; choose another '
+                    'output directory or delete it.'
+                )
+    with open(config_path, 'w') as f:
+        json.dump(as_dict, f, indent=2)
+
+    demos = load_demonstrations(config, out_dir, demos_path, log)
+    runs = len(config.configurations) * config.num_seeds
+    log(
+        f'Compiling {config.task}: {len(config.configurations)} configurations x '
+        f'{config.num_seeds} seeds = {runs} runs of {config.num_envs} environments...'
+    )
+    state = _initial_state(config, demos)
+    components = loop.make_components(config.train_config())
+    runner = loop.make_runner(components, config.loop_iterations)
+    manager = checkpoint.checkpoint_manager(out_dir)
+    csv_path = os.path.join(out_dir, 'results.csv')
+    done, wall_before = 0, 0.0
+    restored = checkpoint.restore_latest(manager, state)
+    if restored is not None:
+        state, progress = restored
+        done, wall_before = progress['iterations'], progress['wall_clock_s']
+        kept = [r for r in read_rows(csv_path) if r['iteration'] <= done]
+        _write_rows(csv_path, kept, append=False)
+        log(f'  resumed after iteration {done}')
+    elif os.path.exists(csv_path):
+        os.remove(csv_path)
+    start = time.time()
+    last = config.iterations
+    if max_new_iterations is not None:
+        last = min(last, done + max_new_iterations)
+    for iteration in range(done + 1, last + 1):
+        state, metrics = runner(state)
+        metrics = jax.device_get(metrics)
+        wall = wall_before + time.time() - start
+        rows = _iteration_rows(config, metrics, iteration, wall)
+        _write_rows(csv_path, rows, append=True)
+        checkpoint.save(manager, iteration, state, {'iterations': iteration, 'wall_clock_s': wall})
+        eta = (time.time() - start) / (iteration - done) * (last - iteration)
+        means = _config_means(config, rows, 'success_rate')
+        line = ' '.join(
+            f'{s}/{"on" if d else "off"} ' + ('  -' if np.isnan(v) else f'{100 * v:3.0f}%')
+            for (s, d), v in means.items()
+        )
+        log(
+            f'[iteration {iteration:>3}/{config.iterations}, {iteration * config.steps_per_iteration} '
+            f'steps per run] success {line} | {wall:.0f} s, eta {eta:.0f} s'
+        )
+    rows = read_rows(csv_path)
+    summary = summarize(config, rows)
+    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    table = summary_markdown(summary)
+    with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
+        f.write(table + '\n')
+    plot_study(config, rows, os.path.join(out_dir, 'der_study.png'))
+    log('\n' + table)
+    log(f'\nWrote {out_dir}/: results.csv, der_study.png, summary.md, summary.json, checkpoints/')
+    return summary
+
+
+def _nanmean(values, axis=None):
+    """np.nanmean without the warning for all-NaN slices (they stay NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return np.nanmean(np.asarray(values, float), axis=axis)
+
+
+def _config_means(config, rows, key) -> Dict[Tuple[str, bool], float]:
+    out = {}
+    for structure, dynamic in config.configurations:
+        values = [
+            r[key]
+            for r in rows
+            if r['structure'] == structure and r['der'] == ('on' if dynamic else 'off')
+        ]
+        out[(structure, dynamic)] = float(_nanmean(values)) if values else float('nan')
+    return out
+
+
+# ----------------------------------------------------------------- results
+def curves(rows, structure: str, der_on: bool, key: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(iterations (T,), values (seeds, T)) of one configuration."""
+    mine = [
+        r for r in rows if r['structure'] == structure and r['der'] == ('on' if der_on else 'off')
+    ]
+    iterations = sorted({r['iteration'] for r in mine})
+    seeds = sorted({r['seed'] for r in mine})
+    table = {(r['seed'], r['iteration']): r[key] for r in mine}
+    values = np.array([[table.get((s, i), np.nan) for i in iterations] for s in seeds], float)
+    return np.asarray(iterations), values
+
+
+def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
+    """Final success (mean over the last quarter of iterations) with its 95% band,
+    and the first iteration whose seed mean reaches the threshold."""
+    tail = max(1, config.iterations // 4)
+    out = {'task': config.task, 'threshold': config.threshold, 'configurations': []}
+    for structure, dynamic in config.configurations:
+        iterations, success = curves(rows, structure, dynamic, 'success_rate')
+        _, returns = curves(rows, structure, dynamic, 'mean_return')
+        final = _nanmean(success[:, -tail:], axis=1) if success.size else np.zeros(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            mean, band = logging.mean_and_band(final[:, None]) if final.size else (np.nan, 0.0)
+        seed_mean = _nanmean(success, axis=0) if success.size else np.zeros(0)
+        reached = [
+            int(i) for i, v in zip(iterations, seed_mean, strict=True) if v >= config.threshold
+        ]
+        out['configurations'].append(
+            {
+                'structure': structure,
+                'der': 'on' if dynamic else 'off',
+                'final_success': logging.to_python(np.squeeze(mean)),
+                'final_success_band': logging.to_python(np.squeeze(band)),
+                'final_return': logging.to_python(_nanmean(returns[:, -tail:]))
+                if returns.size
+                else None,
+                'iterations_to_threshold': reached[0] if reached else None,
+                'iterations': int(iterations[-1]) if iterations.size else 0,
+            }
+        )
+    return out
+
+
+def summary_markdown(summary: Dict[str, Any]) -> str:
+    def pct(v):
+        return '–' if v is None else f'{100 * v:.0f}%'
+
+    lines = [
+        f'**{summary["task"]}**: success of the training episodes, last quarter of the '
+        'iterations, mean over seeds (± 95% band)',
+        '',
+        f'| structure | DER | final success | final return | iterations to '
+        f'{100 * summary["threshold"]:.0f}% |',
+        '|---|---|---|---|---|',
+    ]
+    for c in summary['configurations']:
+        band = c['final_success_band'] or 0.0
+        ret = '–' if c['final_return'] is None else f'{c["final_return"]:.0f}'
+        lines.append(
+            f'| {c["structure"]} | {c["der"]} | {pct(c["final_success"])} ± {100 * band:.0f} '
+            f'| {ret} | {c["iterations_to_threshold"] or "not reached"} |'
+        )
+    return '\n'.join(lines)
+
+
+STRUCTURE_TITLES = {
+    'none': 'no human demos',
+    'one_shot_all': 'one shot in all buffers',
+    'all_shots_all': 'all shots in all buffers',
+    'one_shot_each': 'one shot in each buffer',
+}
+
+
+def plot_study(config: StudyConfig, rows, path: str) -> None:
+    """The paper's layout: a column per structure, success (top) and return
+    (bottom) per iteration, DER on and off, mean over seeds and 95% band."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    columns = len(config.structures)
+    fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6.5), squeeze=False, sharex=True)
+    colours = {True: 'tab:red', False: 'tab:blue'}
+    for c, structure in enumerate(config.structures):
+        for row, (key, scale, label) in enumerate(
+            (('success_rate', 100.0, 'success rate (%)'), ('mean_return', 1.0, 'episode return'))
+        ):
+            ax = axes[row, c]
+            for dynamic in config.der_modes:
+                iterations, values = curves(rows, structure, dynamic, key)
+                if not iterations.size:
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore', RuntimeWarning)
+                    mean, band = logging.mean_and_band(values * scale)
+                name = 'with DER' if dynamic else 'without DER'
+                ax.plot(iterations, mean, ':', marker='.', color=colours[dynamic], label=name)
+                low, high = (
+                    logging.band_limits(mean, band)
+                    if key == 'success_rate'
+                    else (mean - band, mean + band)
+                )
+                ax.fill_between(iterations, low, high, color=colours[dynamic], alpha=0.2)
+            if row == 0:
+                ax.set_title(STRUCTURE_TITLES[structure])
+                ax.set_ylim(-2, 102)
+            else:
+                ax.set_xlabel(f'iteration ({config.steps_per_iteration:,} steps per run)')
+            if c == 0:
+                ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc='upper left')
+    fig.suptitle(
+        f'{config.task}: Ape-X DDPG, {config.num_seeds} seed(s) per configuration, '
+        'mean and 95% band'
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
