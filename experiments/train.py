@@ -6,7 +6,11 @@ r"""Trains an agent on a connector task, many seeds at once.
 
 Modes: residual (the policy adds its move to the P-controller's), pure (the
 policy alone), lfd (pure RL plus a behaviour-cloning loss on scripted
-demonstrations). Writes config.json, metrics.jsonl, learning_curve.png,
+demonstrations). --replay picks the buffer for any algo: uniform,
+prioritized, or der (Dynamic Experience Replay: --structure, --der). With
+--algo=apex_ddpg the flags left unset take the DER paper's settings (3-step
+returns, batch 512, running observation filter, DER replay, Adam 1e-3). The
+assembly tasks (peg_in_hole, lap_joint) run through experiments.reproduce_der. Writes config.json, metrics.jsonl, learning_curve.png,
 summary.json, summary.md, policy/ and checkpoints/ into --out; the same command
 resumes a stopped run from its last checkpoint. `experiments.evaluate
 --policy=DIR` evaluates the result again.
@@ -21,6 +25,7 @@ from absl import app, flags
 from experiments import common
 from insertion_jax import agents
 from insertion_jax.envs import connectors, insertion, rewards
+from insertion_jax.replay import der, interface, prioritized
 
 MODES = ('residual', 'pure', 'lfd')
 
@@ -67,6 +72,22 @@ _ITERS_PER_CALL = flags.DEFINE_integer(
 _OBS_NORMALIZER = flags.DEFINE_enum(
     'obs_normalizer', 'fixed', ['fixed', 'running'], 'Observation normalization.'
 )
+_REPLAY = flags.DEFINE_enum('replay', 'uniform', list(interface.REPLAYS), 'Replay buffer.')
+_ALPHA = flags.DEFINE_float('alpha', 0.6, 'Priority exponent (prioritized; der uses 0.5).')
+_STRUCTURE = flags.DEFINE_enum(
+    'structure', 'none', list(der.STRUCTURES), 'DER buffer structure (replay=der).'
+)
+_DER_ON = flags.DEFINE_bool('der', True, 'Refresh the demonstration zones (replay=der).')
+_NUM_BUFFERS = flags.DEFINE_integer('num_buffers', 6, 'DER buffers.', lower_bound=1)
+
+
+def flag_value(holder, presets):
+    """The flag's value, or the algo preset's (`loop.ALGO_PRESETS`) where the
+    flag was left unset."""
+    preset = presets.get(_ALGO.value, {})
+    if not flags.FLAGS[holder.name].present and holder.name in preset:
+        return preset[holder.name]
+    return holder.value
 
 
 def build_configs():
@@ -85,7 +106,9 @@ def build_configs():
         )
     agent_cls = agents.config_class(_ALGO.value)
     fields = {f.name for f in dataclasses.fields(agent_cls)}
-    agent_kwargs = {'hidden': hidden, 'actor_lr': _LR.value, 'critic_lr': _LR.value}
+    agent_kwargs = {'hidden': hidden}
+    if _ALGO.value != 'apex_ddpg' or flags.FLAGS['lr'].present:
+        agent_kwargs.update(actor_lr=_LR.value, critic_lr=_LR.value)
     if 'alpha_lr' in fields:
         agent_kwargs['alpha_lr'] = _LR.value
     agent_kwargs['bc_weight'] = _BC_WEIGHT.value if _MODE.value == 'lfd' else 0.0
@@ -101,12 +124,17 @@ def build_configs():
         num_envs=_NUM_ENVS.value,
         unroll_length=_UNROLL.value,
         utd=_UTD.value,
-        batch_size=_BATCH.value,
+        batch_size=flag_value(_BATCH, loop.ALGO_PRESETS),
         buffer_capacity=_BUFFER.value,
         learning_starts=_LEARNING_STARTS.value,
-        n_step=_N_STEP.value,
+        n_step=flag_value(_N_STEP, loop.ALGO_PRESETS),
         num_demos=_NUM_DEMOS.value,
-        obs_normalizer=_OBS_NORMALIZER.value,
+        obs_normalizer=flag_value(_OBS_NORMALIZER, loop.ALGO_PRESETS),
+        replay=flag_value(_REPLAY, loop.ALGO_PRESETS),
+        priority=prioritized.PrioritizedConfig(alpha=_ALPHA.value),
+        der=der.DERConfig(
+            num_buffers=_NUM_BUFFERS.value, structure=_STRUCTURE.value, dynamic=_DER_ON.value
+        ),
     )
     run_config = runner.RunConfig(
         total_steps=_TOTAL_STEPS.value,

@@ -59,7 +59,9 @@ def test_evaluate_prints_json_on_its_last_line():
 @pytest.mark.parametrize(
     'flag, message',
     [
-        ('--algo=ppo', 'value should be one of <sac|td3|ddpg>'),
+        ('--algo=ppo', 'value should be one of <sac|td3|ddpg|apex_ddpg>'),
+        ('--replay=fifo', 'value should be one of <uniform|prioritized|der>'),
+        ('--structure=two_shots', 'value should be one of <none|one_shot_all'),
         ('--mode=hybrid', 'value should be one of <residual|pure|lfd>'),
         ('--obs=image', '--obs=image is not available yet'),
         ('--num_envs=0', '--num_envs=0'),
@@ -108,3 +110,19 @@ def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_pa
     assert missing.returncode != 0
     assert 'has no config.json: is it a training run directory?' in missing.stderr
     assert 'Traceback' not in missing.stderr
+
+
+def test_apex_ddpg_presets_fill_only_the_flags_left_unset():
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    from experiments import train  # pylint: disable=import-outside-toplevel
+
+    try:
+        flags.FLAGS(['train', '--algo=apex_ddpg', '--batch_size=64', '--structure=all_shots_all'])
+        config, _ = train.build_configs()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert (config.replay, config.n_step, config.obs_normalizer) == ('der', 3, 'running')
+    assert config.batch_size == 64  # set on the command line: kept
+    assert config.der.structure == 'all_shots_all' and config.der.num_buffers == 6
+    assert config.agent.actor_lr == 1e-3 and config.agent.hard_target_every == 50_000

@@ -63,7 +63,7 @@ def test_update_dedupes_masks_and_keeps_rows_apart():
         jnp.array([5.0, 2.0, 4.0, 7.0, 100.0]),
     )
     leaves = np.asarray(sumtree.leaves(tree, 6))
-    np.testing.assert_array_equal(leaves[0], [0, 2, 0, 7, 0, 0])  # last (0, 3) wins
+    np.testing.assert_array_equal(leaves[0], [0, 2, 0, 7, 0, 0])  # the larger (0, 3) wins
     np.testing.assert_array_equal(leaves[1], [0, 0, 0, 4, 0, 0])
     np.testing.assert_array_equal(sumtree.total(tree), [9.0, 4.0])
     np.testing.assert_array_equal(tree, sumtree.rebuild(tree))
@@ -152,12 +152,15 @@ def test_new_items_get_the_max_priority_and_wrap_around():
     assert int(state.size) == 5 and int(state.storage.insert_pos) == 2
 
 
-def test_duplicate_indices_last_wins_and_nan_is_replaced():
+def test_duplicate_indices_largest_wins_and_nan_is_replaced():
     buffer, add, _, set_priorities = jitted(4, alpha=1.0)
     state = add(buffer.init(ITEM), items([0, 1, 2, 3]))
     state = set_priorities(state, jnp.array([2, 1, 2, 2]), jnp.array([5.0, 3.0, 9.0, 7.0]))
     leaves = np.asarray(sumtree.leaves(state.tree, 4)[0])
-    np.testing.assert_allclose(leaves, [1, 3, 7, 1], atol=1e-5)
+    np.testing.assert_allclose(leaves, [1, 3, 9, 1], atol=1e-5)
+    # Lowering a priority works too (the old leaf does not count in the max).
+    state = set_priorities(state, jnp.array([2, 2]), jnp.array([0.5, 0.25]))
+    assert float(sumtree.leaves(state.tree, 4)[0, 2]) == pytest.approx(0.5, abs=1e-5)
     assert float(state.max_priority) == pytest.approx(9.0)  # all values count for the max
     state = set_priorities(state, jnp.array([0]), jnp.array([jnp.nan]))
     assert float(sumtree.leaves(state.tree, 4)[0, 0]) == pytest.approx(9.0)

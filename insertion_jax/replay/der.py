@@ -464,6 +464,7 @@ class DERBuffer:
         size = state.ring_size[buffer] + jnp.sum(state.zone_length[buffer])
         weights = prioritized.importance_weights(probs, size, cfg.beta_at(state.updates))
         batch = jax.tree.map(lambda d: d[buffer, indices], state.data)
+        batch = jax.lax.optimization_barrier(batch)
         return batch.replace(weight=weights), SampleInfo(buffer=buffer, indices=indices)
 
     def set_priorities(self, state: DERState, info: SampleInfo, td_error: jax.Array) -> DERState:

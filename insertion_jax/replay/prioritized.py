@@ -21,7 +21,8 @@ every draw's marginal distribution P and lowers the variance of a batch.
 Priorities live in a float32 sum tree (`sumtree.py`) updated without drift.
 Non-finite priorities (a NaN TD error) are replaced by the maximum priority
 so far, so one bad update cannot poison the tree. With duplicate indices in
-one `set_priorities` call, the last one wins.
+one `set_priorities` call, the largest priority wins (deterministic on every
+backend; a batch that draws an item twice gives it the same TD error anyway).
 
 Everything jits and vmaps (over seeds); pass the state with `donate_argnums`
 so XLA updates the storage in place.
