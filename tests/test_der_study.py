@@ -82,4 +82,4 @@ def test_summary_and_curves_from_rows():
     assert off['iterations_to_threshold'] == 4 and on['iterations_to_threshold'] == 2
     assert on['final_success'] == pytest.approx(1.05)  # last quarter: iteration 4
     assert on['final_success_band'] == pytest.approx(1.96 * np.std([1.0, 1.1], ddof=1) / np.sqrt(2))
-    assert '| none | on | 105% ± 14 |' in der_study.summary_markdown(summary)
+    assert '| none | on | 105% ± 10 | 100 | 2 |' in der_study.summary_markdown(summary)
