@@ -28,12 +28,19 @@ calibrate: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	for task in usb dsub model_e; do \
 		$(PY) -m experiments.benchmarks.env_throughput --task=$$task --json || exit 1; \
 	done
 	$(PY) -m experiments.benchmarks.update_throughput --json
 	$(PY) -m experiments.benchmarks.train_throughput --json
+	$(PY) -m experiments.benchmarks.replay_throughput --json
 
 render: $(STAMP)
 	$(PY) -m experiments.render --task=all --out=docs/images
