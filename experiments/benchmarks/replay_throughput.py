@@ -79,8 +79,41 @@ def transitions(key, n):
     )
 
 
+def timed_ops(add, sample, set_priorities, probe, capacity, batch, reps):
+    """Jitted, state-donating scans of `reps` operations of a buffer:
+    (add, sample, set_priorities), each `(state, arg) -> (state, output)`.
+
+    add(state, items) -> state; sample(state, key) -> a scalar that depends on
+    the batch (so nothing is optimized away); set_priorities(state, indices,
+    priorities) -> state; probe(state) -> an array to wait on."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    def adds(state, items):
+        state = jax.lax.fori_loop(0, reps, lambda i, s: add(s, items), state)
+        return state, probe(state)
+
+    def samples(state, key):
+        def body(acc, k):
+            return acc + sample(state, k), None
+
+        acc, _ = jax.lax.scan(body, jnp.zeros(()), jax.random.split(key, reps))
+        return state, acc
+
+    def sets(state, key):
+        def body(s, k):
+            k1, k2 = jax.random.split(k)
+            idx = jax.random.randint(k1, (batch,), 0, capacity)
+            return set_priorities(s, idx, jax.random.uniform(k2, (batch,))), None
+
+        state, _ = jax.lax.scan(body, state, jax.random.split(key, reps))
+        return state, probe(state)
+
+    return tuple(jax.jit(f, donate_argnums=0) for f in (adds, samples, sets))
+
+
 def ops_ours(capacity, batch, reps):
-    """Jitted (add, sample, set_priorities) scans over our buffer, and its full state."""
+    """(ops, args, full state) of our prioritized buffer."""
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
@@ -89,46 +122,23 @@ def ops_ours(capacity, batch, reps):
     buffer = prioritized.make_prioritized_buffer(capacity, alpha=0.6)
     items = transitions(jax.random.PRNGKey(0), batch)
 
-    def add(state, items):
-        state = jax.lax.fori_loop(0, reps, lambda i, s: buffer.add(s, items), state)
-        return state, state.storage.insert_pos
-
     def sample(state, key):
-        def body(acc, k):
-            batch_items, idx, w = buffer.sample(state, k, batch)
-            return acc + jnp.sum(batch_items.reward * w) + jnp.sum(idx), None
+        batch_items, idx, w = buffer.sample(state, key, batch)
+        return jnp.sum(batch_items.reward * w) + jnp.sum(idx)
 
-        acc, _ = jax.lax.scan(body, jnp.zeros(()), jax.random.split(key, reps))
-        return state, acc
-
-    def set_priorities(state, key):
-        def body(s, k):
-            k1, k2 = jax.random.split(k)
-            idx = jax.random.randint(k1, (batch,), 0, capacity)
-            return buffer.set_priorities(s, idx, jax.random.uniform(k2, (batch,))), None
-
-        state, _ = jax.lax.scan(body, state, jax.random.split(key, reps))
-        return state, state.tree
-
-    fill = jax.jit(lambda s, x: buffer.add(s, x), donate_argnums=0)
+    ops = timed_ops(
+        buffer.add, sample, buffer.set_priorities, lambda s: s.tree, capacity, batch, reps
+    )
     state = buffer.init(jax.tree.map(lambda x: x[0], items))
+    fill = jax.jit(buffer.add, donate_argnums=0)
     chunk = transitions(jax.random.PRNGKey(1), min(capacity, 65_536))
     for _ in range(-(-capacity // chunk.reward.shape[0])):
         state = fill(state, chunk)
-    jit = lambda f: jax.jit(f, donate_argnums=0)  # noqa: E731
-    return (
-        (jit(add), items),
-        (jit(sample), jax.random.PRNGKey(2)),
-        (
-            jit(set_priorities),
-            jax.random.PRNGKey(3),
-        ),
-        state,
-    )
+    return ops, (items, jax.random.PRNGKey(2), jax.random.PRNGKey(3)), state
 
 
 def ops_flashbax(capacity, batch, reps):
-    """The same three operations over flashbax's prioritised flat buffer."""
+    """The same for flashbax's prioritised flat buffer (the same fields)."""
     import flashbax as fbx  # pylint: disable=import-outside-toplevel
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -141,57 +151,34 @@ def ops_flashbax(capacity, batch, reps):
         priority_exponent=0.6,
         device=jax.default_backend(),
     )
-    items = transitions(jax.random.PRNGKey(0), batch)
-    items = dict(
-        obs=items.obs,
-        action=items.action,
-        reward=items.reward,
-        discount=items.discount,
-        next_obs=items.next_obs,
-    )
-
-    def add(state, items):
-        state = jax.lax.fori_loop(0, reps, lambda i, s: buffer.add(s, items), state)
-        return state, state.current_index
+    t = transitions(jax.random.PRNGKey(0), batch)
+    fields = ('obs', 'action', 'reward', 'discount', 'next_obs')
+    items = {name: getattr(t, name) for name in fields}
 
     def sample(state, key):
-        def body(acc, k):
-            out = buffer.sample(state, k)
-            first = out.experience.first
-            return acc + jnp.sum(first['reward'] * out.probabilities) + jnp.sum(out.indices), None
+        out = buffer.sample(state, key)
+        return jnp.sum(out.experience.first['reward'] * out.probabilities) + jnp.sum(out.indices)
 
-        acc, _ = jax.lax.scan(body, jnp.zeros(()), jax.random.split(key, reps))
-        return state, acc
-
-    def set_priorities(state, key):
-        def body(s, k):
-            k1, k2 = jax.random.split(k)
-            idx = jax.random.randint(k1, (batch,), 0, capacity)
-            return buffer.set_priorities(s, idx, jax.random.uniform(k2, (batch,))), None
-
-        state, _ = jax.lax.scan(body, state, jax.random.split(key, reps))
-        return state, state.sum_tree_state.nodes
-
-    fill = jax.jit(buffer.add, donate_argnums=0)
+    ops = timed_ops(
+        buffer.add,
+        sample,
+        buffer.set_priorities,
+        lambda s: s.sum_tree_state.nodes,
+        capacity,
+        batch,
+        reps,
+    )
     state = buffer.init(jax.tree.map(lambda x: x[0], items))
+    fill = jax.jit(buffer.add, donate_argnums=0)
     for _ in range(-(-capacity // batch)):
         state = fill(state, items)
-    jit = lambda f: jax.jit(f, donate_argnums=0)  # noqa: E731
-    return (
-        (jit(add), items),
-        (jit(sample), jax.random.PRNGKey(2)),
-        (
-            jit(set_priorities),
-            jax.random.PRNGKey(3),
-        ),
-        state,
-    )
+    return ops, (items, jax.random.PRNGKey(2), jax.random.PRNGKey(3)), state
 
 
-def measure(ops, state, batch, reps, min_seconds):
+def measure(ops, args, state, batch, reps, min_seconds):
     """Items/s of add, sample and set_priorities (state threaded through)."""
     out = {}
-    for name, (fn, arg) in zip(('add', 'sample', 'set_priorities'), ops, strict=True):
+    for name, fn, arg in zip(('add', 'sample', 'set_priorities'), ops, args, strict=True):
         seconds, state = timed(fn, state, arg, min_seconds=min_seconds)
         out[name] = batch * reps / seconds
     return out
@@ -301,12 +288,8 @@ def main(argv):
             "pip install -e '.[bench]' (make bench does it)."
         ) from e
     capacity, batch, reps = _CAPACITY.value, _BATCH.value, _REPS.value
-    *ops, state = ops_ours(capacity, batch, reps)
-    ours = measure(ops, state, batch, reps, _MIN_SECONDS.value)
-    del state, ops
-    *ops, state = ops_flashbax(capacity, batch, reps)
-    theirs = measure(ops, state, batch, reps, _MIN_SECONDS.value)
-    del state, ops
+    ours = measure(*ops_ours(capacity, batch, reps), batch, reps, _MIN_SECONDS.value)
+    theirs = measure(*ops_flashbax(capacity, batch, reps), batch, reps, _MIN_SECONDS.value)
     overhead, plain_rate, der_rate = der_overhead(batch, _DER_UPDATES.value, _MIN_SECONDS.value)
     result = {
         'capacity': capacity,

@@ -256,20 +256,14 @@ def build_mjcf(
     k, d = rig.stiffness_n_per_m, rig.damping
     kr, dr = rig.rot_stiffness_nm_per_rad, rig.rot_damping(max(held_diag))
     inertia = rig.rot_inertia_kgm2
-    joints = '\n      '.join(
-        [
-            f'<joint name="{n}" type="slide" axis="{ax}" damping="{d:.6g}"/>'
-            for n, ax in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), strict=True)
-        ]
-        + [
-            f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {pivot if ax != "0 0 1" else 0:.6g}" '
-            f'damping="{dr:.6g}"/>'
-            for n, ax in zip(HINGE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), strict=True)
-        ]
-    )
-    actuators = '\n    '.join(
-        [f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>' for n in SLIDE_JOINTS]
-        + [f'<position name="act_{n}" joint="{n}" kp="{kr:.6g}"/>' for n in HINGE_JOINTS]
+    joints, actuators = scene.compliant_rig_xml(
+        SLIDE_JOINTS,
+        HINGE_JOINTS,
+        (k, k, k),
+        (d, d, d),
+        kr,
+        dr,
+        (pivot, pivot, 0.0),  # yaw about the tip's vertical axis
     )
     pair_xml = '\n    '.join(
         f'<pair geom1="{a}" geom2="{b}" condim="3" friction="{friction:.3g} {friction:.3g} '

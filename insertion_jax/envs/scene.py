@@ -477,6 +477,34 @@ def validate_max_contact_points(value: int, owner: str) -> None:
         )
 
 
+def compliant_rig_xml(
+    slide_joints: Tuple[str, ...],
+    hinge_joints: Tuple[str, ...],
+    stiffness: Tuple[float, ...],
+    damping: Tuple[float, ...],
+    rot_stiffness: float,
+    rot_damping: float,
+    hinge_pivots: Tuple[float, ...],
+) -> Tuple[str, str]:
+    """(joints XML, actuators XML) of a Cartesian spring-damper rig: slide joints
+    along x, y, z and hinges about x, y, z (each about a point `hinge_pivots`
+    metres above the body origin), every joint driven by a position actuator
+    with its stiffness and damped by the joint."""
+    axes = ('1 0 0', '0 1 0', '0 0 1')
+    joints = [
+        f'<joint name="{n}" type="slide" axis="{ax}" damping="{d:.6g}"/>'
+        for n, ax, d in zip(slide_joints, axes, damping, strict=True)
+    ] + [
+        f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {p:.6g}" damping="{rot_damping:.6g}"/>'
+        for n, ax, p in zip(hinge_joints, axes, hinge_pivots, strict=True)
+    ]
+    actuators = [
+        f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>'
+        for n, k in zip(slide_joints, stiffness, strict=True)
+    ] + [f'<position name="act_{n}" joint="{n}" kp="{rot_stiffness:.6g}"/>' for n in hinge_joints]
+    return '\n        '.join(joints), '\n    '.join(actuators)
+
+
 def build_mjcf(
     spec: ConnectorSpec,
     ee: EndEffectorSpec = DEFAULT_EE,
@@ -513,22 +541,14 @@ def build_mjcf(
         f'0.005 0.0001 0.0001" solref="{solref[cls]}" solimp="0.9 0.95 0.001 0.5 2"/>'
         for a, b, cls in contact_pairs(spec)
     )
-    joints = '\n        '.join(
-        [
-            f'<joint name="{n}" type="slide" axis="{ax}" damping="{ee.damping_n_s_per_m(k):.6g}"/>'
-            for n, ax, k in zip(SLIDE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), stiffness, strict=True)
-        ]
-        + [
-            f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {pivot:.6g}" damping="{dr:.6g}"/>'
-            for n, ax in zip(HINGE_JOINTS, ('1 0 0', '0 1 0', '0 0 1'), strict=True)
-        ]
-    )
-    actuators = '\n    '.join(
-        [
-            f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>'
-            for n, k in zip(SLIDE_JOINTS, stiffness, strict=True)
-        ]
-        + [f'<position name="act_{n}" joint="{n}" kp="{kr:.6g}"/>' for n in HINGE_JOINTS]
+    joints, actuators = compliant_rig_xml(
+        SLIDE_JOINTS,
+        HINGE_JOINTS,
+        stiffness,
+        tuple(ee.damping_n_s_per_m(k) for k in stiffness),
+        kr,
+        dr,
+        (pivot, pivot, pivot),
     )
     socket_xml = '\n    '.join(g.xml() for g in shell + seals + holes)
     plug_xml = '\n          '.join(g.xml() for g in body + pins)

@@ -51,18 +51,15 @@ class Replay:
     metrics: Callable[[Any], Dict[str, jax.Array]]
 
 
-def _flat_transitions(steps: nstep.Step, last, n_step, discount):
-    transitions = nstep.n_step_transitions(
-        steps.obs,
-        steps.action,
-        steps.reward,
-        steps.terminal,
-        last,
-        steps.next_obs,
-        n_step,
-        discount,
-    )
-    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+def _chunk_store(add, n_step, discount):
+    """`store` for the transition buffers: a chunk's n-step transitions, flattened."""
+
+    def store(state, steps, last, success, key):
+        del success, key
+        transitions = nstep.step_transitions(steps, last, n_step, discount)
+        return add(state, jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions))
+
+    return store
 
 
 def _masked_counters(new, old, apply):
@@ -100,41 +97,31 @@ def make_replay(
     validate_replay(kind)
     ignore = lambda state, *args: state  # noqa: E731
 
-    if kind == 'uniform':
-        buffer = uniform.make_uniform_buffer(capacity)
+    if kind in ('uniform', 'prioritized'):
+        if kind == 'uniform':
+            buffer = uniform.make_uniform_buffer(capacity)
 
-        def sample(state, key, batch_size):
-            return buffer.sample(state, key, batch_size), None
+            def sample(state, key, batch_size):
+                return buffer.sample(state, key, batch_size), None
 
-        return Replay(
-            kind=kind,
-            init=lambda example_step, *demos: buffer.init(nstep.transition_like(example_step)),
-            store=lambda state, steps, last, success, key: buffer.add(
-                state, _flat_transitions(steps, last, n_step, discount)
-            ),
-            sample=sample,
-            update=ignore,
-            after_updates=ignore,
-            metrics=lambda state: {'buffer_size': state.size},
-        )
+            update = ignore
+        else:
+            buffer = prioritized.make_prioritized_buffer(
+                capacity, **dataclasses.asdict(priority or prioritized.PrioritizedConfig())
+            )
 
-    if kind == 'prioritized':
-        buffer = prioritized.make_prioritized_buffer(capacity, **dataclasses.asdict(priority))
+            def sample(state, key, batch_size):
+                batch, indices, weights = buffer.sample(state, key, batch_size)
+                return batch.replace(weight=weights), indices
 
-        def sample(state, key, batch_size):
-            batch, indices, weights = buffer.sample(state, key, batch_size)
-            return batch.replace(weight=weights), indices
-
-        def update(state, indices, td_error, apply):
-            new = buffer.set_priorities(state, jnp.where(apply, indices, -1), td_error)
-            return _masked_counters(new, state, apply)
+            def update(state, indices, td_error, apply):
+                new = buffer.set_priorities(state, jnp.where(apply, indices, -1), td_error)
+                return _masked_counters(new, state, apply)
 
         return Replay(
             kind=kind,
             init=lambda example_step, *demos: buffer.init(nstep.transition_like(example_step)),
-            store=lambda state, steps, last, success, key: buffer.add(
-                state, _flat_transitions(steps, last, n_step, discount)
-            ),
+            store=_chunk_store(buffer.add, n_step, discount),
             sample=sample,
             update=update,
             after_updates=ignore,

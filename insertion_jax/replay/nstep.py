@@ -88,6 +88,20 @@ def n_step_transitions(
     )
 
 
+def step_transitions(steps: Step, last: jax.Array, n_step: int, discount: float):
+    """`n_step_transitions` of a time-major `Step` trajectory (K, E, ...)."""
+    return n_step_transitions(
+        steps.obs,
+        steps.action,
+        steps.reward,
+        steps.terminal,
+        last,
+        steps.next_obs,
+        n_step,
+        discount,
+    )
+
+
 def episode_transitions(
     steps: Step, lengths: jax.Array, n_step: int, discount: float
 ) -> base.Transition:
@@ -102,17 +116,7 @@ def episode_transitions(
       `Transition` leaves (L, E, ...); entries at t >= lengths[e] are padding.
     """
     t = jnp.arange(steps.reward.shape[0])[:, None]
-    last = t >= lengths[None, :] - 1
-    return n_step_transitions(
-        steps.obs,
-        steps.action,
-        steps.reward,
-        steps.terminal,
-        last,
-        steps.next_obs,
-        n_step,
-        discount,
-    )
+    return step_transitions(steps, t >= lengths[None, :] - 1, n_step, discount)
 
 
 def transition_like(example_step: Step) -> base.Transition:
