@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -192,17 +193,29 @@ def study_config_from_dict(d: Dict[str, Any]) -> StudyConfig:
 
 # ----------------------------------------------------------------- running
 def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
-    """All configurations' initial states, stacked (configuration-major, seeds inner)."""
-    per_structure = {}
+    """All configurations' initial states, stacked (configuration-major, seeds inner).
+
+    One initialization of agents and environments serves every configuration;
+    only the replay differs: the structure's zones (built once per structure,
+    the same for every seed) and the DER flag.
+    """
+    base_config = config.train_config()
+    components = loop.make_components(base_config)
+    base = loop.init_states(components, config.seed, config.num_seeds)
+    buffer = base_config.make_der_buffer()
+    example = loop.example_step(components)
+    zones = {}
     for structure in config.structures:
-        components = loop.make_components(config.train_config(structure))
-        use = demos if structure != 'none' else None
-        per_structure[structure] = loop.init_states(components, config.seed, config.num_seeds, use)
+        if structure == 'none':
+            zones[structure] = jax.jit(buffer.init)(example)
+        else:
+            init = jax.jit(functools.partial(buffer.init, structure=structure))
+            zones[structure] = init(example, demos.steps, jnp.asarray(demos.lengths))
     parts = []
     for structure, dynamic in config.configurations:
-        state = per_structure[structure]
-        flag = jnp.full((config.num_seeds,), dynamic)
-        parts.append(state.replace(buffer=state.buffer.replace(dynamic=flag)))
+        replay = zones[structure].replace(dynamic=jnp.asarray(dynamic))
+        replay = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), replay)
+        parts.append(base.replace(buffer=replay))
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
