@@ -3,7 +3,9 @@ more than one test uses is built once per session here."""
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 
 import jax
 import pytest
@@ -14,15 +16,9 @@ jax.config.update(
         'JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(__file__), '..', '.jax_cache')
     ),
 )
-# The test process reads the persistent cache but does not write to it:
-# jaxlib 0.10.2's CPU executable serialization crashed (abort or segfault in
-# `executable.serialize()`) after about a hundred compiles in one process, at a
-# different test each run (BUILD_NOTES.md, pitfalls). The CLI subprocesses the
-# tests start, and `make train`, still write entries that later runs reuse.
-jax.config.update(
-    'jax_persistent_cache_min_compile_time_secs',
-    float(os.environ.get('INSERTION_JAX_TEST_CACHE_MIN_COMPILE_SECS', '1e9')),
-)
+# The persistent cache settings come from the environment (the Makefile sets
+# JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS), so `make test` writes entries
+# that later runs reuse.
 
 from insertion_jax.agents import sac  # noqa: E402
 from insertion_jax.envs import insertion  # noqa: E402
@@ -85,3 +81,63 @@ def small_run_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('runs') / 'small')
     runner.train(SMALL, SMALL_RUN, out, log=lambda line: None)
     return out
+
+
+# Every compiled XLA:CPU executable keeps its machine code in its own memory
+# mappings (2,500-3,000 for one MJX rollout), and Linux allows a process
+# vm.max_map_count of them (65,530 by default). A whole-suite pytest process
+# that kept every executable alive crossed that limit after about a hundred
+# tests, and LLVM aborted inside a compile or a cache write (BUILD_NOTES.md,
+# pitfalls). So each test module's compiled code is released when it ends:
+# JAX's caches and every functools cache in the package and the tests.
+
+
+def mapped_regions() -> int | None:
+    """How many memory mappings this process holds (None where /proc is absent)."""
+    try:
+        with open('/proc/self/maps') as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return None
+
+
+def release_compiled_code() -> None:
+    for name, module in list(sys.modules.items()):
+        if not (name.startswith('insertion_jax') or name.startswith('tests')):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, 'cache_clear', None)):
+                value.cache_clear()
+    _RIGS.clear()
+    jax.clear_caches()
+    gc.collect()
+
+
+_PEAK = {'regions': 0, 'where': ''}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _release_compiled_code_per_module():
+    yield
+    release_compiled_code()
+
+
+@pytest.fixture(autouse=True)
+def _track_mapped_regions(request):
+    yield
+    regions = mapped_regions()
+    if regions is not None and regions > _PEAK['regions']:
+        _PEAK.update(regions=regions, where=request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _PEAK['regions']:
+        try:
+            with open('/proc/sys/vm/max_map_count') as f:
+                limit = f.read().strip()
+        except OSError:
+            limit = 'unknown'
+        terminalreporter.write_line(
+            f"memory mappings: peak {_PEAK['regions']} of the limit {limit} "
+            f"(after {_PEAK['where']})"
+        )
