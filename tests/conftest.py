@@ -130,7 +130,22 @@ def _track_mapped_regions(request):
         _PEAK.update(regions=regions, where=request.node.nodeid)
 
 
+def pytest_sessionfinish(session):
+    """An xdist worker hands its peak to the controller (which runs no tests)."""
+    workeroutput = getattr(session.config, 'workeroutput', None)
+    if workeroutput is not None:
+        workeroutput['peak_mapped_regions'] = dict(_PEAK)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    peak = getattr(node, 'workeroutput', {}).get('peak_mapped_regions')
+    if peak and peak['regions'] > _PEAK['regions']:
+        _PEAK.update(peak)
+
+
 def pytest_terminal_summary(terminalreporter):
+    """The peak mapping count of any test process, against the kernel's limit."""
     if _PEAK['regions']:
         try:
             with open('/proc/sys/vm/max_map_count') as f:
@@ -138,6 +153,6 @@ def pytest_terminal_summary(terminalreporter):
         except OSError:
             limit = 'unknown'
         terminalreporter.write_line(
-            f"memory mappings: peak {_PEAK['regions']} of the limit {limit} "
-            f"(after {_PEAK['where']})"
+            f'memory mappings: peak {_PEAK["regions"]} of the limit {limit} '
+            f'(after {_PEAK["where"]})'
         )
