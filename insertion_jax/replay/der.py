@@ -229,7 +229,6 @@ class DERBuffer:
         example_step: nstep.Step,
         demos: Optional[nstep.Step] = None,
         demo_lengths: Optional[jax.Array] = None,
-        structure: Optional[str] = None,
     ) -> DERState:
         """Empty buffers with the zones loaded according to the structure.
 
@@ -237,17 +236,14 @@ class DERBuffer:
           example_step: one `nstep.Step` without batch axes (shapes and dtypes).
           demos: demonstration episodes, `nstep.Step` leaves (D, L, ...) padded to L.
           demo_lengths: (D,) their lengths.
-          structure: overrides `DERConfig.structure` (the ablation study builds
-            every structure's initial buffers from one configuration).
         """
         cfg, k, length = self.config, self.config.num_buffers, self.episode_length
-        structure = cfg.structure if structure is None else structure
         num_demos = 0 if demos is None else int(demo_lengths.shape[0])
-        assignment = zone_assignment(structure, k, num_demos)
+        assignment = zone_assignment(cfg.structure, k, num_demos)
         most = max((len(a) for a in assignment), default=0)
         if most > self.zone_slots:
             raise ValueError(
-                f'structure={structure!r} puts {most} demonstrations in a zone of '
+                f'structure={cfg.structure!r} puts {most} demonstrations in a zone of '
                 f'{self.zone_slots} episode slots; raise the capacity or DERConfig.zone_fraction.'
             )
         example = nstep.transition_like(example_step)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -199,18 +198,14 @@ def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
     only the replay differs: the structure's zones (built once per structure,
     the same for every seed) and the DER flag.
     """
-    base_config = config.train_config()
-    components = loop.make_components(base_config)
+    components = loop.make_components(config.train_config())
     base = loop.init_states(components, config.seed, config.num_seeds)
-    buffer = base_config.make_der_buffer()
     example = loop.example_step(components)
+    lengths = jnp.asarray(demos.lengths)
     zones = {}
     for structure in config.structures:
-        if structure == 'none':
-            zones[structure] = jax.jit(buffer.init)(example)
-        else:
-            init = jax.jit(functools.partial(buffer.init, structure=structure))
-            zones[structure] = init(example, demos.steps, jnp.asarray(demos.lengths))
+        buffer = config.train_config(structure).make_der_buffer()
+        zones[structure] = jax.jit(buffer.init)(example, demos.steps, lengths)
     parts = []
     for structure, dynamic in config.configurations:
         replay = zones[structure].replace(dynamic=jnp.asarray(dynamic))
