@@ -39,11 +39,14 @@ def filled(capacity, priorities, **kw):
 
 
 # ----------------------------------------------------------------- sum tree
-def test_find_matches_numpy_searchsorted():
-    rng = np.random.default_rng(0)
-    values = rng.exponential(size=37).astype(np.float32)
-    values[[3, 4, 20]] = 0.0  # zero leaves are never found
-    tree = sumtree.update(sumtree.init(37), jnp.zeros(37, int), jnp.arange(37), jnp.asarray(values))
+@pytest.mark.parametrize('capacity', [1, 20, 37])  # 0, 5 (odd) and 6 tree levels
+def test_find_and_sample_match_numpy_searchsorted(capacity):
+    rng = np.random.default_rng(capacity)
+    values = rng.exponential(size=capacity).astype(np.float32)
+    values[[3, 4, 19] if capacity > 19 else []] = 0.0  # zero leaves are never found
+    tree = sumtree.update(
+        sumtree.init(capacity), jnp.zeros(capacity, int), jnp.arange(capacity), jnp.asarray(values)
+    )
     u = rng.uniform(0, float(values.sum()), size=5000).astype(np.float32)
     found = np.asarray(sumtree.find(tree, jnp.zeros(5000, int), jnp.asarray(u)))
     cumsum = np.cumsum(values.astype(np.float64))
@@ -52,6 +55,11 @@ def test_find_matches_numpy_searchsorted():
     edge = np.min(np.abs(u[:, None] - cumsum[None, :]), axis=1) < 1e-4 * cumsum[-1]
     np.testing.assert_array_equal(found[~edge], expected[~edge])
     assert np.all(values[found] > 0)
+    # `sample` takes fractions of the total and also returns leaf / total.
+    drawn, probs = sumtree.sample(tree, jnp.zeros(5000, int), jnp.asarray(u / values.sum()))
+    drawn = np.asarray(drawn)
+    np.testing.assert_array_equal(drawn[~edge], expected[~edge])
+    np.testing.assert_allclose(probs, values[drawn] / values.sum(), rtol=1e-5)
 
 
 def test_update_dedupes_masks_and_keeps_rows_apart():

@@ -13,7 +13,9 @@ not count:
                   for ours; flashbax returns probabilities)
   set_priorities  `--batch` new priorities at random slots
 
-and prints items per second for each, for ours
+and prints items per second for each (the best of `--rounds` rounds that
+alternate between the buffers, so that drift in the machine's speed does not
+bias the ratio), for ours
 (`insertion_jax.replay.prioritized`) and for flashbax's prioritised flat
 buffer (a bench-only dependency: `pip install -e .[bench]`), and
 `ratio_vs_flashbax` = ours / flashbax per operation.
@@ -22,8 +24,9 @@ buffer (a bench-only dependency: `pip install -e .[bench]`), and
 batch `--batch`) spent in DER bookkeeping: drawing the batch from one of 6
 prioritized buffers (1,000,000 transitions in all), writing the |TD errors|
 back, and the zone refreshes (one every 1,000 updates), timed as the training
-loop runs them (`--der_updates` updates, then the refreshes due), i.e.
-1 - t(updates on a ready batch) / t(the same with DER bookkeeping).
+loop runs them (`--der_updates` updates, then the refreshes due):
+t(that loop with the update replaced by a stand-in that only reads the batch)
+/ t(the loop with the real update). The batch gather counts as bookkeeping.
 """
 
 from __future__ import annotations
@@ -39,7 +42,12 @@ from experiments import common
 _CAPACITY = flags.DEFINE_integer('capacity', 1_000_000, 'Buffer capacity.', lower_bound=1)
 _BATCH = flags.DEFINE_integer('batch', 512, 'Items per operation.', lower_bound=1)
 _REPS = flags.DEFINE_integer('reps', 200, 'Operations per timed call.', lower_bound=1)
-_MIN_SECONDS = flags.DEFINE_float('min_seconds', 2.0, 'Time each case at least this long.')
+_MIN_SECONDS = flags.DEFINE_float(
+    'min_seconds', 3.0, 'Time each case at least this long, over all rounds.'
+)
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 3, 'Alternating rounds per comparison; the best round counts.', lower_bound=1
+)
 _DER_UPDATES = flags.DEFINE_integer(
     'der_updates', 1_000, 'Updates per timed call for der_overhead.', lower_bound=1
 )
@@ -175,17 +183,39 @@ def ops_flashbax(capacity, batch, reps):
     return ops, (items, jax.random.PRNGKey(2), jax.random.PRNGKey(3)), state
 
 
-def measure(ops, args, state, batch, reps, min_seconds):
-    """Items/s of add, sample and set_priorities (state threaded through)."""
-    out = {}
-    for name, fn, arg in zip(('add', 'sample', 'set_priorities'), ops, args, strict=True):
-        seconds, state = timed(fn, state, arg, min_seconds=min_seconds)
-        out[name] = batch * reps / seconds
+def best_of(cases, rounds, min_seconds):
+    """Seconds per call of each case, the best of `rounds` alternating rounds.
+
+    `cases` maps a name to `[fn, state, arg]` (the state is threaded through).
+    Alternating the cases round by round spreads any drift of the machine's
+    speed over all of them, so their ratios are fair."""
+    best = dict.fromkeys(cases, float('inf'))
+    for _ in range(rounds):
+        for name, case in cases.items():
+            fn, state, arg = case
+            seconds, case[1] = timed(fn, state, arg, min_seconds=min_seconds / rounds)
+            best[name] = min(best[name], seconds)
+    return best
+
+
+def measure(buffers, batch, reps, rounds, min_seconds):
+    """Items/s of add, sample and set_priorities per buffer.
+
+    `buffers` maps a name to `(ops, args, full state)`; the operations of the
+    buffers are timed side by side, `rounds` alternating rounds each."""
+    out = {name: {} for name in buffers}
+    states = {name: state for name, (_, _, state) in buffers.items()}
+    for i, op in enumerate(('add', 'sample', 'set_priorities')):
+        cases = {name: [ops[i], states[name], args[i]] for name, (ops, args, _) in buffers.items()}
+        seconds = best_of(cases, rounds, min_seconds)
+        for name in buffers:
+            out[name][op] = batch * reps / seconds[name]
+            states[name] = cases[name][1]
     return out
 
 
-def der_overhead(batch, reps, min_seconds):
-    """1 - t(Ape-X DDPG update on a ready batch) / t(the same with DER bookkeeping)."""
+def der_overhead(batch, reps, rounds, min_seconds):
+    """(share of an Ape-X DDPG update step spent in DER bookkeeping, updates/s)."""
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
@@ -219,58 +249,64 @@ def der_overhead(batch, reps, min_seconds):
         next_obs=jnp.zeros(OBS_DIM),
     )
     state = buffer.init(example)
-    # Fill every ring with whole episodes and the pool with successes.
-    key = jax.random.PRNGKey(1)
-    steps = nstep.Step(
-        obs=jax.random.normal(key, (horizon, envs, OBS_DIM)),
-        action=jax.random.uniform(key, (horizon, envs, ACTION_DIM), minval=-1, maxval=1),
-        reward=jax.random.normal(key, (horizon, envs)),
-        terminal=jnp.zeros((horizon, envs), bool),
-        next_obs=jax.random.normal(key, (horizon, envs, OBS_DIM)),
-    )
+    # Fill every ring with whole episodes (random, all different: nothing a
+    # critic can fit exactly) and the pool with successes.
     last = jnp.zeros((horizon, envs), bool).at[-1].set(True)
     add = jax.jit(buffer.add_chunk, donate_argnums=0)
     for i in range(20):
+        k = jax.random.split(jax.random.PRNGKey(100 + i), 4)
+        steps = nstep.Step(
+            obs=jax.random.normal(k[0], (horizon, envs, OBS_DIM)),
+            action=jax.random.uniform(k[1], (horizon, envs, ACTION_DIM), minval=-1, maxval=1),
+            reward=jax.random.normal(k[2], (horizon, envs)),
+            terminal=jnp.zeros((horizon, envs), bool),
+            next_obs=jax.random.normal(k[3], (horizon, envs, OBS_DIM)),
+        )
         state = add(state, steps, last, last, jax.random.PRNGKey(i))
-    fixed = jax.tree.map(lambda x: x[0, :batch], state.data)  # a ready batch with the same shapes
 
-    def plain(agent_state, key):
-        def body(a, k):
-            a, metrics = agent.update(a, fixed, k)
-            return a, metrics['critic_loss']
+    def der_loop(update):
+        """The updates of an iteration as the training loop runs them, each on a
+        batch drawn from a random buffer with |TD error| written back, then the
+        zone refreshes that came due; `update(agent, batch, key) -> (agent,
+        metrics with td_error and critic_loss)`."""
 
-        return jax.lax.scan(body, agent_state, jax.random.split(key, reps))
+        def run(carry, key):
+            def body(carry, k):
+                a, s = carry
+                k1, k2 = jax.random.split(k)
+                b, info = buffer.sample(s, k1, batch)
+                a, metrics = update(a, b, k2)
+                s = buffer.set_priorities(s, info, jnp.abs(metrics['td_error']))
+                return (a, s), metrics['critic_loss']
 
-    def with_der(carry, key):
-        # As the training loop does it: the updates of an iteration, each on a
-        # batch drawn from a random buffer with its priorities written back,
-        # then the zone refreshes that came due.
-        def body(carry, k):
-            a, s = carry
-            k1, k2 = jax.random.split(k)
-            b, info = buffer.sample(s, k1, batch)
-            a, metrics = agent.update(a, b, k2)
-            s = buffer.set_priorities(s, info, jnp.abs(metrics['td_error']))
-            return (a, s), metrics['critic_loss']
+            key, key_refresh = jax.random.split(key)
+            (a, s), losses = jax.lax.scan(body, carry, jax.random.split(key, reps))
+            s = buffer.after_updates(s, key_refresh, reps // buffer.config.refresh_every + 1)
+            return (a, s), losses
 
-        key, key_refresh = jax.random.split(key)
-        (a, s), losses = jax.lax.scan(body, carry, jax.random.split(key, reps))
-        s = buffer.after_updates(s, key_refresh, reps // buffer.config.refresh_every + 1)
-        return (a, s), losses
+        return jax.jit(run, donate_argnums=0)
 
-    t_plain, _ = timed(
-        jax.jit(plain, donate_argnums=0),
-        fresh_agent(),
-        jax.random.PRNGKey(5),
-        min_seconds=min_seconds,
+    def no_update(agent_state, b, key):
+        # A "TD error" that reads every field of the batch, so that the whole
+        # gather counts as bookkeeping (nothing is optimized away).
+        del key
+        fields = [b.obs, b.action, b.next_obs, b.reward[:, None], b.discount[:, None]]
+        td = jnp.sum(jnp.concatenate(fields, axis=-1), axis=-1) * b.weight
+        return agent_state, {'td_error': td, 'critic_loss': jnp.mean(td)}
+
+    seconds = best_of(
+        {
+            'update': [der_loop(agent.update), (fresh_agent(), state), jax.random.PRNGKey(5)],
+            'bookkeeping': [
+                der_loop(no_update),
+                (fresh_agent(), jax.tree.map(jnp.copy, state)),
+                jax.random.PRNGKey(6),
+            ],
+        },
+        rounds,
+        min_seconds,
     )
-    t_der, _ = timed(
-        jax.jit(with_der, donate_argnums=0),
-        (fresh_agent(), state),
-        jax.random.PRNGKey(6),
-        min_seconds=min_seconds,
-    )
-    return 1.0 - t_plain / t_der, reps / t_plain, reps / t_der
+    return seconds['bookkeeping'] / seconds['update'], reps / seconds['update']
 
 
 def main(argv):
@@ -288,9 +324,16 @@ def main(argv):
             "pip install -e '.[bench]' (make bench does it)."
         ) from e
     capacity, batch, reps = _CAPACITY.value, _BATCH.value, _REPS.value
-    ours = measure(*ops_ours(capacity, batch, reps), batch, reps, _MIN_SECONDS.value)
-    theirs = measure(*ops_flashbax(capacity, batch, reps), batch, reps, _MIN_SECONDS.value)
-    overhead, plain_rate, der_rate = der_overhead(batch, _DER_UPDATES.value, _MIN_SECONDS.value)
+    rounds, min_seconds = _ROUNDS.value, _MIN_SECONDS.value
+    rates = measure(
+        {'ours': ops_ours(capacity, batch, reps), 'flashbax': ops_flashbax(capacity, batch, reps)},
+        batch,
+        reps,
+        rounds,
+        min_seconds,
+    )
+    ours, theirs = rates['ours'], rates['flashbax']
+    overhead, der_rate = der_overhead(batch, _DER_UPDATES.value, rounds, min_seconds)
     result = {
         'capacity': capacity,
         'batch': batch,
@@ -299,15 +342,15 @@ def main(argv):
         'flashbax_items_per_s': theirs,
         'ratio_vs_flashbax': {k: ours[k] / theirs[k] for k in ours},
         'der_overhead': overhead,
-        'apex_updates_per_s': {'ready_batch': plain_rate, 'with_der': der_rate},
+        'apex_updates_per_s': der_rate,
     }
     print(f'Prioritized replay, capacity {capacity:,}, batch {batch}, {result["device"]}:')
     print(f'  {"operation":<16}{"ours (items/s)":>16}{"flashbax":>14}{"ratio":>8}')
     for k in ours:
         print(f'  {k:<16}{ours[k]:>16,.0f}{theirs[k]:>14,.0f}{ours[k] / theirs[k]:>8.2f}')
     print(
-        f'  DER bookkeeping: {100 * overhead:.1f}% of an Ape-X DDPG update '
-        f'({plain_rate:.0f} updates/s on a ready batch, {der_rate:.0f}/s with DER)'
+        f'  DER bookkeeping: {100 * overhead:.1f}% of an Ape-X DDPG update step '
+        f'({der_rate:.0f} updates/s with DER)'
     )
     if _JSON.value:
         print(json.dumps(result))

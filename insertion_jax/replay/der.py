@@ -463,9 +463,8 @@ class DERBuffer:
         indices, probs = prioritized.draw(state.tree, buffer, key_draw, batch_size, cfg.stratified)
         size = state.ring_size[buffer] + jnp.sum(state.zone_length[buffer])
         weights = prioritized.importance_weights(probs, size, cfg.beta_at(state.updates))
-        batch = jax.tree.map(lambda d: d[buffer, indices], state.data)
-        batch = jax.lax.optimization_barrier(batch)
-        return batch.replace(weight=weights), SampleInfo(buffer=buffer, indices=indices)
+        batch = jax.tree.map(lambda d: d[buffer, indices], state.data).replace(weight=weights)
+        return batch, SampleInfo(buffer=buffer, indices=indices)
 
     def set_priorities(self, state: DERState, info: SampleInfo, td_error: jax.Array) -> DERState:
         """Priorities |TD| + eps for the sampled agent items, top priority for zone items."""

@@ -133,13 +133,10 @@ def draw(
       are 0 when the tree is empty.
     """
     rows = jnp.broadcast_to(rows, (batch_size,))
-    mass = sumtree.total(tree)[rows[0]]
     u = jax.random.uniform(key, (batch_size,))
     if stratified:
         u = (jnp.arange(batch_size) + u) / batch_size
-    indices = sumtree.find(tree, rows, u * mass)
-    leaf = tree.reshape(-1)[rows * tree.shape[-1] + tree.shape[-1] // 2 + indices]
-    probs = jnp.where(mass > 0, leaf / jnp.where(mass > 0, mass, 1.0), 0.0)
+    indices, probs = sumtree.sample(tree, rows, u)
     return indices, probs
 
 

@@ -24,6 +24,8 @@ is positive, even when rounding puts the query point past the last leaf.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import jax
 import jax.numpy as jnp
 
@@ -103,6 +105,48 @@ def update(
     return flat.reshape(num_rows, width)
 
 
+def _descend(tree: jax.Array, rows: jax.Array, u: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    """(leaf indices, leaf / row total) of the queries `u`, both outputs of the
+    descent loop (see `sample`).
+
+    The descent takes two levels per step: the four grandchildren 4n .. 4n + 3
+    of node n are adjacent, so one gather of four values gives both levels'
+    sums (a child's sum is recomputed as the float32 sum of its two children,
+    which is exactly the stored value, see the module docstring). With an odd
+    number of levels, one binary level comes first."""
+    num_rows, width = tree.shape
+    p = width // 2
+    levels = p.bit_length() - 1
+    mass = total(tree)[rows]
+    safe_mass = jnp.where(mass > 0, mass, 1.0)
+
+    def choose(u, left, right):
+        go_right = (right > 0) & ((u >= left) | (left <= 0))
+        return go_right.astype(jnp.int32), jnp.where(go_right, u - left, u), go_right
+
+    node = jnp.ones(u.shape, jnp.int32)
+    share = (mass > 0).astype(tree.dtype)  # the root holds all of the mass
+    if levels % 2:
+        pair = tree.reshape(num_rows * p, 2)[rows * p + node]
+        go, u, go_right = choose(u, pair[..., 0], pair[..., 1])
+        node, share = 2 * node + go, jnp.where(go_right, pair[..., 1], pair[..., 0]) / safe_mass
+    if levels >= 2:
+        quads = tree.reshape(num_rows * p // 2, 4)
+
+        def two_levels(_, carry):
+            node, u, _ = carry
+            g = quads[rows * (p // 2) + node]
+            go, u, first = choose(u, g[..., 0] + g[..., 1], g[..., 2] + g[..., 3])
+            left = jnp.where(first, g[..., 2], g[..., 0])
+            right = jnp.where(first, g[..., 3], g[..., 1])
+            go_second, u, second = choose(u, left, right)
+            share = jnp.where(second, right, left) / safe_mass
+            return 4 * node + 2 * go + go_second, u, share
+
+        node, _, share = jax.lax.fori_loop(0, levels // 2, two_levels, (node, u, share))
+    return node - p, share
+
+
 def find(tree: jax.Array, rows: jax.Array, u: jax.Array) -> jax.Array:
     """Leaf index j with cumsum(leaves)[j-1] <= u < cumsum(leaves)[j], per query.
 
@@ -115,20 +159,26 @@ def find(tree: jax.Array, rows: jax.Array, u: jax.Array) -> jax.Array:
       (B,) int32 leaf indices. Never a zero leaf while the row's total is > 0
       (see the module docstring); with an empty row, leaf 0.
     """
-    width = tree.shape[-1]
-    p = width // 2
-    flat = tree.reshape(-1)
-    base = rows * width
+    return _descend(tree, rows, u)[0]
 
-    def level(_, carry):
-        node, u = carry
-        left = flat[base + 2 * node]
-        right = flat[base + 2 * node + 1]
-        go_right = (right > 0) & ((u >= left) | (left <= 0))
-        return 2 * node + go_right.astype(jnp.int32), jnp.where(go_right, u - left, u)
 
-    node, _ = jax.lax.fori_loop(0, p.bit_length() - 1, level, (jnp.ones(u.shape, jnp.int32), u))
-    return node - p
+def sample(tree: jax.Array, rows: jax.Array, fractions: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    """Leaves drawn at `fractions` of their row's total mass, with their probabilities.
+
+    Args:
+      tree: (R, 2P) trees.
+      rows: (B,) int, the tree each query descends.
+      fractions: (B,) float in [0, 1).
+
+    Returns:
+      (indices (B,) int32, probabilities leaf / total (B,), 0 for an empty row).
+      Both come out of the descent loop, so nothing downstream reads the tree:
+      XLA cannot fuse a gather of the tree into the consumers of the
+      probabilities (the importance weights and, through them, the loss
+      gradients), which could then run after the same step's priority update
+      and force a copy of the whole tree per update instead of an in-place write.
+    """
+    return _descend(tree, rows, fractions * total(tree)[rows])
 
 
 def rebuild(tree: jax.Array) -> jax.Array:
