@@ -16,7 +16,7 @@ import pytest
 
 from insertion_jax import agents
 from insertion_jax.envs import point_reach
-from insertion_jax.replay import der
+from insertion_jax.replay import der, sumtree
 from insertion_jax.training import loop
 
 ITERATIONS = 40
@@ -93,7 +93,7 @@ def test_prioritized_replay_learns_to_reach_and_reprioritizes():
     config = toy_config('ddpg', 'prioritized', actor_lr=1e-3, critic_lr=1e-3, discount=0.9)
     before, after, state, _ = train_toy(config)
     assert before < 0.3 and after >= 0.85, (before, after)
-    leaves = np.asarray(state.buffer.tree[0, 0, 32768 : 32768 + 20_000])
+    leaves = np.asarray(sumtree.leaves(state.buffer.tree[0], 20_000))
     stored = int(state.buffer.size[0])
     assert stored == ITERATIONS * 240
     # |TD errors| replaced the initial max priority on the items drawn so far.

@@ -264,39 +264,3 @@ def test_bad_configurations_are_named():
         make('one_shot_all').init(EXAMPLE)
     with pytest.raises(ValueError, match='puts 3 demonstrations in a zone of 2'):
         make(zone_fraction=0.08, capacity=200).init(EXAMPLE, *demos())
-
-
-def test_an_update_step_writes_the_sum_tree_in_place():
-    """Sample, an Ape-X DDPG update weighted by the importance weights, and the
-    priority write-back, as the training loop scans them: the compiled loop
-    must update the (K, 2P) sum tree in place. If anything computed from the
-    tree's values (the probabilities behind the weights) were fused into a
-    consumer that runs after the write-back, XLA would copy the whole tree on
-    every update (megabytes at the paper's capacity)."""
-    from insertion_jax import agents  # pylint: disable=import-outside-toplevel
-
-    buffer = make('none', capacity=4096, zone_fraction=0.01)
-    agent = agents.make_agent('apex_ddpg', agents.config_class('apex_ddpg')(hidden=(8,)), 1)
-    spec = lambda n: jax.ShapeDtypeStruct((n,), jnp.float32)  # noqa: E731
-    agent_state = jax.eval_shape(agent.init, jax.random.PRNGKey(0), spec(2), spec(1))
-    buffer_state = jax.eval_shape(buffer.init, EXAMPLE)
-
-    def updates(carry, key):
-        def body(carry, k):
-            a, s = carry
-            k1, k2 = jax.random.split(k)
-            batch, info = buffer.sample(s, k1, 16)
-            a, metrics = agent.update(a, batch, k2)
-            return (a, buffer.set_priorities(s, info, jnp.abs(metrics['td_error']))), None
-
-        return jax.lax.scan(body, carry, jax.random.split(key, 4))[0]
-
-    hlo = (
-        jax.jit(updates, donate_argnums=0)
-        .lower((agent_state, buffer_state), jax.ShapeDtypeStruct((2,), jnp.uint32))
-        .compile()
-        .as_text()
-    )
-    tree = 'f32[%d,%d]' % buffer_state.tree.shape
-    copies = [line.strip() for line in hlo.splitlines() if ' copy(' in line and tree in line]
-    assert not copies, copies

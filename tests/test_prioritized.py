@@ -144,18 +144,18 @@ def test_sample_and_weights_match_numpy_reference():
     np.testing.assert_allclose(weights, w / w.max(), rtol=1e-5)
     np.testing.assert_array_equal(batch['x'], idx)  # the items at the drawn slots
     np.testing.assert_array_equal(batch['v'][:, 2], 2 * idx)
-    np.testing.assert_allclose(sumtree.leaves(state.tree, 8)[0], np.append(p, 0.0), rtol=1e-6)
+    np.testing.assert_allclose(sumtree.leaves(state.tree, 8), np.append(p, 0.0), rtol=1e-6)
     assert float(state.max_priority) == pytest.approx(10.0 + eps)
 
 
 def test_new_items_get_the_max_priority_and_wrap_around():
     buffer, add, _, set_priorities = jitted(5, alpha=1.0)
     state = add(buffer.init(ITEM), items([0, 1, 2]))
-    np.testing.assert_allclose(sumtree.leaves(state.tree, 5)[0], [1, 1, 1, 0, 0])
+    np.testing.assert_allclose(sumtree.leaves(state.tree, 5), [1, 1, 1, 0, 0])
     state = set_priorities(state, jnp.array([0, 1, 2]), jnp.array([0.5, 8.0, 0.25]))
     state = add(state, items([3, 4, 5, 6]))  # 5, 6 overwrite slots 0, 1
     np.testing.assert_array_equal(state.storage.data['x'], [5, 6, 2, 3, 4])
-    leaves = np.asarray(sumtree.leaves(state.tree, 5)[0])
+    leaves = np.asarray(sumtree.leaves(state.tree, 5))
     np.testing.assert_allclose(leaves, [8, 8, 0.25, 8, 8], atol=1e-5)
     assert int(state.size) == 5 and int(state.storage.insert_pos) == 2
 
@@ -164,15 +164,15 @@ def test_duplicate_indices_largest_wins_and_nan_is_replaced():
     buffer, add, _, set_priorities = jitted(4, alpha=1.0)
     state = add(buffer.init(ITEM), items([0, 1, 2, 3]))
     state = set_priorities(state, jnp.array([2, 1, 2, 2]), jnp.array([5.0, 3.0, 9.0, 7.0]))
-    leaves = np.asarray(sumtree.leaves(state.tree, 4)[0])
+    leaves = np.asarray(sumtree.leaves(state.tree, 4))
     np.testing.assert_allclose(leaves, [1, 3, 9, 1], atol=1e-5)
     # Lowering a priority works too (the old leaf does not count in the max).
     state = set_priorities(state, jnp.array([2, 2]), jnp.array([0.5, 0.25]))
-    assert float(sumtree.leaves(state.tree, 4)[0, 2]) == pytest.approx(0.5, abs=1e-5)
+    assert float(sumtree.leaves(state.tree, 4)[2]) == pytest.approx(0.5, abs=1e-5)
     assert float(state.max_priority) == pytest.approx(9.0)  # all values count for the max
     state = set_priorities(state, jnp.array([0]), jnp.array([jnp.nan]))
-    assert float(sumtree.leaves(state.tree, 4)[0, 0]) == pytest.approx(9.0)
-    np.testing.assert_array_equal(state.tree, sumtree.rebuild(state.tree))
+    assert float(sumtree.leaves(state.tree, 4)[0]) == pytest.approx(9.0)
+    np.testing.assert_array_equal(state.tree, sumtree.rebuild(state.tree[None])[0])
 
 
 def test_beta_anneals_and_empty_buffer_is_safe():

@@ -1,11 +1,13 @@
-"""The uniform ring buffer and n-step transitions."""
+"""The uniform ring buffer, n-step transitions, and the replays as the training loop
+runs them."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.replay import nstep, uniform
+from insertion_jax import agents
+from insertion_jax.replay import der, interface, nstep, uniform
 
 
 def items(values):
@@ -90,3 +92,54 @@ def test_one_step_transitions_are_the_ordinary_ones():
     np.testing.assert_allclose(out.reward[:, 0], [1, 2, 3])
     np.testing.assert_allclose(out.discount[:, 0], [0.99, 0.0, 0.99])
     np.testing.assert_allclose(out.next_obs[:, 0, 0], [0.5, 1.5, 2.5])
+
+
+@pytest.mark.parametrize('kind', ['prioritized', 'der'])
+def test_the_update_loop_writes_the_sum_tree_in_place(kind):
+    """Sampling, an Ape-X DDPG update weighted by the importance weights and the
+    priority write-back, scanned as the training loop does and vmapped over 2
+    seeds: the compiled loop must update the sum tree in place. XLA otherwise
+    copies the whole tree on every update, silently (megabytes at the paper's
+    capacity): when something computed from the tree is fused into a consumer
+    that runs after the write-back, or to change the layout of a size-1 axis
+    under vmap (BUILD_NOTES.md, pitfalls)."""
+    replay = interface.make_replay(
+        kind,
+        capacity=4096,
+        n_step=1,
+        discount=0.9,
+        der_config=der.DERConfig(num_buffers=3, zone_fraction=0.05),
+        episode_length=8,
+        num_envs=2,
+    )
+    example = nstep.Step(
+        obs=jnp.zeros(2),
+        action=jnp.zeros(1),
+        reward=jnp.zeros(()),
+        terminal=jnp.zeros((), bool),
+        next_obs=jnp.zeros(2),
+    )
+    agent = agents.make_agent('apex_ddpg', agents.config_class('apex_ddpg')(hidden=(8,)), 1)
+    spec = lambda n: jax.ShapeDtypeStruct((2, n), jnp.float32)  # noqa: E731
+    keys = jax.ShapeDtypeStruct((2, 2), jnp.uint32)
+    agent_state = jax.eval_shape(jax.vmap(agent.init), keys, spec(2), spec(1))
+    replay_state = jax.eval_shape(jax.vmap(lambda _: replay.init(example)), keys)
+
+    def updates(carry, key):
+        def body(carry, k):
+            a, s = carry
+            k1, k2 = jax.random.split(k)
+            batch, info = replay.sample(s, k1, 16)
+            a, metrics = agent.update(a, batch, k2)
+            return (a, replay.update(s, info, jnp.abs(metrics['td_error']), True)), None
+
+        return jax.lax.scan(body, carry, jax.random.split(key, 4))[0]
+
+    lowered = jax.jit(jax.vmap(updates), donate_argnums=0).lower((agent_state, replay_state), keys)
+    tree = 'f32[%s]' % ','.join(map(str, replay_state.tree.shape))
+    copies = [
+        line.strip()
+        for line in lowered.compile().as_text().splitlines()
+        if ' copy(' in line and tree in line
+    ]
+    assert not copies, copies

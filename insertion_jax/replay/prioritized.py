@@ -47,7 +47,10 @@ class PrioritizedState:
 
     Attributes:
       storage: the ring buffer of items (`uniform.BufferState`).
-      tree: (1, 2P) sum tree of p_i^alpha per slot (0 for empty slots).
+      tree: (2P,) sum tree of p_i^alpha per slot (0 for empty slots); the sum
+        tree functions see it as one row, `tree[None]`. (A stored row axis of
+        size 1 made XLA copy the tree on every update under `vmap`, to change
+        the layout of that axis.)
       max_priority: float32 (), the largest p_i so far (1 at the start).
       updates: int32 (), `set_priorities` calls so far (drives beta).
     """
@@ -183,7 +186,7 @@ def make_prioritized_buffer(
     def init(example_item):
         return PrioritizedState(
             storage=uniform.init_storage(example_item, capacity),
-            tree=sumtree.init(capacity),
+            tree=sumtree.init(capacity)[0],
             max_priority=jnp.ones((), jnp.float32),
             updates=jnp.zeros((), jnp.int32),
         )
@@ -193,23 +196,25 @@ def make_prioritized_buffer(
         slots = (state.storage.insert_pos + jnp.arange(n)) % capacity
         storage = uniform.write(state.storage, items)
         tree = sumtree.update(
-            state.tree,
+            state.tree[None],
             jnp.zeros((n,), jnp.int32),
             slots,
             jnp.full((n,), state.max_priority**alpha),
             unique=True,
-        )
+        )[0]
         return state.replace(storage=storage, tree=tree)
 
     def sample(state: PrioritizedState, key: jax.Array, batch_size: int, beta=None):
-        indices, probs = draw(state.tree, jnp.zeros((), jnp.int32), key, batch_size, stratified)
+        indices, probs = draw(
+            state.tree[None], jnp.zeros((), jnp.int32), key, batch_size, stratified
+        )
         beta = config.beta_at(state.updates) if beta is None else beta
         weights = importance_weights(probs, state.size, beta)
         return uniform.gather(state.storage, indices), indices, weights
 
     def set_priorities(state: PrioritizedState, indices: jax.Array, priorities: jax.Array):
         p = leaf_priority(priorities, state.max_priority, eps)
-        tree = sumtree.update(state.tree, jnp.zeros_like(indices), indices, p**alpha)
+        tree = sumtree.update(state.tree[None], jnp.zeros_like(indices), indices, p**alpha)[0]
         return state.replace(
             tree=tree,
             max_priority=jnp.maximum(state.max_priority, jnp.max(p)),

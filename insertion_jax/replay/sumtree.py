@@ -48,7 +48,7 @@ def total(tree: jax.Array) -> jax.Array:
 
 
 def leaves(tree: jax.Array, capacity: int) -> jax.Array:
-    """The leaf values (rows, capacity)."""
+    """The leaf values: (..., 2P) trees give (..., capacity)."""
     p = tree.shape[-1] // 2
     return tree[..., p : p + capacity]
 
