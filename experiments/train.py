@@ -23,14 +23,14 @@ import dataclasses
 from absl import app, flags
 
 from experiments import common
-from insertion_jax import agents
+from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import connectors, insertion, rewards
 from insertion_jax.replay import der, interface, prioritized
 
 MODES = ('residual', 'pure', 'lfd')
 
 _TASK = flags.DEFINE_enum('task', 'usb', list(connectors.task_names()), 'Connector task.')
-_ALGO = flags.DEFINE_enum('algo', 'sac', list(agents.ALGOS), 'Agent.')
+_ALGO = flags.DEFINE_enum('algo', 'sac', list(agent_registry.ALGOS), 'Agent.')
 _MODE = flags.DEFINE_enum('mode', 'residual', list(MODES), 'Residual, pure RL, or RL + LfD.')
 _REWARD = flags.DEFINE_enum('reward', 'sparse', list(rewards.REWARD_TYPES), 'Reward.')
 _OBS = flags.DEFINE_enum('obs', 'state', ['state', 'image'], 'Observation type.')
@@ -104,7 +104,7 @@ def build_configs():
         raise app.UsageError(
             '--obs=image is not available yet: the 32x32 camera is not built; use --obs=state.'
         )
-    agent_cls = agents.config_class(_ALGO.value)
+    agent_cls = agent_registry.config_class(_ALGO.value)
     fields = {f.name for f in dataclasses.fields(agent_cls)}
     agent_kwargs = {'hidden': hidden}
     if _ALGO.value != 'apex_ddpg' or flags.FLAGS['lr'].present:

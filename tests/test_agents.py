@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax import agents
+from insertion_jax import types
 from insertion_jax.agents import base, bc, ddpg, networks, sac, td3
+from insertion_jax.agents import registry as agent_registry
 
 OBS_DIM, ACTION_DIM, BATCH = 3, 2, 5
 OBS_SPEC = jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32)
@@ -59,7 +60,7 @@ def np_squashed_sample(mean, log_std, eps):
 
 def make_batch(key, is_demo=None):
     keys = jax.random.split(key, 5)
-    return base.make_transition(
+    return types.make_transition(
         obs=jax.random.normal(keys[0], (BATCH, OBS_DIM)),
         action=jax.random.uniform(keys[1], (BATCH, ACTION_DIM), minval=-1, maxval=1),
         reward=jax.random.normal(keys[2], (BATCH,)),
@@ -71,7 +72,9 @@ def make_batch(key, is_demo=None):
 
 
 def init(algo, **config):
-    agent = agents.make_agent(algo, agents.config_class(algo)(hidden=(8, 8), **config), ACTION_DIM)
+    agent = agent_registry.make_agent(
+        algo, agent_registry.config_class(algo)(hidden=(8, 8), **config), ACTION_DIM
+    )
     return agent, agent.init(jax.random.PRNGKey(0), OBS_SPEC, ACTION_SPEC)
 
 
@@ -324,20 +327,20 @@ def test_bad_agent_configs_name_the_value(algo, kwargs, message):
         .replace('[', r'\[')
         .replace(']', r'\]'),
     ):
-        agents.config_class(algo)(**kwargs)
+        agent_registry.config_class(algo)(**kwargs)
 
 
 def test_unknown_algo_lists_the_valid_ones():
     with pytest.raises(ValueError, match='valid algos: sac, td3, ddpg'):
-        agents.make_agent('ppo')
+        agent_registry.make_agent('ppo')
 
 
 def test_apex_ddpg_gives_every_environment_its_own_noise_scale():
-    cfg = agents.config_class('apex_ddpg')()
+    cfg = agent_registry.config_class('apex_ddpg')()
     assert (cfg.n_step if hasattr(cfg, 'n_step') else None) is None  # the loop owns n-step
     assert (cfg.actor_lr, cfg.critic_lr, cfg.hard_target_every) == (1e-3, 1e-3, 50_000)
     assert (cfg.actor_loss_coef, cfg.critic_loss_coef) == (0.1, 1.0)
-    agent = agents.make_agent('apex_ddpg', cfg, ACTION_DIM)
+    agent = agent_registry.make_agent('apex_ddpg', cfg, ACTION_DIM)
     noise = agent.init_noise(jax.random.PRNGKey(0), 8)
     expected = 0.4 ** (1 + 7 * np.arange(8) / 7)
     np.testing.assert_allclose(noise['sigma'], expected, rtol=1e-5)
@@ -349,4 +352,6 @@ def test_apex_ddpg_gives_every_environment_its_own_noise_scale():
     actions = jax.vmap(lambda k: agent.explore(state, obs, noise, k)[0])(keys)
     spread = np.asarray(jnp.std(actions - greedy[None], axis=(0, 2)))
     assert spread[0] > 0.3 and spread[7] < 0.01
-    assert agents.make_agent('ddpg', None, ACTION_DIM).init_noise(None, 3)['sigma'].shape == (3,)
+    assert agent_registry.make_agent('ddpg', None, ACTION_DIM).init_noise(None, 3)[
+        'sigma'
+    ].shape == (3,)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax import agents
+from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import point_reach
 from insertion_jax.replay import der, sumtree
 from insertion_jax.training import loop
@@ -26,7 +26,7 @@ def toy_config(algo, replay='uniform', env=None, **agent_config):
     return loop.TrainConfig(
         env=env or point_reach.PointReachConfig(),
         algo=algo,
-        agent=agents.config_class(algo)(hidden=(32, 32), **agent_config),
+        agent=agent_registry.config_class(algo)(hidden=(32, 32), **agent_config),
         mode='pure',
         num_envs=16,
         unroll_length=15,

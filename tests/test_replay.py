@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax import agents
+from insertion_jax.agents import registry as agent_registry
 from insertion_jax.replay import der, interface, nstep, uniform
 
 
@@ -119,7 +119,9 @@ def test_the_update_loop_writes_the_sum_tree_in_place(kind):
         terminal=jnp.zeros((), bool),
         next_obs=jnp.zeros(2),
     )
-    agent = agents.make_agent('apex_ddpg', agents.config_class('apex_ddpg')(hidden=(8,)), 1)
+    agent = agent_registry.make_agent(
+        'apex_ddpg', agent_registry.config_class('apex_ddpg')(hidden=(8,)), 1
+    )
     spec = lambda n: jax.ShapeDtypeStruct((2, n), jnp.float32)  # noqa: E731
     keys = jax.ShapeDtypeStruct((2, 2), jnp.uint32)
     agent_state = jax.eval_shape(jax.vmap(agent.init), keys, spec(2), spec(1))

@@ -75,10 +75,10 @@ def timed(fn, state, *args, min_seconds: float):
 def transitions(key, n):
     import jax  # pylint: disable=import-outside-toplevel
 
-    from insertion_jax.agents import base  # pylint: disable=import-outside-toplevel
+    from insertion_jax import types  # pylint: disable=import-outside-toplevel
 
     k = jax.random.split(key, 4)
-    return base.make_transition(
+    return types.make_transition(
         obs=jax.random.normal(k[0], (n, OBS_DIM)),
         action=jax.random.uniform(k[1], (n, ACTION_DIM), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (n,)),
@@ -219,10 +219,12 @@ def der_overhead(batch, reps, rounds, min_seconds):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-    from insertion_jax import agents  # pylint: disable=import-outside-toplevel
+    from insertion_jax.agents import registry as agent_registry  # pylint: disable=import-outside-toplevel
     from insertion_jax.replay import der, nstep  # pylint: disable=import-outside-toplevel
 
-    agent = agents.make_agent('apex_ddpg', agents.config_class('apex_ddpg')(), ACTION_DIM)
+    agent = agent_registry.make_agent(
+        'apex_ddpg', agent_registry.config_class('apex_ddpg')(), ACTION_DIM
+    )
 
     def fresh_agent():
         state = agent.init(

@@ -110,17 +110,19 @@ def bench_agent(algo, hidden, batch, updates, min_seconds):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-    from insertion_jax import agents  # pylint: disable=import-outside-toplevel
-    from insertion_jax.agents import base  # pylint: disable=import-outside-toplevel
+    from insertion_jax import types  # pylint: disable=import-outside-toplevel
+    from insertion_jax.agents import registry as agent_registry  # pylint: disable=import-outside-toplevel
 
-    agent = agents.make_agent(algo, agents.config_class(algo)(hidden=hidden), ACTION_DIM)
+    agent = agent_registry.make_agent(
+        algo, agent_registry.config_class(algo)(hidden=hidden), ACTION_DIM
+    )
     state = agent.init(
         jax.random.PRNGKey(0),
         jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32),
         jax.ShapeDtypeStruct((ACTION_DIM,), jnp.float32),
     )
     keys = jax.random.split(jax.random.PRNGKey(1), 5)
-    batches = base.make_transition(
+    batches = types.make_transition(
         obs=jax.random.normal(keys[0], (updates, batch, OBS_DIM)),
         action=jax.random.uniform(keys[1], (updates, batch, ACTION_DIM), minval=-1, maxval=1),
         reward=jax.random.normal(keys[2], (updates, batch)),
@@ -153,11 +155,11 @@ def main(argv):
     common.enable_compilation_cache()
     import jax  # pylint: disable=import-outside-toplevel
 
-    from insertion_jax import agents  # pylint: disable=import-outside-toplevel
+    from insertion_jax.agents import registry as agent_registry  # pylint: disable=import-outside-toplevel
 
     for algo in _ALGOS.value:
         try:
-            agents.validate_algo(algo)
+            agent_registry.validate_algo(algo)
         except ValueError as e:
             raise app.UsageError(str(e)) from e
     result = {'device': str(jax.devices()[0].device_kind), 'shapes': {}}

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import checks
+from insertion_jax import checks, types
 from insertion_jax.agents import base, networks, td3
 
 
@@ -143,7 +143,7 @@ def critic_loss(
     critic_params,
     target_critic_params,
     target_actor_params,
-    batch: base.Transition,
+    batch: types.Transition,
     nets: td3.DeterministicNetworks,
 ):
     """(n-step) Bellman regression: y = R + discount * Q'(s', mu'(s')).
@@ -193,7 +193,7 @@ def make_ddpg(config: DDPGConfig = DDPGConfig(), action_dim: int = 3) -> base.Ag
         loss, aux = td3.deterministic_actor_loss(*args)
         return config.actor_loss_coef * loss, aux
 
-    def update(state: DDPGState, batch: base.Transition, key):
+    def update(state: DDPGState, batch: types.Transition, key):
         del key  # DDPG's update is deterministic given the batch
         (loss_q, aux_q), grads = jax.value_and_grad(scaled_critic_loss, has_aux=True)(
             state.critic_params, state.target_critic_params, state.target_actor_params, batch, nets

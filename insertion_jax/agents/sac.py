@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import checks
+from insertion_jax import checks, types
 from insertion_jax.agents import base, bc, networks
 
 
@@ -97,7 +97,7 @@ def critic_loss(
     target_critic_params,
     actor_params,
     alpha: jax.Array,
-    batch: base.Transition,
+    batch: types.Transition,
     key: jax.Array,
     nets: SACNetworks,
 ):
@@ -120,7 +120,7 @@ def actor_loss(
     actor_params,
     critic_params,
     alpha: jax.Array,
-    batch: base.Transition,
+    batch: types.Transition,
     key: jax.Array,
     nets: SACNetworks,
     bc_weight: float = 0.0,
@@ -190,7 +190,7 @@ def make_sac(config: SACConfig = SACConfig(), action_dim: int = 3) -> base.Agent
             return policy(state.actor_params, obs)
         return sample_action(nets, state.actor_params, obs, key)[0]
 
-    def update(state: SACState, batch: base.Transition, key):
+    def update(state: SACState, batch: types.Transition, key):
         key_critic, key_actor = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
         (loss_q, aux_q), grads = jax.value_and_grad(critic_loss, has_aux=True)(

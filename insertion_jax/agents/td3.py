@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import checks
+from insertion_jax import checks, types
 from insertion_jax.agents import base, bc, networks
 
 
@@ -120,7 +120,7 @@ def critic_loss(
     critic_params,
     target_critic_params,
     target_actor_params,
-    batch: base.Transition,
+    batch: types.Transition,
     key: jax.Array,
     nets: DeterministicNetworks,
     policy_noise: float,
@@ -144,7 +144,7 @@ def critic_loss(
 def deterministic_actor_loss(
     actor_params,
     critic_params,
-    batch: base.Transition,
+    batch: types.Transition,
     nets: DeterministicNetworks,
     bc_weight: float = 0.0,
     q_filter: bool = True,
@@ -191,7 +191,7 @@ def make_td3(config: TD3Config = TD3Config(), action_dim: int = 3) -> base.Agent
     def policy(actor_params, obs):
         return nets.actor.apply(actor_params, obs)
 
-    def update(state: TD3State, batch: base.Transition, key):
+    def update(state: TD3State, batch: types.Transition, key):
         (loss_q, aux_q), grads = jax.value_and_grad(critic_loss, has_aux=True)(
             state.critic_params,
             state.target_critic_params,

@@ -50,8 +50,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import checks
-from insertion_jax.agents import base
+from insertion_jax import checks, types
 from insertion_jax.replay import nstep, prioritized, sumtree
 
 STRUCTURES = ('none', 'one_shot_all', 'all_shots_all', 'one_shot_each')
@@ -452,7 +451,7 @@ class DERBuffer:
     # ------------------------------------------------------------- training
     def sample(
         self, state: DERState, key: jax.Array, batch_size: int
-    ) -> Tuple[base.Transition, SampleInfo]:
+    ) -> Tuple[types.Transition, SampleInfo]:
         """A batch from one buffer drawn uniformly among the non-empty ones, with its
         importance weights in `batch.weight`."""
         cfg = self.config.priority

@@ -19,20 +19,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from insertion_jax.agents import base
-
-
-@struct.dataclass
-class Step:
-    """One-step experience as collected (any leading axes)."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    terminal: jax.Array  # bool: no bootstrap after this step
-    next_obs: jax.Array
+from insertion_jax.types import Step, Transition, make_transition
 
 
 def n_step_transitions(
@@ -44,7 +32,7 @@ def n_step_transitions(
     next_obs: jax.Array,
     n: int,
     gamma: float,
-) -> base.Transition:
+) -> Transition:
     """n-step returns along the time axis of a (K, E) trajectory chunk.
 
     Args:
@@ -79,7 +67,7 @@ def n_step_transitions(
         end_index = jnp.where(use, idx[:, None], end_index)
         alive = use & ~last[idx]
     env_index = jnp.arange(reward.shape[1])[None, :]
-    return base.make_transition(
+    return make_transition(
         obs=obs,
         action=action,
         reward=ret,
@@ -104,7 +92,7 @@ def step_transitions(steps: Step, last: jax.Array, n_step: int, discount: float)
 
 def episode_transitions(
     steps: Step, lengths: jax.Array, n_step: int, discount: float
-) -> base.Transition:
+) -> Transition:
     """n-step transitions of whole episodes.
 
     Args:
@@ -119,7 +107,7 @@ def episode_transitions(
     return step_transitions(steps, t >= lengths[None, :] - 1, n_step, discount)
 
 
-def transition_like(example_step: Step) -> base.Transition:
+def transition_like(example_step: Step) -> Transition:
     """A zero `Transition` with the shapes and dtypes stored for `example_step`
     (one step, no batch axes)."""
     batched = jax.tree.map(

@@ -40,8 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from insertion_jax import agents, checks
+from insertion_jax import checks, types
 from insertion_jax.agents import base
+from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import insertion, registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der, interface, nstep, prioritized, uniform
@@ -111,11 +112,11 @@ class TrainConfig:
     der: der.DERConfig = der.DERConfig()
 
     def __post_init__(self):
-        agents.validate_algo(self.algo)
+        agent_registry.validate_algo(self.algo)
         env_cls = registry.env_class(self.env)  # raises for a non-env config
         interface.validate_replay(self.replay)
         if self.agent is None:
-            object.__setattr__(self, 'agent', agents.config_class(self.algo)())
+            object.__setattr__(self, 'agent', agent_registry.config_class(self.algo)())
         if self.mode not in MODES:
             raise ValueError(f'Unknown mode {self.mode!r}; valid modes: {", ".join(MODES)}.')
         if self.obs not in OBS_TYPES:
@@ -262,7 +263,7 @@ def make_components(config: TrainConfig) -> Components:
     return Components(
         config=config,
         env=env,
-        agent=agents.make_agent(config.algo, config.agent, env.action_dim),
+        agent=agent_registry.make_agent(config.algo, config.agent, env.action_dim),
         replay=interface.make_replay(
             config.replay,
             config.buffer_capacity,
@@ -429,7 +430,7 @@ def chunk_steps(chunk: Chunk) -> nstep.Step:
 Demonstrations = demos_lib.Demonstrations
 
 
-def demo_transitions(demos: Demonstrations, n_step: int, discount: float) -> base.Transition:
+def demo_transitions(demos: Demonstrations, n_step: int, discount: float) -> types.Transition:
     """The n-step transitions of every demonstration step, padding dropped, marked
     `is_demo` (host-side: the count depends on the lengths)."""
     episodes = nstep.episode_transitions(
@@ -461,7 +462,7 @@ def init_state(
     components: Components,
     key: jax.Array,
     demos: Optional[Demonstrations] = None,
-    lfd_transitions: Optional[base.Transition] = None,
+    lfd_transitions: Optional[types.Transition] = None,
 ) -> TrainState:
     """Initial training state of one seed.
 
@@ -504,16 +505,15 @@ def init_state(
 
 def sample_batch(
     components: Components, state: TrainState, buffer_state: Any, key: jax.Array
-) -> Tuple[base.Transition, Any]:
+) -> Tuple[types.Transition, Any]:
     """One training batch and the replay's sample info: agent samples (with
     importance weights) plus, in LfD mode, demonstration samples last (weight
     1); observations normalized."""
     cfg = components.config
     demo_size = cfg.demo_batch_size
-    key_agent, key_demo = jax.random.split(key)
-    batch, info = components.replay.sample(buffer_state, key_agent, cfg.batch_size - demo_size)
+    batch, info = components.replay.sample(buffer_state, key, cfg.batch_size - demo_size)
     if demo_size:
-        demo = uniform.sample(state.demos, key_demo, demo_size)
+        demo = uniform.sample(state.demos, jax.random.fold_in(key, 1), demo_size)
         batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), batch, demo)
     return batch.replace(
         obs=obs_norm.normalize(state.normalizer, batch.obs),

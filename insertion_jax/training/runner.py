@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from insertion_jax import agents, checks
+from insertion_jax import checks
+from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import registry
 from insertion_jax.replay import der, prioritized
 from insertion_jax.training import checkpoint, evaluate, logging, loop
@@ -80,7 +81,7 @@ def train_config_from_dict(d: Dict[str, Any]) -> loop.TrainConfig:
     written take their defaults)."""
     d = dict(d)
     env = registry.config_from_dict(d.pop('env'))
-    agent_cls = agents.config_class(d['algo'])
+    agent_cls = agent_registry.config_class(d['algo'])
     known = {f.name for f in dataclasses.fields(agent_cls)}
     agent = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop('agent').items()}
     agent = agent_cls(**{k: v for k, v in agent.items() if k in known})
