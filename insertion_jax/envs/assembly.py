@@ -1,6 +1,6 @@
 """The DER paper's assembly tasks on MJX: chamfered peg-in-hole and lap joint.
 
-`AssemblyEnv(config)` implements the task interface of `registry.py`.
+`AssemblyEnv(config)` implements the task interface `base.Env`.
 
 Control (robot-less, Cartesian): at `control_hz` the agent sends a 6-D
 command, the linear velocity (m/s) and angular velocity (rad/s) of the held
@@ -39,11 +39,10 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import mujoco
-from mujoco import mjx
 
 from insertion_jax import checks
-from insertion_jax.envs import assembly_scene, rewards, scene
-from insertion_jax.envs.insertion import State
+from insertion_jax.envs import assembly_scene, base, rewards, scene
+from insertion_jax.envs.base import State, mjx
 
 OBS_DIM = 13
 ACTION_DIM = 6
@@ -161,7 +160,7 @@ def peg_yaw_error(yaw: jax.Array) -> jax.Array:
 
 
 class AssemblyEnv:
-    """One assembly task on MJX; see the module docstring."""
+    """One assembly task on MJX (a `base.Env`); see the module docstring."""
 
     obs_dim = OBS_DIM
     action_dim = ACTION_DIM
@@ -204,9 +203,21 @@ class AssemblyEnv:
     def horizon(self) -> int:
         return self.config.horizon
 
+    @property
+    def observation_spec(self) -> jax.ShapeDtypeStruct:
+        return base.vector_spec(OBS_DIM)
+
+    @property
+    def action_spec(self) -> jax.ShapeDtypeStruct:
+        return base.vector_spec(ACTION_DIM)
+
     def terminal(self, state: State) -> jax.Array:
         """Assembled (the episode ends with the bonus) or diverged."""
         return state.done & (state.info['success'] | (state.metrics['nonfinite'] > 0))
+
+    def success(self, state: State) -> jax.Array:
+        """bool (): the tip within `success_tolerance_mm` of the goal at this step."""
+        return state.info['success']
 
     def base_action(self, obs: jax.Array) -> jax.Array:
         raise ValueError(f'{self.config.task} has no hand-designed controller for residual RL.')
@@ -330,18 +341,7 @@ class AssemblyEnv:
         """Advances one control step with the velocity command (6,)."""
         cfg = self.config
         data = state.data.replace(ctrl=self.set_point(state.data, command))
-
-        def substep(carry, _):
-            d, pen = carry
-            d = mjx.step(self.mjx_model, d)
-            contact = d._impl.contact
-            pen = jnp.maximum(pen, jnp.max(-contact.dist, initial=0.0))
-            return (d, pen), None
-
-        (data, penetration), _ = jax.lax.scan(
-            substep, (data, jnp.zeros(())), None, length=cfg.substeps
-        )
-        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        data, penetration, finite = base.physics_step(self.mjx_model, data, cfg.substeps)
         distance = self._distance(data, state.info)
         success = (distance < cfg.success_tolerance_mm * 1e-3) & finite
         step_count = state.info['step'] + 1

@@ -1,9 +1,9 @@
 """The vectorized MJX connector-insertion environment.
 
-`InsertionEnv(config)` compiles the scene of one connector and exposes two pure
-functions, `reset(key) -> State` and `step(state, action) -> State`. Both are
-jit- and vmap-able and keep no Python state: everything that changes lives in
-`State`, a `flax.struct.dataclass`.
+`InsertionEnv(config)` compiles the scene of one connector and implements the
+task interface `base.Env`: pure functions such as `reset(key) -> State` and
+`step(state, action) -> State`, jit- and vmap-able, keeping no Python state:
+everything that changes lives in `base.State`.
 
 Control loop (as on the paper's Sawyer): at `control_hz` the policy returns a
 relative Cartesian move u of the end effector, in metres, clipped to
@@ -43,11 +43,10 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from flax import struct
-from mujoco import mjx
 
 from insertion_jax import checks
-from insertion_jax.envs import connectors, rewards, scene
+from insertion_jax.envs import base, connectors, rewards, scene
+from insertion_jax.envs.base import State, mjx
 
 OBS_SPEC: Tuple[Tuple[str, int], ...] = (('ee_pos_rel_goal_mm', 3), ('f_z_n', 1))
 OBS_DIM = sum(size for _, size in OBS_SPEC)
@@ -139,33 +138,10 @@ class InsertionConfig:
         return 1.0 / (self.control_hz * self.substeps)
 
 
-@struct.dataclass
-class State:
-    """Environment state; every field is a JAX array or a pytree of them.
-
-    Attributes:
-      data: MJX physics state.
-      obs: observation, shape (OBS_DIM,).
-      reward: reward of the last step, shape ().
-      done: episode over (horizon reached or physics diverged), shape ().
-      metrics: named scalars of the last step (reward terms, success, force...).
-      info: per-episode quantities: 'goal' (true goal, (3,)), 'goal_observed'
-        ((3,)), 'friction' (()), 'ft_bias' ((3,)), 'step' (int32 ()),
-        'success' (bool (), connected at this step), 'ever_success' (bool ()).
-    """
-
-    data: mjx.Data
-    obs: jax.Array
-    reward: jax.Array
-    done: jax.Array
-    metrics: Dict[str, jax.Array]
-    info: Dict[str, Any]
-
-
 class InsertionEnv:
     """One connector-insertion task on MJX; see the module docstring.
 
-    It implements the task interface of `registry.py`: agent actions in
+    It implements `base.Env`: agent actions in
     [-1, 1] scale to moves of `max_action_m` per axis, and the P-controller
     (eq. 5) is the hand-designed controller of residual RL.
     """
@@ -212,7 +188,7 @@ class InsertionEnv:
                     name2id(mujoco.mjtObj.mjOBJ_GEOM, socket_geom),
                 )
                 soft[a, b] = soft[b, a] = True
-        self._soft_pair = jnp.asarray(soft)
+        self._rigid_pair = jnp.asarray(~soft)
         depth_m = self.spec.insertion_depth_mm * 1e-3
         self.goal = jnp.array([0.0, 0.0, -depth_m])
         self._tolerance_m = self.spec.success_tolerance_mm * 1e-3
@@ -227,9 +203,21 @@ class InsertionEnv:
     def action_scale(self) -> jax.Array:
         return jnp.full((ACTION_DIM,), self.config.max_action_m, jnp.float32)
 
+    @property
+    def observation_spec(self) -> jax.ShapeDtypeStruct:
+        return base.vector_spec(OBS_DIM)
+
+    @property
+    def action_spec(self) -> jax.ShapeDtypeStruct:
+        return base.vector_spec(ACTION_DIM)
+
     def terminal(self, state: State) -> jax.Array:
         """Ended without bootstrap: only a diverged simulation (else a time limit)."""
         return state.done & (state.metrics['nonfinite'] > 0)
+
+    def success(self, state: State) -> jax.Array:
+        """bool (): electrically connected at this step (see `connected`)."""
+        return state.info['success']
 
     def base_action(self, obs: jax.Array) -> jax.Array:
         """The P-controller's move (eq. 5), metres."""
@@ -347,20 +335,8 @@ class InsertionEnv:
         reach = cfg.workspace_mm * 1e-3
         target = target.at[:2].set(jnp.clip(target[:2], goal_xy - reach, goal_xy + reach))
         data = data.replace(ctrl=data.ctrl.at[:3].set(target))
-
-        def substep(carry, _):
-            d, pen = carry
-            d = mjx.step(model, d)
-            # Deepest interpenetration of a rigid contact (walls, floor, chamfers).
-            contact = d._impl.contact
-            rigid = ~self._soft_pair[contact.geom[:, 0], contact.geom[:, 1]]
-            pen = jnp.maximum(pen, jnp.max(jnp.where(rigid, -contact.dist, 0.0), initial=0.0))
-            return (d, pen), None
-
-        (data, penetration), _ = jax.lax.scan(
-            substep, (data, jnp.zeros(())), None, length=cfg.substeps
-        )
-        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        # Penetration counts rigid contacts only (walls, floor, chamfers).
+        data, penetration, finite = base.physics_step(model, data, cfg.substeps, self._rigid_pair)
         connected = self.connected(data, state.info['goal']) & finite
         step_count = state.info['step'] + 1
         info = {

@@ -1,6 +1,6 @@
 """A point that reaches a goal in the plane: a diagnostic task in pure JAX.
 
-It has the interface of the MJX tasks (see `registry.py`) and compiles in a
+It implements `base.Env`, as the MJX tasks do, and compiles in a
 second, so the whole training loop (collection, every replay kind, every
 agent) can be checked for learning in seconds before a run spends minutes on
 contact physics. Not a benchmark of the papers.
@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from insertion_jax import checks
-from insertion_jax.envs.insertion import State
+from insertion_jax.envs import base
+from insertion_jax.envs.base import State
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,14 @@ class PointReachEnv:
     def horizon(self) -> int:
         return self.config.horizon
 
+    @property
+    def observation_spec(self) -> jax.ShapeDtypeStruct:
+        return base.vector_spec(self.obs_dim)
+
+    @property
+    def action_spec(self) -> jax.ShapeDtypeStruct:
+        return base.vector_spec(self.action_dim)
+
     def reset(self, key: jax.Array) -> State:
         key_x, key_g = jax.random.split(key)
         x = jax.random.uniform(key_x, (2,), minval=-1, maxval=1)
@@ -95,6 +104,10 @@ class PointReachEnv:
     def terminal(self, state: State) -> jax.Array:
         """No bootstrap after this step: a success that ends the episode."""
         return state.done & state.info['success'] & self.config.terminate_on_success
+
+    def success(self, state: State) -> jax.Array:
+        """bool (): the point within `success_radius` of the goal."""
+        return state.info['success']
 
     def base_action(self, obs: jax.Array) -> jax.Array:
         raise ValueError('point_reach has no hand-designed controller for residual RL.')

@@ -1,17 +1,9 @@
-"""Every task the training loop can run, and the interface they share.
+"""Every task the training loop can run.
 
-A task is a frozen config dataclass and an environment class built from it.
-The environment provides:
-
-  obs_dim, action_dim       sizes of observations and agent actions
-  obs_scale                 (obs_dim,) typical magnitudes (fixed normalizer)
-  action_scale              (action_dim,) physical command per unit agent action
-  has_base_controller       whether `base_action` exists (residual RL)
-  horizon                   the episode limit in control steps
-  reset(key) -> State       `insertion.State`: obs, reward, done, metrics, info
-  step(state, command) -> State
-  terminal(state) -> bool   the episode ended without bootstrap (not a time limit)
-  base_action(obs)          the hand-designed controller's command
+A task is a frozen config dataclass and an environment class built from it
+that implements the task interface `base.Env` (sizes and specs of observations
+and actions, `reset`, `step`, `terminal`, `success`, the hand-designed
+controller's `base_action`), with `base.State` as its state.
 
 `make_env(config)` builds the environment of any registered config;
 `config_to_dict` / `config_from_dict` round-trip configs through JSON.
@@ -23,7 +15,7 @@ import dataclasses
 import functools
 from typing import Any, Dict
 
-from insertion_jax.envs import assembly, insertion, point_reach, rewards
+from insertion_jax.envs import assembly, base, insertion, point_reach, rewards
 
 ENVS: Dict[str, Any] = {
     'insertion': (insertion.InsertionConfig, insertion.InsertionEnv),
@@ -43,12 +35,13 @@ def kind_of(config: Any) -> str:
     )
 
 
-def env_class(config: Any):
+def env_class(config: Any) -> type:
+    """The environment class (a `base.Env`) that `config` builds."""
     return ENVS[kind_of(config)][1]
 
 
 @functools.lru_cache(maxsize=32)
-def make_env(config: Any):
+def make_env(config: Any) -> base.Env:
     """The environment of `config` (compiles its MJX model where it has one).
 
     Cached per config (configs are frozen): one environment object per task
@@ -58,6 +51,7 @@ def make_env(config: Any):
 
 
 def config_to_dict(config: Any) -> Dict[str, Any]:
+    """The fields of `config` and its registry 'kind', for JSON."""
     return {'kind': kind_of(config), **dataclasses.asdict(config)}
 
 

@@ -1,0 +1,155 @@
+"""What every task shares: its `State`, the `Env` protocol and the MJX physics step.
+
+`State` is the one environment state of every task; `Env` is the interface the
+training loop, the evaluator and the demonstration recorder use, whatever the
+task. `physics_step` is the substep scan of the MJX tasks (insertion and
+assembly): it also tracks the deepest rigid-contact penetration and whether the
+simulation stayed finite.
+
+This module imports MJX (as `mjx`, silenced: see below); the modules that need
+MJX take it from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any, Dict, Optional, Protocol, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+# MJX prints a notice on stdout at import when its optional Warp backend is
+# missing. This package uses MJX's JAX backend on every platform, so the
+# notice is noise; every module of the package imports MJX from here.
+with contextlib.redirect_stdout(io.StringIO()):
+    from mujoco import mjx
+
+
+@struct.dataclass
+class State:
+    """Environment state; every field is a JAX array or a pytree of them.
+
+    Attributes:
+      data: physics state: `mjx.Data` for the MJX tasks, a dict of arrays for
+        pure-JAX tasks.
+      obs: observation, shape (obs_dim,).
+      reward: reward of the last step, float32 ().
+      done: episode over (horizon reached, task ended or physics diverged), bool ().
+      metrics: named float32 scalars of the last step (reward terms, success,
+        force...); always holds 'nonfinite' (1.0 when the physics diverged).
+      info: per-episode quantities of the task; always holds 'step' (int32 ())
+        and 'success' (bool (), the task's success at this step). The connector
+        task adds 'goal' ((3,)), 'goal_observed' ((3,)), 'friction' (()),
+        'ft_bias' ((3,)) and 'ever_success' (bool ()).
+    """
+
+    data: Any
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    metrics: Dict[str, jax.Array]
+    info: Dict[str, Any]
+
+
+class Env(Protocol):
+    """The task interface: what the training loop, evaluator and recorder use.
+
+    Every function is pure (jit- and vmap-able; no Python state changes), and
+    works on one environment: batch with `jax.vmap`.
+
+    Attributes:
+      obs_dim: size of one observation.
+      action_dim: size of one agent action.
+      obs_scale: (obs_dim,) typical magnitude of each observation entry (the
+        agents' fixed input scale).
+      action_scale: (action_dim,) physical command per unit agent action (an
+        agent acts in [-1, 1]).
+      has_base_controller: whether `base_action` exists (residual RL).
+      horizon: the episode limit in control steps.
+    """
+
+    obs_dim: int
+    action_dim: int
+    obs_scale: Tuple[float, ...]
+    has_base_controller: bool
+
+    @property
+    def action_scale(self) -> jax.Array: ...
+
+    @property
+    def horizon(self) -> int: ...
+
+    @property
+    def observation_spec(self) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of one observation, (obs_dim,) float32."""
+        ...
+
+    @property
+    def action_spec(self) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of one agent action, (action_dim,) float32."""
+        ...
+
+    def reset(self, key: jax.Array) -> State:
+        """Starts an episode from PRNG `key` (tasks may take keyword overrides)."""
+        ...
+
+    def step(self, state: State, command: jax.Array) -> State:
+        """Advances one control step with `command` (action_dim,), in physical units."""
+        ...
+
+    def terminal(self, state: State) -> jax.Array:
+        """bool (): the episode ended without bootstrap (not a time limit)."""
+        ...
+
+    def success(self, state: State) -> jax.Array:
+        """bool (): the task's own success at this step (connected, assembled, reached)."""
+        ...
+
+    def base_action(self, obs: jax.Array) -> jax.Array:
+        """The hand-designed controller's command (action_dim,) for `obs` (obs_dim,)."""
+        ...
+
+
+def vector_spec(size: int) -> jax.ShapeDtypeStruct:
+    """The spec of one float32 vector of `size` entries: shape (size,)."""
+    return jax.ShapeDtypeStruct((size,), jnp.float32)
+
+
+def physics_step(
+    model: mjx.Model,
+    data: mjx.Data,
+    substeps: int,
+    rigid_pair: Optional[jax.Array] = None,
+) -> Tuple[mjx.Data, jax.Array, jax.Array]:
+    """Runs `substeps` MJX steps and reports penetration and finiteness.
+
+    Args:
+      model: the MJX model (with any per-episode parameters already set).
+      data: the MJX state to advance (its controls already set).
+      substeps: physics steps per control step (static).
+      rigid_pair: optional bool (ngeom, ngeom), True where a contact between
+        the two geoms counts as rigid. Soft pairs (an O-ring squeezing the plug
+        by design) are left out of the penetration; None counts every contact.
+
+    Returns:
+      (data after the last substep, the deepest rigid-contact interpenetration
+      over all substeps in metres, float32 () >= 0, and whether every joint
+      position and velocity is finite, bool ()).
+    """
+
+    def substep(carry, _):
+        d, penetration_m = carry
+        d = mjx.step(model, d)
+        contact = d._impl.contact
+        if rigid_pair is None:
+            deepest = jnp.max(-contact.dist, initial=0.0)
+        else:
+            rigid = rigid_pair[contact.geom[:, 0], contact.geom[:, 1]]
+            deepest = jnp.max(jnp.where(rigid, -contact.dist, 0.0), initial=0.0)
+        return (d, jnp.maximum(penetration_m, deepest)), None
+
+    (data, penetration_m), _ = jax.lax.scan(substep, (data, jnp.zeros(())), None, length=substeps)
+    finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+    return data, penetration_m, finite
