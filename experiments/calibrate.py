@@ -12,7 +12,6 @@ and calibration.png (a bar chart), and prints the table.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -20,6 +19,7 @@ from absl import app, flags
 
 from experiments import common
 from insertion_jax.envs import connectors
+from insertion_jax.training import evaluate, report, run_dir
 
 _EPISODES = flags.DEFINE_integer('episodes', 100, 'Executions per condition.', lower_bound=1)
 _TASKS = flags.DEFINE_list('tasks', list(connectors.task_names()), 'Connector tasks to run.')
@@ -40,8 +40,6 @@ def main(argv):
                 f'--tasks contains unknown task {task!r}; valid tasks: {", ".join(connectors.task_names())}.'
             )
     common.enable_compilation_cache()
-    from insertion_jax.training import evaluate, report  # pylint: disable=import-outside-toplevel
-
     os.makedirs(_OUT.value, exist_ok=True)
     results, start = [], time.time()
     for i, task in enumerate(_TASKS.value):
@@ -55,17 +53,15 @@ def main(argv):
         )
         results += task_results
         elapsed = time.time() - start
-        eta = elapsed / (i + 1) * (len(_TASKS.value) - i - 1)
+        eta = run_dir.format_duration(elapsed / (i + 1) * (len(_TASKS.value) - i - 1))
         summary = ', '.join(
             f'±{r.goal_noise_mm:g} mm: {100 * r.success_rate:.0f}%' for r in task_results
         )
-        print(f'    {summary}   [elapsed {elapsed:.0f} s, eta {eta:.0f} s]', flush=True)
+        print(f'    {summary}   [elapsed {elapsed:.0f} s, eta {eta}]', flush=True)
 
     table = report.calibration_markdown(results, _GOAL_NOISE_MM.value)
-    with open(os.path.join(_OUT.value, 'results.json'), 'w') as f:
-        json.dump(report.results_by_task(results), f, indent=2)
-    with open(os.path.join(_OUT.value, 'calibration.md'), 'w') as f:
-        f.write(table + '\n')
+    run_dir.write_json(os.path.join(_OUT.value, 'results.json'), report.results_by_task(results))
+    run_dir.write_text(os.path.join(_OUT.value, 'calibration.md'), table + '\n')
     report.plot_calibration(
         results, os.path.join(_OUT.value, 'calibration.png'), _GOAL_NOISE_MM.value
     )

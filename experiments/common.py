@@ -1,8 +1,31 @@
-"""Helpers shared by the absl entry points."""
+"""Helpers shared by the absl entry points: the task list, env configs, logging, caching."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import jax
+from absl import logging as absl_logging
+
+from insertion_jax.envs import assembly, assembly_scene, connectors, insertion, point_reach
+
+CONNECTORS = tuple(connectors.task_names())
+ASSEMBLY = tuple(assembly_scene.TASKS)
+# Every task `experiments.train` and `experiments.evaluate` run.
+TASKS = CONNECTORS + ASSEMBLY + ('point_reach',)
+
+
+def env_config(task: str, reward: str = 'sparse', goal_noise_mm: float = 0.0) -> Any:
+    """The environment config of `task`; `reward` and `goal_noise_mm` apply to the
+    connector tasks (the others have their own reward and randomization)."""
+    if task in CONNECTORS:
+        return insertion.InsertionConfig(task=task, reward=reward, goal_noise_mm=goal_noise_mm)
+    if task in ASSEMBLY:
+        return assembly.AssemblyConfig(task=task)
+    if task == 'point_reach':
+        return point_reach.PointReachConfig()
+    raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(TASKS)}.')
 
 
 def quiet_logs() -> None:
@@ -10,15 +33,11 @@ def quiet_logs() -> None:
 
     Call at the start of `main`: absl sets the verbosity from its flags just before.
     """
-    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def enable_compilation_cache() -> None:
     """Turns on JAX's persistent compilation cache (skips recompiles across runs)."""
-    import jax  # pylint: disable=import-outside-toplevel
-
     cache_dir = os.environ.get(
         'JAX_COMPILATION_CACHE_DIR', os.path.expanduser('~/.cache/insertion_jax/jax')
     )

@@ -11,27 +11,25 @@ seconds at which the mean first reached --threshold (exact goal).
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import app, flags
 
 from experiments import common
+from insertion_jax.training import plots, run_dir
 
 _RUNS = flags.DEFINE_list('runs', None, 'Run directories to compare.', required=True)
 _OUT = flags.DEFINE_string('out', 'runs/comparison.png', 'Output PNG.')
+EVAL_KEYS = ('eval/success_exact', 'eval/success_noisy')
 _THRESHOLD = flags.DEFINE_float('threshold', 0.9, 'Success that counts as learned.')
 
 
-def load(run_dir: str):
-    from insertion_jax.training import logging  # pylint: disable=import-outside-toplevel
-
+def load(path: str):
     for name in ('config.json', 'metrics.jsonl'):
-        if not os.path.isfile(os.path.join(run_dir, name)):
-            raise app.UsageError(f'{run_dir!r} has no {name}: is it a training run directory?')
-    with open(os.path.join(run_dir, 'config.json')) as f:
-        config = json.load(f)
-    return config, logging.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+        if not os.path.isfile(os.path.join(path, name)):
+            raise app.UsageError(f'{path!r} has no {name}: is it a training run directory?')
+    config = run_dir.read_json(os.path.join(path, 'config.json'))
+    return config, run_dir.Records(os.path.join(path, 'metrics.jsonl')).read()
 
 
 def label(config) -> str:
@@ -44,14 +42,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     runs = [(path, *load(path)) for path in _RUNS.value]
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.training import logging  # pylint: disable=import-outside-toplevel
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plots.plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     rows = [
         f'| run | final exact | final ±1 mm | env steps to {100 * _THRESHOLD.value:.0f}% exact '
         '| seconds to it |',
@@ -60,16 +51,16 @@ def main(argv):
     for path, config, records in runs:
         num_seeds = config['run']['num_seeds']
         finals = []
-        for ax, key in zip(axes, logging.EVAL_KEYS, strict=True):
-            steps, values = logging.curves(records, key, num_seeds)
-            mean, band = logging.mean_and_band(100 * values)
+        for ax, key in zip(axes, EVAL_KEYS, strict=True):
+            steps, values = plots.curves(records, key, num_seeds)
+            mean, band = plots.mean_and_band(100 * values)
             (line,) = ax.plot(steps, mean, marker='o', ms=3, label=label(config))
             ax.fill_between(
-                steps, *logging.band_limits(mean, band), color=line.get_color(), alpha=0.2
+                steps, *plots.band_limits(mean, band), color=line.get_color(), alpha=0.2
             )
             finals.append(f'{mean[-1]:.0f}%' if len(mean) else '–')
-        steps_to, seconds_to = logging.first_reaching(
-            records, logging.EVAL_KEYS[0], _THRESHOLD.value, num_seeds
+        steps_to, seconds_to = plots.first_reaching(
+            records, EVAL_KEYS[0], _THRESHOLD.value, num_seeds
         )
         reached = f'{steps_to}' if steps_to is not None else 'not reached'
         seconds = f'{seconds_to:.0f}' if seconds_to is not None else '–'
@@ -84,12 +75,12 @@ def main(argv):
     axes[0].set_ylabel('success (%) (mean and 95% band over seeds)')
     axes[0].legend(loc='center right', fontsize=8)
     task = runs[0][1]['train']['env']['task']
-    reward = runs[0][1]['train']['env']['reward']
+    reward = runs[0][1]['train']['env'].get('reward', 'task')
     fig.suptitle(f'{task}, {reward} reward')
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     fig.savefig(_OUT.value, dpi=120)
-    plt.close(fig)
+    plots.plt.close(fig)
     print('\n'.join(rows))
     print(f'\nWrote {_OUT.value}')
 

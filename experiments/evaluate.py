@@ -1,35 +1,42 @@
-r"""Evaluates the P-controller or a trained policy on one connector task.
+r"""Evaluates the P-controller or a trained policy on any registered task.
 
   python -m experiments.evaluate --task=usb --policy=p_controller \
       --goal_noise_mm=1 --episodes=25 --seed=0 --json
   python -m experiments.evaluate --policy=runs/usb_residual_sac --goal_noise_mm=1
+  python -m experiments.evaluate --policy=runs/peg_apex --json
 
---policy is 'p_controller' or the directory of a training run (its task and
-action composition come from the run's config.json, so --task is ignored).
-Prints a one-line summary per policy and, with --json, one JSON object on the
-last line with task, policy, goal_noise_mm, episodes, success_rate, successes,
-mean_final_distance_mm and seed (for a run: the mean over its seeds, and
-'per_seed' with each seed's success rate).
+--policy is 'p_controller' (connector tasks) or the directory of a training
+run (its task and action composition come from the run's config.json, so
+--task is ignored; its demonstrations are not needed). Connector tasks run
+the residual-RL paper's protocol at --goal_noise_mm (0: the exact goal); the
+other tasks run N episodes with their own randomization (goal_noise_mm is
+null in the output). Prints a one-line summary and, with --json, one JSON
+object on the last line with task, policy, goal_noise_mm, episodes,
+success_rate, successes, mean_final_distance_mm and seed (for a run: the mean
+over its seeds, and 'per_seed' with each seed's success rate).
 """
 
 from __future__ import annotations
 
-import json
 import os
 
+import numpy as np
 from absl import app, flags
 
 from experiments import common
-from insertion_jax.envs import connectors
+from insertion_jax.training import evaluate, run_dir, runner
 
 POLICIES = ('p_controller',)
 
-_TASK = flags.DEFINE_enum('task', 'usb', list(connectors.task_names()), 'Connector task.')
+_TASK = flags.DEFINE_enum('task', 'usb', list(common.CONNECTORS), 'Connector task (p_controller).')
 _POLICY = flags.DEFINE_string(
-    'policy', 'p_controller', f'Policy to evaluate; one of: {", ".join(POLICIES)}.'
+    'policy', 'p_controller', f'Policy to evaluate; one of: {", ".join(POLICIES)}, or a run dir.'
 )
 _GOAL_NOISE_MM = flags.DEFINE_float(
-    'goal_noise_mm', 0.0, 'Goal perturbation half-width per horizontal axis, mm.', lower_bound=0.0
+    'goal_noise_mm',
+    0.0,
+    'Goal perturbation half-width per horizontal axis, mm (connector tasks).',
+    lower_bound=0.0,
 )
 _EPISODES = flags.DEFINE_integer('episodes', 25, 'Number of executions.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed.')
@@ -47,8 +54,6 @@ def main(argv):
             f'{", ".join(POLICIES)}, or the directory of a training run.'
         )
     common.enable_compilation_cache()
-    from insertion_jax.training import evaluate  # pylint: disable=import-outside-toplevel
-
     if is_run:
         result = evaluate_run(_POLICY.value)
     else:
@@ -56,42 +61,49 @@ def main(argv):
             _TASK.value, _EPISODES.value, (_GOAL_NOISE_MM.value,), seed=_SEED.value
         )
         result = result.to_dict()
+    noise = result['goal_noise_mm']
+    condition = 'its own randomization' if noise is None else f'+-{noise:g} mm goal noise'
+    distance = result['mean_final_distance_mm']
     print(
-        f'{result["task"]}: {result["policy"]} with +-{result["goal_noise_mm"]:g} mm goal noise: '
-        f'{result["successes"]}/{result["episodes"]} connected '
-        f'({100 * result["success_rate"]:.0f}%), '
-        f'mean final distance {result["mean_final_distance_mm"]:.2f} mm'
+        f'{result["task"]}: {result["policy"]} with {condition}: '
+        f'{result["successes"]}/{result["episodes"]} successful '
+        f'({100 * result["success_rate"]:.0f}%)'
+        + ('' if distance is None else f', mean final distance {distance:.2f} mm')
     )
     if _JSON.value:
-        print(json.dumps(result))
+        print(run_dir.dumps(result))
 
 
-def evaluate_run(run_dir: str) -> dict:
+def evaluate_run(path: str) -> dict:
     """Evaluates every seed's policy of a training run; returns the JSON summary."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.training import runner  # pylint: disable=import-outside-toplevel
-
     try:
-        components, params, config = runner.load_run(run_dir)
+        components, params, (_, run_config) = runner.load_run(path)
     except (OSError, ValueError, KeyError) as e:
-        raise app.UsageError(f'--policy={run_dir!r} could not be loaded: {e}') from e
-    condition = 'noisy' if _GOAL_NOISE_MM.value > 0 else 'exact'
-    evaluator = runner.Evaluator(
-        components, _EPISODES.value, _SEED.value, {condition: _GOAL_NOISE_MM.value}
-    )
+        raise app.UsageError(f'--policy={path!r} could not be loaded: {e}') from e
+    env = components.env
+    if evaluate.has_goal_noise(env):
+        noise = _GOAL_NOISE_MM.value
+        conditions = {'noisy' if noise > 0 else 'exact': noise}
+    else:
+        if flags.FLAGS['goal_noise_mm'].present:
+            raise app.UsageError(
+                f'--goal_noise_mm applies to the connector tasks; task '
+                f'{components.config.env.task!r} is evaluated with its own randomization.'
+            )
+        noise, conditions = None, {'random': None}
+    evaluator = evaluate.Evaluator(components, _EPISODES.value, _SEED.value, conditions)
     out = evaluator(params)
+    (condition,) = conditions
     per_seed = [float(x) for x in out[condition]]
-    seeds = list(range(config['run']['seed'], config['run']['seed'] + len(per_seed)))
-    successes = int(round(sum(per_seed) * _EPISODES.value))
+    seeds = list(range(run_config.seed, run_config.seed + len(per_seed)))
     return {
         'task': components.config.env.task,
-        'policy': run_dir,
-        'goal_noise_mm': _GOAL_NOISE_MM.value,
+        'policy': path,
+        'goal_noise_mm': noise,
         'episodes': _EPISODES.value * len(per_seed),
         'success_rate': float(np.mean(per_seed)),
-        'successes': successes,
-        'mean_final_distance_mm': float(np.mean(out[f'distance_{condition}_mm'])),
+        'successes': int(round(sum(per_seed) * _EPISODES.value)),
+        'mean_final_distance_mm': evaluate.finite_mean(out[f'distance_{condition}_mm']),
         'seed': _SEED.value,
         'per_seed': dict(zip(map(str, seeds), per_seed, strict=True)),
     }

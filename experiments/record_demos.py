@@ -6,17 +6,22 @@ The demonstrator (`insertion_jax.replay.demos.HumanDemonstrator`) drives the
 task as a person with a game controller would: it sees where the parts are,
 shakes, hesitates, and goes down once they look aligned. Only successful
 episodes are kept. The file format is documented in
-`insertion_jax/replay/demos.py`; `experiments.train --demos=FILE` and
-`experiments.reproduce_der --demos=FILE` read it.
+`insertion_jax/replay/demos.py`; `experiments.reproduce_der --demos=FILE` reads it.
 """
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 from absl import app, flags
 
 from experiments import common
+from insertion_jax.envs import assembly
+from insertion_jax.envs import registry as env_registry
+from insertion_jax.replay import demos
+from insertion_jax.training import demonstrations
 
-TASKS = ('peg_in_hole', 'lap_joint')
+TASKS = common.ASSEMBLY
 
 _TASK = flags.DEFINE_string('task', 'peg_in_hole', f'Assembly task: {", ".join(TASKS)}.')
 _NUM = flags.DEFINE_integer('num', 6, 'Successful demonstrations to record.', lower_bound=1)
@@ -34,22 +39,19 @@ def main(argv):
             f'--task={_TASK.value!r} is not an assembly task; valid: {", ".join(TASKS)}.'
         )
     common.enable_compilation_cache()
-    import jax  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.envs import assembly, registry  # pylint: disable=import-outside-toplevel
-    from insertion_jax.replay import demos  # pylint: disable=import-outside-toplevel
-
     env = assembly.AssemblyEnv(assembly.AssemblyConfig(task=_TASK.value))
     print(f'Recording {_NUM.value} demonstrations of {_TASK.value} ({_BATCH.value} at a time)...')
-    recorded, info = demos.record(
-        env, _NUM.value, jax.random.PRNGKey(_SEED.value), batch=_BATCH.value
-    )
+    try:
+        recorded, info = demonstrations.record(
+            env, _NUM.value, jax.random.PRNGKey(_SEED.value), batch=_BATCH.value
+        )
+    except demonstrations.DemonstratorError as e:
+        raise app.UsageError(str(e)) from e
     demos.save(
         _OUT.value,
         recorded,
         _TASK.value,
-        registry.config_to_dict(env.config),
+        env_registry.config_to_dict(env.config),
         np.ones(recorded.count, bool),
     )
     lengths = np.asarray(recorded.lengths)

@@ -17,10 +17,20 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+# MuJoCo picks its OpenGL backend when it is imported: EGL renders without a
+# display (CPU-only machines included), unless the caller chose another.
+os.environ.setdefault('MUJOCO_GL', 'egl')
 
-from experiments import common
-from insertion_jax.envs import connectors
+import imageio.v2 as imageio  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from experiments import common  # noqa: E402
+from insertion_jax.envs import connectors, insertion, scene  # noqa: E402
+from insertion_jax.training import evaluate  # noqa: E402
 
 _TASK = flags.DEFINE_enum('task', 'all', ['all', *connectors.task_names()], 'Connector task.')
 _OUT = flags.DEFINE_string('out', 'docs/images', 'Output directory.')
@@ -34,7 +44,7 @@ _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the episodes.')
 PLUG_ALPHA_IN_CUTAWAY = 0.35
 
 
-def _camera(mujoco, spec, view: str):
+def _camera(spec, view: str):
     cam = mujoco.MjvCamera()
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
     depth = spec.insertion_depth_mm * 1e-3
@@ -47,7 +57,7 @@ def _camera(mujoco, spec, view: str):
     return cam
 
 
-def _options(mujoco, scene, cutaway: bool):
+def _options(cutaway: bool):
     """Close-up: everything but the O-ring; cut-away: camera-side walls hidden."""
     opt = mujoco.MjvOption()
     opt.geomgroup[:] = 1
@@ -57,15 +67,6 @@ def _options(mujoco, scene, cutaway: bool):
 
 def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: int, seed: int):
     """Writes the two stills and the two GIFs of `task`; returns their paths."""
-    import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    import mujoco  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.envs import insertion, scene  # pylint: disable=import-outside-toplevel
-    from insertion_jax.training import evaluate  # pylint: disable=import-outside-toplevel
-
     env = insertion.InsertionEnv(insertion.InsertionConfig(task=task))
     spec = env.spec
     model = scene.build_model(spec, env.ee_spec)  # a copy whose colours we may change
@@ -83,9 +84,7 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
         model.geom_rgba[:, 3] = np.where(plug_geoms & cutaway, PLUG_ALPHA_IN_CUTAWAY, opaque)
         data.qpos[:] = qpos
         mujoco.mj_forward(model, data)
-        renderer.update_scene(
-            data, camera=_camera(mujoco, spec, view), scene_option=_options(mujoco, scene, cutaway)
-        )
+        renderer.update_scene(data, camera=_camera(spec, view), scene_option=_options(cutaway))
         return renderer.render().copy()
 
     depth_m = spec.insertion_depth_mm * 1e-3
@@ -123,7 +122,6 @@ def main(argv):
         raise app.UsageError(
             f'--noisy_offset_mm={",".join(_NOISY_OFFSET_MM.value)} must be two numbers: x,y in mm.'
         )
-    os.environ.setdefault('MUJOCO_GL', 'egl')
     common.enable_compilation_cache()
     os.makedirs(_OUT.value, exist_ok=True)
     tasks = connectors.task_names() if _TASK.value == 'all' else (_TASK.value,)

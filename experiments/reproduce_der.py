@@ -16,6 +16,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments import common
+from insertion_jax.training import demonstrations, der_study
 
 _TASK = flags.DEFINE_string('task', 'peg_in_hole', 'Assembly task: peg_in_hole or lap_joint.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per configuration.', lower_bound=1)
@@ -50,8 +51,6 @@ def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    from insertion_jax.training import der_study  # pylint: disable=import-outside-toplevel
-
     modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[_DER.value]
     try:
         hidden = tuple(int(h) for h in _HIDDEN.value) if _HIDDEN.value else None
@@ -83,7 +82,8 @@ def main(argv):
     common.enable_compilation_cache()
     try:
         der_study.run_study(config, _OUT.value, _DEMOS.value)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, demonstrations.DemonstratorError) as e:
+        # DemoFormatError and ConfigMismatchError are ValueErrors: one line each.
         raise app.UsageError(str(e)) from e
 
 

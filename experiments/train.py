@@ -1,19 +1,24 @@
-r"""Trains an agent on a connector task, many seeds at once.
+r"""Trains an agent on any registered task, many seeds at once.
 
   python -m experiments.train --task=usb --algo=sac --mode=residual \
       --reward=sparse --obs=state --total_steps=20000 --num_seeds=2 --seed=0 \
       --out=runs/usb_residual_sac
+  python -m experiments.train --task=peg_in_hole --algo=apex_ddpg --mode=pure \
+      --structure=one_shot_all --total_steps=20000 --out=runs/peg_apex
 
-Modes: residual (the policy adds its move to the P-controller's), pure (the
-policy alone), lfd (pure RL plus a behaviour-cloning loss on scripted
-demonstrations). --replay picks the buffer for any algo: uniform,
-prioritized, or der (Dynamic Experience Replay: --structure, --der). With
---algo=apex_ddpg the flags left unset take the DER paper's settings (3-step
-returns, batch 512, running observation filter, DER replay, Adam 1e-3). The
-assembly tasks (peg_in_hole, lap_joint) run through experiments.reproduce_der. Writes config.json, metrics.jsonl, learning_curve.png,
-summary.json, summary.md, policy/ and checkpoints/ into --out; the same command
-resumes a stopped run from its last checkpoint. `experiments.evaluate
---policy=DIR` evaluates the result again.
+Tasks: the connectors (usb, dsub, model_e; residual RL over the P-controller
+is possible there), the assembly tasks (peg_in_hole, lap_joint) and
+point_reach (a diagnostic). Modes: residual (the policy adds its move to the
+P-controller's), pure (the policy alone), lfd (pure RL plus a
+behaviour-cloning loss on scripted demonstrations). --replay picks the buffer
+for any algo: uniform, prioritized, or der (Dynamic Experience Replay:
+--structure, --der). With --algo=apex_ddpg the flags left unset take the DER
+paper's loop settings (`training.config.ALGO_PRESETS`: 3-step returns, batch
+512, running observation filter, DER replay) and its agent settings
+(`ddpg.ApeXDDPGConfig`). Writes config.json, metrics.jsonl,
+learning_curve.png, summary.json, summary.md, policy/ and checkpoints/ into
+--out; the same command resumes a stopped run from its last checkpoint.
+`experiments.evaluate --policy=DIR` evaluates the result again.
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ from absl import app, flags
 
 from experiments import common
 from insertion_jax.agents import registry as agent_registry
-from insertion_jax.envs import connectors, insertion, rewards
-from insertion_jax.replay import der, interface, prioritized
+from insertion_jax.envs import rewards
+from insertion_jax.replay import der, prioritized
+from insertion_jax.replay import registry as replay_registry
+from insertion_jax.training import config as config_lib
+from insertion_jax.training import demonstrations, runner
 
-MODES = ('residual', 'pure', 'lfd')
-
-_TASK = flags.DEFINE_enum('task', 'usb', list(connectors.task_names()), 'Connector task.')
+_TASK = flags.DEFINE_enum('task', 'usb', list(common.TASKS), 'Task.')
 _ALGO = flags.DEFINE_enum('algo', 'sac', list(agent_registry.ALGOS), 'Agent.')
-_MODE = flags.DEFINE_enum('mode', 'residual', list(MODES), 'Residual, pure RL, or RL + LfD.')
-_REWARD = flags.DEFINE_enum('reward', 'sparse', list(rewards.REWARD_TYPES), 'Reward.')
+_MODE = flags.DEFINE_enum('mode', 'residual', list(config_lib.MODES), 'Residual, pure, RL + LfD.')
+_REWARD = flags.DEFINE_enum(
+    'reward', 'sparse', list(rewards.REWARD_TYPES), 'Reward (connector tasks).'
+)
 _OBS = flags.DEFINE_enum('obs', 'state', ['state', 'image'], 'Observation type.')
 _TOTAL_STEPS = flags.DEFINE_integer(
     'total_steps', 24_000, 'Environment steps per seed.', lower_bound=1
@@ -47,9 +55,20 @@ _UNROLL = flags.DEFINE_integer(
 _UTD = flags.DEFINE_float('utd', 0.5, 'Gradient updates per environment step.', lower_bound=1e-6)
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Transitions per update.', lower_bound=1)
 _HIDDEN = flags.DEFINE_list('hidden', ['64', '64'], 'Hidden layer widths of every network.')
-_LR = flags.DEFINE_float('lr', 3e-4, 'Learning rate of every optimizer.', lower_bound=1e-12)
-_GOAL_NOISE = flags.DEFINE_float(
-    'goal_noise_mm', 1.0, 'Goal noise during training (per horizontal axis), mm.', lower_bound=0.0
+_LR = flags.DEFINE_float(
+    'lr', None, "Learning rate of every optimizer (default: the algo's own).", lower_bound=1e-12
+)
+_TRAIN_GOAL_NOISE = flags.DEFINE_float(
+    'train_goal_noise_mm',
+    1.0,
+    'Goal noise of the training episodes, per horizontal axis, mm (connector tasks).',
+    lower_bound=0.0,
+)
+_EVAL_GOAL_NOISE = flags.DEFINE_float(
+    'eval_goal_noise_mm',
+    1.0,
+    "Goal noise of the evaluation's noisy condition, mm (connector tasks).",
+    lower_bound=0.0,
 )
 _EVAL_EVERY = flags.DEFINE_integer(
     'eval_every', 4_000, 'Environment steps between evaluations.', lower_bound=1
@@ -62,7 +81,9 @@ _LEARNING_STARTS = flags.DEFINE_integer(
 )
 _BUFFER = flags.DEFINE_integer('buffer_capacity', 100_000, 'Replay capacity.', lower_bound=1)
 _N_STEP = flags.DEFINE_integer('n_step', 1, 'Return length of stored transitions.', lower_bound=1)
-_NUM_DEMOS = flags.DEFINE_integer('num_demos', 20, 'Demonstrations (lfd).', lower_bound=1)
+_NUM_DEMOS = flags.DEFINE_integer(
+    'num_demos', 20, 'Demonstrations (lfd; der with a structure).', lower_bound=1
+)
 _BC_WEIGHT = flags.DEFINE_float(
     'bc_weight', 1.0, 'Behaviour-cloning weight (lfd mode only).', lower_bound=0.0
 )
@@ -72,28 +93,34 @@ _ITERS_PER_CALL = flags.DEFINE_integer(
 _OBS_NORMALIZER = flags.DEFINE_enum(
     'obs_normalizer', 'fixed', ['fixed', 'running'], 'Observation normalization.'
 )
-_REPLAY = flags.DEFINE_enum('replay', 'uniform', list(interface.REPLAYS), 'Replay buffer.')
-_ALPHA = flags.DEFINE_float('alpha', 0.6, 'Priority exponent (prioritized; der uses 0.5).')
+_REPLAY = flags.DEFINE_enum('replay', 'uniform', list(replay_registry.KINDS), 'Replay buffer.')
+_ALPHA = flags.DEFINE_float('alpha', 0.6, 'Priority exponent (replay=prioritized).')
 _STRUCTURE = flags.DEFINE_enum(
     'structure', 'none', list(der.STRUCTURES), 'DER buffer structure (replay=der).'
 )
 _DER_ON = flags.DEFINE_bool('der', True, 'Refresh the demonstration zones (replay=der).')
 _NUM_BUFFERS = flags.DEFINE_integer('num_buffers', 6, 'DER buffers.', lower_bound=1)
 
+# Flags an algo's preset may fill when they are left unset (`ALGO_PRESETS`).
+_PRESETTABLE = (_BATCH, _N_STEP, _OBS_NORMALIZER, _REPLAY)
 
-def flag_value(holder, presets):
-    """The flag's value, or the algo preset's (`loop.ALGO_PRESETS`) where the
-    flag was left unset."""
-    preset = presets.get(_ALGO.value, {})
-    if not flags.FLAGS[holder.name].present and holder.name in preset:
-        return preset[holder.name]
-    return holder.value
+
+def _replay_config(kind: str):
+    """The replay's config object from the replay flags."""
+    if kind == 'prioritized':
+        return prioritized.PrioritizedConfig(alpha=_ALPHA.value)
+    if kind == 'der':
+        return der.DERConfig(
+            num_buffers=_NUM_BUFFERS.value, structure=_STRUCTURE.value, der=_DER_ON.value
+        )
+    return replay_registry.config_class(kind)()
 
 
 def build_configs():
-    """The run's (TrainConfig, RunConfig) from the flags; the one place flags are read."""
-    from insertion_jax.training import loop, runner  # pylint: disable=import-outside-toplevel
+    """The run's (TrainConfig, RunConfig) from the flags; the one place flags are read.
 
+    Raises app.UsageError (a one-line message, no traceback) for bad values.
+    """
     try:
         hidden = tuple(int(h) for h in _HIDDEN.value)
     except ValueError as e:
@@ -104,46 +131,55 @@ def build_configs():
         raise app.UsageError(
             '--obs=image is not available yet: the 32x32 camera is not built; use --obs=state.'
         )
+    if _TASK.value not in common.CONNECTORS and flags.FLAGS['reward'].present:
+        raise app.UsageError(
+            f'--reward applies to the connector tasks ({", ".join(common.CONNECTORS)}); '
+            f'task {_TASK.value!r} has its own reward.'
+        )
     agent_cls = agent_registry.config_class(_ALGO.value)
     fields = {f.name for f in dataclasses.fields(agent_cls)}
-    agent_kwargs = {'hidden': hidden}
-    if _ALGO.value != 'apex_ddpg' or flags.FLAGS['lr'].present:
-        agent_kwargs.update(actor_lr=_LR.value, critic_lr=_LR.value)
-    if 'alpha_lr' in fields:
-        agent_kwargs['alpha_lr'] = _LR.value
-    agent_kwargs['bc_weight'] = _BC_WEIGHT.value if _MODE.value == 'lfd' else 0.0
-    env = insertion.InsertionConfig(
-        task=_TASK.value, reward=_REWARD.value, goal_noise_mm=_GOAL_NOISE.value
+    agent_kwargs = {
+        'hidden': hidden,
+        'bc_weight': _BC_WEIGHT.value if _MODE.value == 'lfd' else 0.0,
+    }
+    if _LR.value is not None:
+        agent_kwargs.update(
+            {name: _LR.value for name in ('actor_lr', 'critic_lr', 'alpha_lr') if name in fields}
+        )
+    given = {holder.name for holder in _PRESETTABLE if flags.FLAGS[holder.name].present}
+    loop_values = config_lib.apply_presets(
+        _ALGO.value, {holder.name: holder.value for holder in _PRESETTABLE}, given
     )
-    train_config = loop.TrainConfig(
-        env=env,
-        algo=_ALGO.value,
-        agent=agent_cls(**agent_kwargs),
-        mode=_MODE.value,
-        obs=_OBS.value,
-        num_envs=_NUM_ENVS.value,
-        unroll_length=_UNROLL.value,
-        utd=_UTD.value,
-        batch_size=flag_value(_BATCH, loop.ALGO_PRESETS),
-        buffer_capacity=_BUFFER.value,
-        learning_starts=_LEARNING_STARTS.value,
-        n_step=flag_value(_N_STEP, loop.ALGO_PRESETS),
-        num_demos=_NUM_DEMOS.value,
-        obs_normalizer=flag_value(_OBS_NORMALIZER, loop.ALGO_PRESETS),
-        replay=flag_value(_REPLAY, loop.ALGO_PRESETS),
-        priority=prioritized.PrioritizedConfig(alpha=_ALPHA.value),
-        der=der.DERConfig(
-            num_buffers=_NUM_BUFFERS.value, structure=_STRUCTURE.value, dynamic=_DER_ON.value
-        ),
-    )
-    run_config = runner.RunConfig(
-        total_steps=_TOTAL_STEPS.value,
-        num_seeds=_NUM_SEEDS.value,
-        seed=_SEED.value,
-        eval_every=_EVAL_EVERY.value,
-        eval_episodes=_EVAL_EPISODES.value,
-        iterations_per_call=_ITERS_PER_CALL.value,
-    )
+    try:
+        env = common.env_config(_TASK.value, _REWARD.value, _TRAIN_GOAL_NOISE.value)
+        train_config = config_lib.TrainConfig(
+            env=env,
+            algo=_ALGO.value,
+            agent=agent_cls(**agent_kwargs),
+            mode=_MODE.value,
+            obs=_OBS.value,
+            num_envs=_NUM_ENVS.value,
+            unroll_length=_UNROLL.value,
+            utd=_UTD.value,
+            batch_size=loop_values['batch_size'],
+            buffer_capacity=_BUFFER.value,
+            learning_starts=_LEARNING_STARTS.value,
+            n_step=loop_values['n_step'],
+            num_demos=_NUM_DEMOS.value,
+            obs_normalizer=loop_values['obs_normalizer'],
+            replay=_replay_config(loop_values['replay']),
+        )
+        run_config = runner.RunConfig(
+            total_steps=_TOTAL_STEPS.value,
+            num_seeds=_NUM_SEEDS.value,
+            seed=_SEED.value,
+            eval_every=_EVAL_EVERY.value,
+            eval_episodes=_EVAL_EPISODES.value,
+            eval_noise_mm=_EVAL_GOAL_NOISE.value,
+            iterations_per_call=_ITERS_PER_CALL.value,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     return train_config, run_config
 
 
@@ -151,16 +187,11 @@ def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    try:
-        train_config, run_config = build_configs()
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+    train_config, run_config = build_configs()
     common.enable_compilation_cache()
-    from insertion_jax.training import runner  # pylint: disable=import-outside-toplevel
-
     try:
         runner.train(train_config, run_config, _OUT.value)
-    except runner.ConfigMismatchError as e:
+    except (runner.ConfigMismatchError, demonstrations.DemonstratorError) as e:
         raise app.UsageError(str(e)) from e
 
 

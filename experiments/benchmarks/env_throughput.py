@@ -18,15 +18,19 @@ mjx_steps_per_s {batch: steps/s}, native_steps_per_s, ratio_best.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
 
+import jax
+import mujoco
+import numpy as np
 from absl import app, flags
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from experiments import common
-from insertion_jax.envs import connectors
+from insertion_jax.envs import connectors, controllers, insertion, scene
+from insertion_jax.training import evaluate, run_dir
 
 _TASK = flags.DEFINE_enum('task', 'usb', list(connectors.task_names()), 'Connector task.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['1', '64', '512', '4096'], 'Vmapped batch sizes.')
@@ -57,11 +61,6 @@ def mjx_steps_per_s(env, batch: int, min_seconds: float) -> float:
     The batch is split over all local devices (on a CPU, over the host devices
     made by `--host_devices`), so every core steps its own share of worlds.
     """
-    import jax  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.training import evaluate  # pylint: disable=import-outside-toplevel
 
     key_env, key_goal = jax.random.split(jax.random.PRNGKey(0))
     offsets = evaluate.goal_offsets_mm(key_goal, batch, 1.0)
@@ -82,10 +81,6 @@ def mjx_steps_per_s(env, batch: int, min_seconds: float) -> float:
 
 
 def native_steps_per_s(env, episodes: int) -> float:
-    import mujoco  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.envs import controllers, scene  # pylint: disable=import-outside-toplevel
 
     cfg, spec = env.config, env.spec
     model = scene.build_model(spec, env.ee_spec, cfg.max_contact_points)
@@ -135,15 +130,13 @@ def main(argv):
         ) from None
     if any(b <= 0 for b in batches):
         raise app.UsageError(f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.')
-    # Must precede the first use of the CPU backend; ignored on GPU/TPU.
+    # Read when the CPU backend starts (the first computation, not `import jax`);
+    # ignored on GPU/TPU.
     os.environ['XLA_FLAGS'] = (
         os.environ.get('XLA_FLAGS', '')
         + f' --xla_force_host_platform_device_count={_HOST_DEVICES.value}'
     )
     common.enable_compilation_cache()
-    import jax  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.envs import insertion  # pylint: disable=import-outside-toplevel
 
     config = insertion.InsertionConfig(task=_TASK.value)
     if _MAX_CONTACTS.value is not None:
@@ -173,7 +166,7 @@ def main(argv):
         'ratio_best': round(max(mjx_rates.values()) / native, 3),
     }
     if _JSON.value:
-        print(json.dumps(result))
+        print(run_dir.dumps(result))
 
 
 if __name__ == '__main__':

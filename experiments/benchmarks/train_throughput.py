@@ -2,7 +2,7 @@ r"""Environment steps per second of the whole training loop (physics + updates).
 
   python -m experiments.benchmarks.train_throughput [--seeds=1,4,16] [--json]
 
-Times `loop.make_runner` (collection, replay and gradient updates in one jitted
+Times `loop.make_train_fn` (collection, replay and gradient updates in one jitted
 call) at UTD 1 on the residual-SAC USB configuration that `experiments.train`
 builds from its flags (defaults unless given here, e.g. --num_envs=64), with
 1, 4 and 16 vmapped seeds. It also reports how long
@@ -17,14 +17,16 @@ updates_per_s, seconds_to_90pct and seconds_to_90pct_noisy.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
+import jax
 from absl import app, flags
 
 from experiments import common
 from experiments import train as train_experiment
+from insertion_jax.training import loop, plots, runner
+from insertion_jax.training import run_dir as run_dir_lib
 
 _SEEDS = flags.DEFINE_list('seeds', ['1', '4', '16'], 'Seed counts to time.')
 _CALLS = flags.DEFINE_integer('calls', 3, 'Timed device calls per seed count.', lower_bound=1)
@@ -46,14 +48,10 @@ def main(argv):
         raise app.UsageError(f'--seeds={",".join(_SEEDS.value)} must be positive.')
     run_dir, calls, as_json = _RUN_DIR.value, _CALLS.value, _JSON.value
     common.enable_compilation_cache()
-    import jax  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.training import logging, loop, runner  # pylint: disable=import-outside-toplevel
-
     train_config, run_config = train_experiment.build_configs()
     bench_config = dataclasses.replace(train_config, utd=1.0)
     components = loop.make_components(bench_config)
-    run = loop.make_runner(components, 1)
+    run = loop.make_train_fn(components, 1)
     result = {
         'device': str(jax.devices()[0].device_kind),
         'utd': 1.0,
@@ -84,11 +82,10 @@ def main(argv):
     if not os.path.exists(os.path.join(run_dir, 'summary.json')):
         print(f'{run_dir} has no finished run: training the default configuration there...')
         runner.train(train_config, run_config, run_dir)
-    records = logging.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
-    with open(os.path.join(run_dir, 'config.json')) as f:
-        num_seeds = json.load(f)['run']['num_seeds']
+    records = run_dir_lib.Records(os.path.join(run_dir, 'metrics.jsonl')).read()
+    num_seeds = run_dir_lib.read_json(os.path.join(run_dir, 'config.json'))['run']['num_seeds']
     for key, name in (('eval/success_exact', ''), ('eval/success_noisy', '_noisy')):
-        steps, seconds = logging.first_reaching(records, key, 0.9, num_seeds)
+        steps, seconds = plots.first_reaching(records, key, 0.9, num_seeds)
         result[f'seconds_to_90pct{name}'] = seconds
         result[f'env_steps_to_90pct{name}'] = steps
     result['run_dir'] = run_dir
@@ -97,7 +94,7 @@ def main(argv):
         f'90% with ±1 mm noise after {result["seconds_to_90pct_noisy"]} s'
     )
     if as_json:
-        print(json.dumps(result))
+        print(run_dir_lib.dumps(result))
 
 
 if __name__ == '__main__':

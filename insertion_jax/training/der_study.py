@@ -28,13 +28,10 @@ iterations and the target period together (see BUILD_NOTES.md).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import os
-import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,10 +39,12 @@ import numpy as np
 
 from insertion_jax import checks
 from insertion_jax.agents import ddpg
-from insertion_jax.envs import assembly, assembly_scene, registry
+from insertion_jax.envs import assembly, assembly_scene
+from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der
-from insertion_jax.training import checkpoint, logging, loop
+from insertion_jax.training import demonstrations, loop, plots, run_dir
+from insertion_jax.training.config import TrainConfig
 
 CSV_FIELDS = (
     'task',
@@ -154,9 +153,9 @@ class StudyConfig:
             return tuple(self.hidden)
         return (64, 64) if self.task == 'peg_in_hole' else (256, 256)
 
-    def train_config(self, structure: str = 'none', dynamic: bool = True) -> loop.TrainConfig:
-        """The training configuration of one (structure, DER) configuration."""
-        return loop.TrainConfig(
+    def train_config(self, structure: str = 'none', der_on: bool = True) -> TrainConfig:
+        """The training configuration of one (structure, DER on/off) configuration."""
+        return TrainConfig(
             env=assembly.AssemblyConfig(task=self.task),
             algo='apex_ddpg',
             agent=ddpg.ApeXDDPGConfig(hidden=self.network, hard_target_every=self.target_every),
@@ -170,12 +169,11 @@ class StudyConfig:
             n_step=3,
             num_demos=self.num_demos,
             obs_normalizer='running',
-            replay='der',
-            der=der.DERConfig(
+            replay=der.DERConfig(
                 num_buffers=self.num_buffers,
                 zone_fraction=self.zone_fraction,
                 structure=structure,
-                dynamic=dynamic,
+                der=der_on,
                 refresh_every=self.refresh_every,
                 pool_episodes=max(64, self.num_envs),
             ),
@@ -200,15 +198,14 @@ def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
     """
     components = loop.make_components(config.train_config())
     base = loop.init_states(components, config.seed, config.num_seeds)
-    example = loop.example_step(components)
-    lengths = jnp.asarray(demos.lengths)
+    example = loop.example_step(components.env)
     zones = {}
     for structure in config.structures:
-        buffer = config.train_config(structure).make_der_buffer()
-        zones[structure] = jax.jit(buffer.init)(example, demos.steps, lengths)
+        replay = config.train_config(structure).make_replay()
+        zones[structure] = jax.jit(replay.init)(example, demos if structure != 'none' else None)
     parts = []
-    for structure, dynamic in config.configurations:
-        replay = zones[structure].replace(dynamic=jnp.asarray(dynamic))
+    for structure, der_on in config.configurations:
+        replay = zones[structure].replace(der=jnp.asarray(der_on))
         replay = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), replay)
         parts.append(base.replace(buffer=replay))
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
@@ -222,14 +219,14 @@ def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
     total = episodes.sum(axis=1)
     safe = np.maximum(total, 1)
     rows = []
-    for i, (structure, dynamic) in enumerate(config.configurations):
+    for i, (structure, der_on) in enumerate(config.configurations):
         for s in range(config.num_seeds):
             k = i * config.num_seeds + s
             rows.append(
                 {
                     'task': config.task,
                     'structure': structure,
-                    'der': 'on' if dynamic else 'off',
+                    'der': 'on' if der_on else 'off',
                     'seed': config.seed + s,
                     'iteration': iteration,
                     'env_steps': iteration * config.steps_per_iteration,
@@ -243,8 +240,8 @@ def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
 
 
 def read_rows(path: str) -> List[Dict[str, Any]]:
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    """The rows of a `results.csv` with their numbers parsed (a torn last line is dropped)."""
+    rows = run_dir.Records(path, CSV_FIELDS).read()
     for r in rows:
         for key in ('seed', 'iteration', 'env_steps', 'episodes'):
             r[key] = int(r[key])
@@ -253,37 +250,32 @@ def read_rows(path: str) -> List[Dict[str, Any]]:
     return rows
 
 
-def _write_rows(path: str, rows: Sequence[Dict[str, Any]], append: bool) -> None:
-    new = not (append and os.path.exists(path))
-    with open(path, 'w' if new else 'a', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def load_demonstrations(config: StudyConfig, out_dir: str, demos_path: Optional[str], log):
     """The study's demonstrations: `demos_path`, else OUT/demos.npz, else recorded
-    with the human-like demonstrator (and saved there)."""
-    env = registry.make_env(assembly.AssemblyConfig(task=config.task))
+    with the human-like demonstrator (and saved there). Only successful
+    episodes are used."""
+    env = env_registry.make_env(assembly.AssemblyConfig(task=config.task))
     path = demos_path or os.path.join(out_dir, 'demos.npz')
     if os.path.exists(path):
         demos, _ = demos_lib.load(path, config.task, env.obs_dim, env.action_dim, env.horizon)
         if demos.count < config.num_demos:
             raise ValueError(
-                f'{path} holds {demos.count} demonstrations; the study needs {config.num_demos}.'
+                f'{path} holds {demos.count} successful demonstrations; the study needs '
+                f'{config.num_demos}.'
             )
-        log(f'Demonstrations: {path} ({demos.count})')
+        log(f'Demonstrations: {path} ({demos.count} successful)')
         return jax.tree.map(lambda x: x[: config.num_demos], demos)
     if demos_path:
         raise FileNotFoundError(f'No demonstrations file at {demos_path!r}.')
     log(f'Recording {config.num_demos} demonstrations with the human-like demonstrator...')
-    demos, info = demos_lib.record(env, config.num_demos, jax.random.PRNGKey(config.seed), batch=8)
+    demos, info = demonstrations.record(
+        env, config.num_demos, jax.random.PRNGKey(config.seed), batch=8
+    )
     demos_lib.save(
         path,
         demos,
         config.task,
-        registry.config_to_dict(env.config),
+        env_registry.config_to_dict(env.config),
         np.ones(demos.count, bool),
     )
     log(
@@ -305,19 +297,7 @@ def run_study(
     `max_new_iterations` stops after that many iterations of this call (a
     time-boxed session); the next call resumes from the checkpoint.
     """
-    os.makedirs(out_dir, exist_ok=True)
-    config_path = os.path.join(out_dir, 'study.json')
-    as_dict = dataclasses.asdict(config)
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            if json.load(f) != json.loads(json.dumps(as_dict)):
-                raise ValueError(
-                    f'{out_dir!r} holds a study with another configuration; choose another '
-                    'output directory or delete it.'
-                )
-    with open(config_path, 'w') as f:
-        json.dump(as_dict, f, indent=2)
-
+    out = run_dir.RunDir(out_dir, dataclasses.asdict(config), 'study.json')
     demos = load_demonstrations(config, out_dir, demos_path, log)
     runs = len(config.configurations) * config.num_seeds
     log(
@@ -326,31 +306,20 @@ def run_study(
     )
     state = _initial_state(config, demos)
     components = loop.make_components(config.train_config())
-    runner = loop.make_runner(components, config.loop_iterations)
-    manager = checkpoint.checkpoint_manager(out_dir)
-    csv_path = os.path.join(out_dir, 'results.csv')
-    done, wall_before = 0, 0.0
-    restored = checkpoint.restore_latest(manager, state)
-    if restored is not None:
-        state, progress = restored
-        done, wall_before = progress['iterations'], progress['wall_clock_s']
-        kept = [r for r in read_rows(csv_path) if r['iteration'] <= done]
-        _write_rows(csv_path, kept, append=False)
-        log(f'  resumed after iteration {done}')
-    elif os.path.exists(csv_path):
-        os.remove(csv_path)
-    start = time.time()
+    train_fn = loop.make_train_fn(components, config.loop_iterations)
+    records = out.records('results.csv', CSV_FIELDS)
+    state, done, wall_before = out.resume(state, records, log)
     last = config.iterations
     if max_new_iterations is not None:
         last = min(last, done + max_new_iterations)
+    progress = run_dir.Progress(last, done, wall_before)
     for iteration in range(done + 1, last + 1):
-        state, metrics = runner(state)
+        state, metrics = train_fn(state)
         metrics = jax.device_get(metrics)
-        wall = wall_before + time.time() - start
+        wall = progress.wall()
         rows = _iteration_rows(config, metrics, iteration, wall)
-        _write_rows(csv_path, rows, append=True)
-        checkpoint.save(manager, iteration, state, {'iterations': iteration, 'wall_clock_s': wall})
-        eta = (time.time() - start) / (iteration - done) * (last - iteration)
+        records.append(rows)
+        out.save(iteration, state, {'iterations': iteration, 'wall_clock_s': wall})
         means = _config_means(config, rows, 'success_rate')
         line = ' '.join(
             f'{s}/{"on" if d else "off"} ' + ('  -' if np.isnan(v) else f'{100 * v:3.0f}%')
@@ -358,17 +327,13 @@ def run_study(
         )
         log(
             f'[iteration {iteration:>3}/{config.iterations}, {iteration * config.steps_per_iteration} '
-            f'steps per run] success {line} | {wall:.0f} s, eta {eta:.0f} s'
+            f'steps per run] success {line} | {wall:.0f} s, eta {progress.eta(iteration)}'
         )
-    rows = read_rows(csv_path)
+    rows = read_rows(records.path)
     summary = summarize(config, rows)
-    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
-    table = summary_markdown(summary)
-    with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
-        f.write(table + '\n')
-    plot_study(config, rows, os.path.join(out_dir, 'der_study.png'))
-    log('\n' + table)
+    out.write_summary(summary, summary_markdown(summary))
+    plot_study(config, rows, out.file('der_study.png'))
+    log('\n' + summary_markdown(summary))
     log(f'\nWrote {out_dir}/: results.csv, der_study.png, summary.md, summary.json, checkpoints/')
     return summary
 
@@ -382,13 +347,13 @@ def _nanmean(values, axis=None):
 
 def _config_means(config, rows, key) -> Dict[Tuple[str, bool], float]:
     out = {}
-    for structure, dynamic in config.configurations:
+    for structure, der_on in config.configurations:
         values = [
             r[key]
             for r in rows
-            if r['structure'] == structure and r['der'] == ('on' if dynamic else 'off')
+            if r['structure'] == structure and r['der'] == ('on' if der_on else 'off')
         ]
-        out[(structure, dynamic)] = float(_nanmean(values)) if values else float('nan')
+        out[(structure, der_on)] = float(_nanmean(values)) if values else float('nan')
     return out
 
 
@@ -410,13 +375,13 @@ def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
     and the first iteration whose seed mean reaches the threshold."""
     tail = max(1, config.iterations // 4)
     out = {'task': config.task, 'threshold': config.threshold, 'configurations': []}
-    for structure, dynamic in config.configurations:
-        iterations, success = curves(rows, structure, dynamic, 'success_rate')
-        _, returns = curves(rows, structure, dynamic, 'mean_return')
+    for structure, der_on in config.configurations:
+        iterations, success = curves(rows, structure, der_on, 'success_rate')
+        _, returns = curves(rows, structure, der_on, 'mean_return')
         final = _nanmean(success[:, -tail:], axis=1) if success.size else np.zeros(0)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
-            mean, band = logging.mean_and_band(final[:, None]) if final.size else (np.nan, 0.0)
+            mean, band = plots.mean_and_band(final[:, None]) if final.size else (np.nan, 0.0)
         seed_mean = _nanmean(success, axis=0) if success.size else np.zeros(0)
         reached = [
             int(i) for i, v in zip(iterations, seed_mean, strict=True) if v >= config.threshold
@@ -424,10 +389,10 @@ def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
         out['configurations'].append(
             {
                 'structure': structure,
-                'der': 'on' if dynamic else 'off',
-                'final_success': logging.to_python(np.squeeze(mean)),
-                'final_success_band': logging.to_python(np.squeeze(band)),
-                'final_return': logging.to_python(_nanmean(returns[:, -tail:]))
+                'der': 'on' if der_on else 'off',
+                'final_success': run_dir.to_python(np.squeeze(mean)),
+                'final_success_band': run_dir.to_python(np.squeeze(band)),
+                'final_return': run_dir.to_python(_nanmean(returns[:, -tail:]))
                 if returns.size
                 else None,
                 'iterations_to_threshold': reached[0] if reached else None,
@@ -470,34 +435,31 @@ STRUCTURE_TITLES = {
 def plot_study(config: StudyConfig, rows, path: str) -> None:
     """The paper's layout: a column per structure, success (top) and return
     (bottom) per iteration, DER on and off, mean over seeds and 95% band."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
     columns = len(config.structures)
-    fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6.5), squeeze=False, sharex=True)
+    fig, axes = plots.plt.subplots(
+        2, columns, figsize=(4 * columns, 6.5), squeeze=False, sharex=True
+    )
     colours = {True: 'tab:red', False: 'tab:blue'}
     for c, structure in enumerate(config.structures):
         for row, (key, scale, label) in enumerate(
             (('success_rate', 100.0, 'success rate (%)'), ('mean_return', 1.0, 'episode return'))
         ):
             ax = axes[row, c]
-            for dynamic in config.der_modes:
-                iterations, values = curves(rows, structure, dynamic, key)
+            for der_on in config.der_modes:
+                iterations, values = curves(rows, structure, der_on, key)
                 if not iterations.size:
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', RuntimeWarning)
-                    mean, band = logging.mean_and_band(values * scale)
-                name = 'with DER' if dynamic else 'without DER'
-                ax.plot(iterations, mean, ':', marker='.', color=colours[dynamic], label=name)
+                    mean, band = plots.mean_and_band(values * scale)
+                name = 'with DER' if der_on else 'without DER'
+                ax.plot(iterations, mean, ':', marker='.', color=colours[der_on], label=name)
                 low, high = (
-                    logging.band_limits(mean, band)
+                    plots.band_limits(mean, band)
                     if key == 'success_rate'
                     else (mean - band, mean + band)
                 )
-                ax.fill_between(iterations, low, high, color=colours[dynamic], alpha=0.2)
+                ax.fill_between(iterations, low, high, color=colours[der_on], alpha=0.2)
             if row == 0:
                 ax.set_title(STRUCTURE_TITLES[structure])
                 ax.set_ylim(-2, 102)
@@ -513,4 +475,4 @@ def plot_study(config: StudyConfig, rows, path: str) -> None:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.plt.close(fig)

@@ -1,25 +1,33 @@
-"""Success-rate evaluation: N vmapped executions of a policy, exact and noisy goal.
+"""Success-rate evaluation of any policy on any task: N vmapped executions per condition.
 
-The protocol follows the residual-RL paper: run the final policy for N episodes
-(25 in the paper) with the exact goal and with the goal perturbed by up to
-+-1 mm per horizontal axis, and count the episodes that end electrically
-connected. A policy here is a pure function `policy(params, obs, key) -> action`
-with actions in metres, so one compiled rollout serves every parameter value,
-noise level and goal offset.
+Conditions (`conditions_for`):
+  * connector tasks (the residual-RL paper's protocol): 'exact' (the goal as
+    it is) and 'noisy' (the goal the robot is told is perturbed by up to
+    +-noise mm per horizontal axis), run on the same episodes: the same start
+    states, friction draws and offset directions, only the offsets' scale
+    differs; the P-controller runs on those same episodes as the reference;
+  * every other task: 'random', episodes drawn with the task's own
+    randomization (the assembly tasks' peg yaw or ground-beam pose).
+
+A policy here is `policy(params, obs, key) -> command` in the task's units, so
+one compiled rollout serves every parameter value, noise level and offset.
+All rollouts are `acting.rollout` with one episode per environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from insertion_jax.envs import base as env_base
 from insertion_jax.envs import controllers, insertion
+from insertion_jax.training import acting, loop
 
 Policy = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -41,25 +49,33 @@ def p_controller_params(noise_m: float = 0.0, kp=controllers.DEFAULT_KP) -> Dict
     return {'kp': jnp.asarray(kp, jnp.float32), 'noise_m': jnp.asarray(noise_m, jnp.float32)}
 
 
+@functools.lru_cache(maxsize=16)
+def base_controller_policy(env: env_base.Env) -> Policy:
+    """The task's hand-designed controller as an evaluation policy (no parameters;
+    one object per env, so its compiled rollouts are shared)."""
+    return lambda params, obs, key: env.base_action(obs)
+
+
 @struct.dataclass
 class Rollout:
     """What a batch of episodes did; leading axes (T, B) or (B,).
 
     Attributes:
       metrics: per step, each (T, B): the env's metrics (f_z, depth to go...).
-      success: (B,) bool, connected at the end of the episode.
-      ever_success: (B,) bool, connected at any step.
-      final_distance_mm: (B,) distance of the tool point to the true goal.
-      tip_mm: (T, B, 3) tool-point positions in the socket frame.
-      qpos: (T + 1, B, nq) joint positions, from the reset on (for replay/render).
+      success: (B,) bool, the task's success at the end of the episode.
+      ever_success: (B,) bool, success at any step.
+      final_distance_mm: (B,) distance of the tool point to the true goal
+        (NaN for a task that reports no `distance_mm`).
+      tip_mm: (T, B, 3) tool-point positions (`with_path`), else None.
+      qpos: (T + 1, B, nq) joint positions from the reset on (`with_path`), else None.
     """
 
     metrics: Dict[str, jax.Array]
     success: jax.Array
     ever_success: jax.Array
     final_distance_mm: jax.Array
-    tip_mm: jax.Array
-    qpos: jax.Array
+    tip_mm: Any = None
+    qpos: Any = None
 
 
 def goal_offsets_mm(key: jax.Array, episodes: int, goal_noise_mm: float) -> jax.Array:
@@ -67,79 +83,131 @@ def goal_offsets_mm(key: jax.Array, episodes: int, goal_noise_mm: float) -> jax.
     return jax.random.uniform(key, (episodes, 2), minval=-1.0, maxval=1.0) * goal_noise_mm
 
 
+def has_goal_noise(env: env_base.Env) -> bool:
+    """Whether the task's reset takes a goal offset (the connector protocol)."""
+    return any(f.name == 'goal_noise_mm' for f in dataclasses.fields(env.config))
+
+
 def rollout(
-    env: insertion.InsertionEnv,
+    env: env_base.Env,
     policy: Policy,
     params: Any,
     key: jax.Array,
-    goal_offset_mm: jax.Array,
+    reset_args: Mapping[str, jax.Array],
+    episodes: int,
+    with_path: bool = False,
 ) -> Rollout:
-    """Runs one full episode per row of `goal_offset_mm` (B, 2), vmapped.
+    """One full episode per start, vmapped; not jitted itself (see `make_rollout_fn`).
 
-    The goal the policy is told is the true goal plus that row's horizontal
-    offset; start pose and friction are drawn from `key`. Not jitted itself:
-    use `make_rollout_fn`.
+    Args:
+      env: the task.
+      policy: `(params, obs, key) -> command`.
+      params: the policy's parameters.
+      key: PRNG key; start states come from it (and `reset_args`).
+      reset_args: per-episode arguments of `env.reset`, each (episodes, ...),
+        e.g. {'goal_offset_mm': (B, 2)}; {} for the task's own randomization.
+      episodes: B.
+      with_path: also return tool-point and joint positions per step.
     """
-    episodes = goal_offset_mm.shape[0]
     key_reset, key_policy = jax.random.split(key)
-    states = jax.vmap(env.reset)(
-        jax.random.split(key_reset, episodes), goal_offset_mm=goal_offset_mm
+    states = jax.vmap(env.reset)(jax.random.split(key_reset, episodes), **reset_args)
+
+    def act(state, act_state, key):
+        keys = jax.random.split(key, episodes)
+        command = jax.vmap(policy, in_axes=(None, 0, 0))(params, state.obs, keys)
+        return command, command, act_state
+
+    def observe(state):
+        return jax.vmap(env.tip_position)(state.data) * 1e3, state.data.qpos
+
+    final, _, _, trajectory = acting.rollout(
+        env,
+        states,
+        act,
+        (),
+        key_policy,
+        env.horizon,
+        auto_reset=False,
+        observe=observe if with_path else None,
     )
-
-    def control_step(state, step_key):
-        keys = jax.random.split(step_key, episodes)
-        actions = jax.vmap(policy, in_axes=(None, 0, 0))(params, state.obs, keys)
-        state = jax.vmap(env.step)(state, actions)
-        tip_mm = jax.vmap(env.tip_position)(state.data) * 1e3
-        return state, (state.metrics, tip_mm, state.data.qpos)
-
-    steps = jax.random.split(key_policy, env.config.horizon)
-    final, (metrics, tip_mm, qpos) = jax.lax.scan(control_step, states, steps)
+    distance = final.metrics.get('distance_mm', jnp.full((episodes,), jnp.nan))
+    tip_mm = qpos = None
+    if with_path:
+        tip_mm, path_qpos = trajectory.extras
+        qpos = jnp.concatenate([states.data.qpos[None], path_qpos])
     return Rollout(
-        metrics=metrics,
-        success=final.info['success'],
-        ever_success=final.info['ever_success'],
-        final_distance_mm=final.metrics['distance_mm'],
+        metrics=trajectory.metrics,
+        success=jax.vmap(env.success)(final),
+        ever_success=jnp.any(trajectory.success & trajectory.alive, axis=0),
+        final_distance_mm=distance,
         tip_mm=tip_mm,
-        qpos=jnp.concatenate([states.data.qpos[None], qpos]),
+        qpos=qpos,
     )
 
 
-def make_rollout_fn(env: insertion.InsertionEnv, policy: Policy):
-    """Jitted `(params, key, goal_offset_mm (B, 2)) -> Rollout`; compiles once per B."""
-    return jax.jit(functools.partial(rollout, env, policy))
+def make_rollout_fn(env: insertion.InsertionEnv, policy: Policy, with_path: bool = True):
+    """Jitted connector rollout `(params, key, goal_offset_mm (B, 2)) -> Rollout`;
+    compiles once per B."""
+
+    def run(params, key, goal_offset_mm):
+        return rollout(
+            env,
+            policy,
+            params,
+            key,
+            {'goal_offset_mm': goal_offset_mm},
+            goal_offset_mm.shape[0],
+            with_path,
+        )
+
+    return jax.jit(run)
+
+
+def conditions_for(env: env_base.Env, noise_mm: float = 1.0) -> Dict[str, Optional[float]]:
+    """The evaluation conditions of a task: {'exact': 0, 'noisy': noise_mm} for the
+    connectors, {'random': None} for tasks evaluated under their own randomization."""
+    if has_goal_noise(env):
+        return {'exact': 0.0, 'noisy': float(noise_mm)}
+    return {'random': None}
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
-    """Summary of one evaluation condition."""
+    """Summary of one evaluation condition (`experiments.evaluate --json` prints it)."""
 
     task: str
     policy: str
-    goal_noise_mm: float
+    goal_noise_mm: Optional[float]
     episodes: int
     success_rate: float
     successes: int
-    mean_final_distance_mm: float
+    mean_final_distance_mm: Optional[float]
     seed: int
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+def finite_mean(values) -> Optional[float]:
+    """Mean of the finite values (None when there are none): JSON-safe."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
 def summarize(
-    result: Rollout, task: str, policy: str, goal_noise_mm: float, seed: int
+    result: Rollout, task: str, policy: str, goal_noise_mm: Optional[float], seed: int
 ) -> EvalResult:
     """Host-side summary of a `Rollout`."""
     success = np.asarray(result.success)
     return EvalResult(
         task=task,
         policy=policy,
-        goal_noise_mm=float(goal_noise_mm),
+        goal_noise_mm=None if goal_noise_mm is None else float(goal_noise_mm),
         episodes=int(success.size),
         success_rate=float(success.mean()),
         successes=int(success.sum()),
-        mean_final_distance_mm=float(np.mean(result.final_distance_mm)),
+        mean_final_distance_mm=finite_mean(result.final_distance_mm),
         seed=seed,
     )
 
@@ -151,7 +219,7 @@ def evaluate_p_controller(
     seed: int = 0,
     config: Optional[insertion.InsertionConfig] = None,
 ):
-    """Evaluates the P-controller on `task` at each goal-noise level.
+    """Evaluates the P-controller on connector `task` at each goal-noise level.
 
     Returns a list of `EvalResult`, one per noise level. The rollout is
     compiled once for all levels.
@@ -160,7 +228,7 @@ def evaluate_p_controller(
         raise ValueError(f'episodes={episodes!r} must be a positive integer.')
     config = config or insertion.InsertionConfig(task=task)
     env = insertion.InsertionEnv(dataclasses.replace(config, task=task))
-    run = make_rollout_fn(env, p_controller_policy)
+    run = make_rollout_fn(env, p_controller_policy, with_path=False)
     params = p_controller_params()
     key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed))
     # Paired design: every noise level sees the same start states, friction
@@ -171,3 +239,78 @@ def evaluate_p_controller(
         out = run(params, key_env, unit_offsets * noise)
         results.append(summarize(out, task, 'p_controller', noise, seed))
     return results
+
+
+@functools.lru_cache(maxsize=16)
+def _seed_rollout(env: env_base.Env, policy: Policy, episodes: int):
+    """Jitted rollout of a policy with a leading seed axis on its parameters."""
+    run = functools.partial(rollout, env, policy, episodes=episodes)
+    return jax.jit(jax.vmap(run, in_axes=(0, None, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def _single_rollout(env: env_base.Env, policy: Policy, episodes: int):
+    return jax.jit(functools.partial(rollout, env, policy, episodes=episodes))
+
+
+@functools.lru_cache(maxsize=16)
+def trained_policy(components: loop.Components) -> Policy:
+    """The run's deterministic policy as an evaluation policy (cached: one
+    object, so its compiled rollouts are shared)."""
+    policy = loop.make_policy(components)
+    return lambda params, obs, key: policy(params, obs)
+
+
+class Evaluator:
+    """Every seed's deterministic policy on the same episodes, per condition.
+
+    `episodes` executions per condition (the paper's 25); the episodes are the
+    same at every evaluation (fixed key and offsets; every noise level scales
+    the same offset directions), and all conditions run as one rollout.
+    """
+
+    def __init__(
+        self,
+        components: loop.Components,
+        episodes: int,
+        seed: int,
+        conditions: Optional[Mapping[str, Optional[float]]] = None,
+    ):
+        self.env = components.env
+        self.episodes = episodes
+        conditions = dict(conditions or conditions_for(self.env))
+        self.conditions = tuple(conditions)
+        self._policy = trained_policy(components)
+        key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
+        self.key = key_env
+        self.reset_args = {}
+        if has_goal_noise(self.env):
+            unit = goal_offsets_mm(key_goal, episodes, 1.0)
+            offsets = [unit * (noise or 0.0) for noise in conditions.values()]
+            self.reset_args = {'goal_offset_mm': jnp.concatenate(offsets)}
+        self.total = episodes * len(self.conditions)
+
+    def _per_condition(self, values: np.ndarray) -> Dict[str, np.ndarray]:
+        """Means over each condition's block of episodes (the last axis)."""
+        blocks = np.split(np.asarray(values, float), len(self.conditions), axis=-1)
+        return {name: block.mean(-1) for name, block in zip(self.conditions, blocks, strict=True)}
+
+    def __call__(self, params) -> Dict[str, np.ndarray]:
+        """Per seed, for each condition c: success rate {c: (S,)} and mean final
+        distance {'distance_<c>_mm': (S,)} (NaN where the task reports none)."""
+        run = _seed_rollout(self.env, self._policy, self.total)
+        out = jax.device_get(run(params, self.key, self.reset_args))
+        distance = self._per_condition(out.final_distance_mm)
+        return {
+            **self._per_condition(out.success),
+            **{f'distance_{name}_mm': value for name, value in distance.items()},
+        }
+
+    def reference(self) -> Optional[Dict[str, float]]:
+        """The hand-designed controller's success on the same episodes, per
+        condition (None for a task without one)."""
+        if not self.env.has_base_controller:
+            return None
+        run = _single_rollout(self.env, base_controller_policy(self.env), self.total)
+        out = jax.device_get(run(None, self.key, self.reset_args))
+        return {name: float(v) for name, v in self._per_condition(out.success).items()}

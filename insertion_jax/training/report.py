@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Mapping, Sequence, Tuple
 
+import numpy as np
+
+from insertion_jax.training.plots import plt
+
 # The paper's P-controller row (Schoettler, Nair et al., Fig. 6), in percent.
 PAPER_P_CONTROLLER = {
     'usb': (100.0, 60.0),
@@ -11,6 +15,7 @@ PAPER_P_CONTROLLER = {
     'model_e': (52.0, 24.0),
 }
 CALIBRATION_BAND_PCT = 15.0
+PAPER_NOISE_MM = 1.0  # the paper's noisy condition
 
 
 def calibration_rows(results: Iterable) -> Dict[str, Dict[float, object]]:
@@ -25,43 +30,44 @@ def within_band(measured_pct: float, paper_pct: float, band: float = CALIBRATION
     return abs(measured_pct - paper_pct) <= band
 
 
-def calibration_markdown(results: Iterable, noisy_mm: float = 1.0) -> str:
-    """Markdown table: measured P-controller success next to the paper's."""
+def calibration_markdown(results: Iterable, noisy_mm: float = PAPER_NOISE_MM) -> str:
+    """Markdown table: measured P-controller success next to the paper's.
+
+    The paper measured its noisy condition at +-1 mm: at another `noisy_mm`
+    the noisy column is shown but not compared with it.
+    """
     table = calibration_rows(results)
+    comparable = noisy_mm == PAPER_NOISE_MM
+    paper_noisy = 'paper' if comparable else 'paper (at ±1 mm, not compared)'
     lines = [
-        '| connector | exact goal | paper | ±1 mm goal noise | paper | within ±15 pts |',
+        f'| connector | exact goal | paper | ±{noisy_mm:g} mm goal noise | {paper_noisy} '
+        f'| within ±{CALIBRATION_BAND_PCT:g} pts |',
         '|---|---|---|---|---|---|',
     ]
     for task, by_noise in table.items():
         exact, noisy = by_noise.get(0.0), by_noise.get(noisy_mm)
         paper = PAPER_P_CONTROLLER.get(task, (float('nan'), float('nan')))
         cells, ok = [], True
-        for result, ref in ((exact, paper[0]), (noisy, paper[1])):
+        for result, ref, compare in ((exact, paper[0], True), (noisy, paper[1], comparable)):
             if result is None:
                 cells += ['–', f'{ref:.0f}%']
                 continue
             pct = 100 * result.success_rate
-            ok &= within_band(pct, ref)
+            ok &= within_band(pct, ref) or not compare
             cells += [f'{pct:.0f}% ({result.successes}/{result.episodes})', f'{ref:.0f}%']
         lines.append(f'| {task} | ' + ' | '.join(cells) + f' | {"yes" if ok else "**no**"} |')
     return '\n'.join(lines)
 
 
-def plot_calibration(results: Sequence, path: str, noisy_mm: float = 1.0) -> None:
+def plot_calibration(results: Sequence, path: str, noisy_mm: float = PAPER_NOISE_MM) -> None:
     """Grouped bar chart of measured vs paper P-controller success, saved to `path`."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
     table = calibration_rows(results)
     tasks = list(table)
     x = np.arange(len(tasks))
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     series: Tuple[Tuple[str, float, int, str], ...] = (
         ('sim, exact goal', 0.0, 0, '#3b6ea8'),
-        ('sim, ±1 mm noise', noisy_mm, 1, '#e08a2c'),
+        (f'sim, ±{noisy_mm:g} mm noise', noisy_mm, 1, '#e08a2c'),
     )
     width = 0.2
     for i, (label, noise, paper_idx, color) in enumerate(series):
@@ -76,7 +82,7 @@ def plot_calibration(results: Sequence, path: str, noisy_mm: float = 1.0) -> Non
             color=color,
             alpha=0.35,
             hatch='//',
-            label=label.replace('sim', 'paper'),
+            label=f'paper, {"exact goal" if noise == 0 else "±1 mm noise"}',
         )
         for xi, s in zip(x + offset, sim, strict=True):
             ax.text(xi, s + 1.5, f'{s:.0f}', ha='center', fontsize=7)

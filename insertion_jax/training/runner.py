@@ -1,13 +1,14 @@
-"""The host side of a training run: call the jitted loop, log, evaluate, save, resume.
+"""The host side of a training run: call the compiled train function, log, evaluate, save, resume.
 
 `train(train_config, run_config, out_dir)` runs every seed at once (vmapped)
-and writes into `out_dir`:
-  config.json         both configs, as given
+and writes into `out_dir` (through `run_dir.RunDir`):
+  config.json         both configs, as given (a different configuration in the
+                      same directory is refused)
   metrics.jsonl       one line per iteration and seed (training metrics, and
                       the evaluation on evaluation iterations)
   learning_curve.png  success vs environment steps, mean and 95% band
   summary.json / summary.md   final success per seed and their mean, with the
-                      P-controller measured on the same evaluation episodes
+                      hand-designed controller measured on the same episodes
   checkpoints/        the full training state, for resuming
   policy/             the final policy parameters (see `load_run`)
 A run stopped at any point resumes from its newest checkpoint when started
@@ -17,22 +18,19 @@ again with the same configuration and `out_dir`.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 import os
-import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from insertion_jax import checks
-from insertion_jax.agents import registry as agent_registry
-from insertion_jax.envs import registry
-from insertion_jax.replay import der, prioritized
-from insertion_jax.training import checkpoint, evaluate, logging, loop
+from insertion_jax.training import checkpoint, demonstrations, evaluate, loop, plots, run_dir
+from insertion_jax.training import config as config_lib
+from insertion_jax.training.config import TrainConfig
+
+ConfigMismatchError = run_dir.ConfigMismatchError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +43,7 @@ class RunConfig:
       seed: first seed.
       eval_every: environment steps between evaluations (and checkpoints).
       eval_episodes: executions per evaluation condition (the paper's 25).
-      eval_noise_mm: goal noise of the noisy evaluation condition.
+      eval_noise_mm: goal noise of the noisy evaluation condition (connector tasks).
       iterations_per_call: iterations per jitted device call.
     """
 
@@ -69,120 +67,57 @@ class RunConfig:
         checks.non_negative('RunConfig', eval_noise_mm=self.eval_noise_mm)
 
 
-def config_dict(train_config: loop.TrainConfig, run_config: RunConfig) -> Dict[str, Any]:
-    """Both configs as JSON-ready nested dicts."""
-    train = dataclasses.asdict(train_config)
-    train['env'] = registry.config_to_dict(train_config.env)
-    return {'train': train, 'run': dataclasses.asdict(run_config)}
+def config_dict(train_config: TrainConfig, run_config: RunConfig) -> Dict[str, Any]:
+    """Both configs as JSON-ready nested dicts (`config.json`)."""
+    return {'train': config_lib.to_dict(train_config), 'run': dataclasses.asdict(run_config)}
 
 
-def train_config_from_dict(d: Dict[str, Any]) -> loop.TrainConfig:
-    """Inverse of the 'train' half of `config_dict` (fields added since a run was
-    written take their defaults)."""
-    d = dict(d)
-    env = registry.config_from_dict(d.pop('env'))
-    agent_cls = agent_registry.config_class(d['algo'])
-    known = {f.name for f in dataclasses.fields(agent_cls)}
-    agent = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop('agent').items()}
-    agent = agent_cls(**{k: v for k, v in agent.items() if k in known})
-    if 'priority' in d:
-        d['priority'] = prioritized.PrioritizedConfig(**d['priority'])
-    if 'der' in d:
-        der_dict = dict(d['der'])
-        der_dict['priority'] = prioritized.PrioritizedConfig(**der_dict['priority'])
-        d['der'] = der.DERConfig(**der_dict)
-    return loop.TrainConfig(env=env, agent=agent, **d)
+def read_config(path: str) -> Tuple[TrainConfig, RunConfig]:
+    """The configs of a run directory's `config.json`; a missing, malformed or
+    unknown key raises ValueError naming it."""
+    try:
+        d = run_dir.read_json(path)
+    except ValueError as e:
+        raise ValueError(f'{path} is not valid JSON: {e}') from e
+    if not isinstance(d, dict) or set(d) != {'train', 'run'}:
+        keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"{path} must hold the keys 'train' and 'run', found {keys}.")
+    train_config = config_lib.from_dict(d['train'], f'{path} train')
+    run_config = config_lib.dataclass_from_dict(RunConfig, d['run'], f'{path} run')
+    return train_config, run_config
 
 
-DEFAULT_CONDITIONS = {'exact': 0.0, 'noisy': 1.0}
-
-
-class ConfigMismatchError(ValueError):
-    """The output directory holds a run with another configuration."""
-
-
-@functools.lru_cache(maxsize=16)
-def _rollout_fns(components: loop.Components):
-    """Jitted rollouts of the trained policy (vmapped over seeds) and of the
-    P-controller, built once per components."""
-    policy = loop.make_eval_policy(components)
-    rollout = jax.vmap(
-        functools.partial(evaluate.rollout, components.env, policy), in_axes=(0, None, None)
+def make_demonstrations(components: loop.Components, seed: int, log) -> Any:
+    """The run's demonstrations (recorded with the task's scripted demonstrator),
+    in the agent's action space of the run's mode; None if it needs none."""
+    cfg, env = components.config, components.env
+    if not cfg.uses_demonstrations:
+        return None
+    demos, info = demonstrations.record(
+        env,
+        cfg.num_demos,
+        jax.random.PRNGKey(seed),
+        demonstrations.default_demonstrator(env, cfg.demo_noise),
+        batch=cfg.num_envs,
+        max_batches=10,
     )
-    p_controller = evaluate.make_rollout_fn(components.env, evaluate.p_controller_policy)
-    return jax.jit(rollout), p_controller
-
-
-class Evaluator:
-    """The paper's protocol on every seed at once: `episodes` executions per
-    condition, each condition a goal-noise level (by default the exact goal and
-    up to +-1 mm), the same episodes at every evaluation (fixed key and
-    offsets; every level scales the same offset directions)."""
-
-    def __init__(
-        self,
-        components: loop.Components,
-        episodes: int,
-        seed: int,
-        conditions: Mapping[str, float] = DEFAULT_CONDITIONS,
-    ):
-        self.episodes = episodes
-        self.conditions = tuple(conditions)
-        self._run, self._run_p_controller = _rollout_fns(components)
-        key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
-        unit = evaluate.goal_offsets_mm(key_goal, episodes, 1.0)
-        self.key = key_env
-        self.offsets = jnp.concatenate([unit * noise_mm for noise_mm in conditions.values()])
-
-    def _per_condition(self, values: np.ndarray) -> Dict[str, np.ndarray]:
-        """Means over each condition's block of episodes (the last axis)."""
-        blocks = np.split(np.asarray(values, float), len(self.conditions), axis=-1)
-        return {name: block.mean(-1) for name, block in zip(self.conditions, blocks, strict=True)}
-
-    def __call__(self, params) -> Dict[str, np.ndarray]:
-        """Per seed, for each condition c: success rate {c: (S,)} and mean final
-        distance {'distance_<c>_mm': (S,)}."""
-        out = jax.device_get(self._run(params, self.key, self.offsets))
-        distance = self._per_condition(out.final_distance_mm)
-        return {
-            **self._per_condition(out.success),
-            **{f'distance_{name}_mm': value for name, value in distance.items()},
-        }
-
-    def p_controller(self) -> Dict[str, float]:
-        """The P-controller's success on the same episodes, per condition."""
-        params = evaluate.p_controller_params()
-        out = jax.device_get(self._run_p_controller(params, self.key, self.offsets))
-        return {name: float(v) for name, v in self._per_condition(out.success).items()}
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+    log(
+        f'  {cfg.num_demos} demonstrations recorded (demonstrator success '
+        f'{100 * info["demonstrator_success_rate"]:.0f}%)'
+    )
+    return demonstrations.for_mode(demos, env, cfg.mode)
 
 
 def train(
-    train_config: loop.TrainConfig,
+    train_config: TrainConfig,
     run_config: RunConfig,
     out_dir: str,
     log: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
     """Trains, evaluates and saves a run; returns the summary (see module docstring)."""
-    os.makedirs(out_dir, exist_ok=True)
-    config = config_dict(train_config, run_config)
-    config_path = os.path.join(out_dir, 'config.json')
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = json.load(f)
-        if json.loads(json.dumps(config)) != previous:
-            raise ConfigMismatchError(
-                f'{out_dir!r} holds a run with a different configuration; pick another --out '
-                'or delete it.'
-            )
-    with open(config_path, 'w') as f:
-        json.dump(config, f, indent=2)
-
-    steps_per_call = train_config.env_steps_per_iteration * run_config.iterations_per_call
+    out = run_dir.RunDir(out_dir, config_dict(train_config, run_config), 'config.json')
+    iterations_per_call = run_config.iterations_per_call
+    steps_per_call = train_config.env_steps_per_iteration * iterations_per_call
     num_calls = math.ceil(run_config.total_steps / steps_per_call)
     calls_per_eval = max(1, round(run_config.eval_every / steps_per_call))
     num_seeds = run_config.num_seeds
@@ -192,88 +127,71 @@ def train(
         f'{num_seeds} seed(s) x {train_config.num_envs} envs)...'
     )
     components = loop.make_components(train_config)
-    demos = None
-    if train_config.uses_demonstrations:
-        demos, info = loop.make_demonstrations(components, jax.random.PRNGKey(run_config.seed))
-        log(
-            f'  {train_config.num_demos} demonstrations recorded (demonstrator success '
-            f'{100 * info["demonstrator_success_rate"]:.0f}%)'
-        )
+    demos = make_demonstrations(components, run_config.seed, log)
     state = loop.init_states(components, run_config.seed, num_seeds, demos)
-    manager = checkpoint.checkpoint_manager(out_dir)
-    writer = logging.MetricsWriter(os.path.join(out_dir, 'metrics.jsonl'))
-    calls_done, wall_before = 0, 0.0
-    restored = checkpoint.restore_latest(manager, state)
-    if restored is not None:
-        state, progress = restored
-        calls_done, wall_before = progress['calls'], progress['wall_clock_s']
-        writer.truncate_after(calls_done * run_config.iterations_per_call)
-        log(f'  resumed from the checkpoint at {calls_done * steps_per_call} env steps')
-    elif os.path.exists(writer.path):
-        os.remove(writer.path)
+    records = out.records('metrics.jsonl')
+    state, iterations_done, wall_before = out.resume(state, records, log)
+    calls_done = iterations_done // iterations_per_call
 
-    runner = loop.make_runner(components, run_config.iterations_per_call)
-    evaluator = Evaluator(
-        components,
-        run_config.eval_episodes,
-        run_config.seed,
-        {'exact': 0.0, 'noisy': run_config.eval_noise_mm},
+    train_fn = loop.make_train_fn(components, iterations_per_call)
+    conditions = evaluate.conditions_for(components.env, run_config.eval_noise_mm)
+    evaluator = evaluate.Evaluator(
+        components, run_config.eval_episodes, run_config.seed, conditions
     )
-    reference = evaluator.p_controller()
-    start = time.time()
+    reference = evaluator.reference()
+    progress = run_dir.Progress(num_calls, calls_done, wall_before)
     last_eval: Optional[Dict[str, np.ndarray]] = None
 
-    def wall() -> float:
-        return wall_before + time.time() - start
-
     for call in range(calls_done, num_calls):
-        state, metrics = runner(state)
+        state, metrics = train_fn(state)
         metrics = jax.device_get(metrics)  # (S, n, ...)
-        is_last = call + 1 == num_calls
         evaluation = None
-        if (call + 1) % calls_per_eval == 0 or is_last:
+        if (call + 1) % calls_per_eval == 0 or call + 1 == num_calls:
             evaluation = evaluator(loop.policy_params(components, state))
             last_eval = evaluation
-        records = _records(metrics, call, run_config, train_config, wall(), evaluation)
-        writer.write(records)
+        wall = progress.wall()
+        records.append(_records(metrics, call, run_config, train_config, wall, evaluation))
         if evaluation is not None:
-            checkpoint.save(
-                manager,
+            out.save(
                 (call + 1) * steps_per_call,
                 state,
-                {'calls': call + 1, 'wall_clock_s': wall()},
+                {'iterations': (call + 1) * iterations_per_call, 'wall_clock_s': wall},
             )
-        done = call + 1 - calls_done
-        eta = (time.time() - start) / done * (num_calls - call - 1)
-        train_success = np.nanmean(metrics['success'][:, -1])
         line = (
             f'[{(call + 1) * steps_per_call:>8}/{num_calls * steps_per_call} env steps] '
-            f'train success {100 * train_success:5.1f}%'
+            f'train success {100 * np.nanmean(metrics["success"][:, -1]):5.1f}%'
         )
         if evaluation is not None:
-            line += (
-                f' | eval exact {100 * evaluation["exact"].mean():5.1f}%'
-                f' noisy {100 * evaluation["noisy"].mean():5.1f}%'
+            line += ' | eval ' + ' '.join(
+                f'{name} {100 * evaluation[name].mean():5.1f}%' for name in evaluator.conditions
             )
-        log(line + f' | {wall():.0f} s, eta {_format_eta(eta)}')
+        log(line + f' | {wall:.0f} s, eta {progress.eta(call + 1)}')
 
-    if last_eval is None:  # resumed after the final call: evaluate the final state
-        last_eval = evaluator(loop.policy_params(components, state))
     params = loop.policy_params(components, state)
+    if last_eval is None:  # resumed after the final call: evaluate the final state
+        last_eval = evaluator(params)
     checkpoint.save_policy(out_dir, params)
-    summary = _summary(last_eval, reference, run_config, num_calls * steps_per_call, wall())
-    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
-    table = logging.summary_markdown(summary)
-    with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
-        f.write(table + '\n')
-    records = logging.read_jsonl(writer.path)
+    summary = _summary(
+        last_eval,
+        reference,
+        evaluator.conditions,
+        run_config,
+        num_calls * steps_per_call,
+        progress.wall(),
+    )
+    table = plots.summary_markdown(summary)
+    out.write_summary(summary, table)
     title = (
         f'{train_config.env.task}: {train_config.mode} {train_config.algo.upper()}, '
-        f'{train_config.env.reward} reward'
+        f'{getattr(train_config.env, "reward", "task")} reward'
     )
-    logging.plot_learning_curve(
-        records, os.path.join(out_dir, 'learning_curve.png'), num_seeds, title, reference
+    plots.plot_learning_curve(
+        records.read(),
+        out.file('learning_curve.png'),
+        num_seeds,
+        title,
+        reference,
+        run_config.eval_noise_mm,
     )
     log('\n' + table)
     log(
@@ -284,6 +202,7 @@ def train(
 
 
 def _records(metrics, call, run_config, train_config, wall_clock_s, evaluation) -> List[Dict]:
+    """metrics.jsonl rows of one device call: one per iteration and seed."""
     n = run_config.iterations_per_call
     records = []
     for i in range(n):
@@ -295,52 +214,49 @@ def _records(metrics, call, run_config, train_config, wall_clock_s, evaluation) 
                 'env_steps': iteration * train_config.env_steps_per_iteration,
                 'wall_clock_s': round(wall_clock_s, 2),
             }
-            record.update({k: logging.to_python(v[s, i]) for k, v in metrics.items()})
+            record.update({k: run_dir.to_python(v[s, i]) for k, v in metrics.items()})
             if evaluation is not None and i == n - 1:
-                record['eval/success_exact'] = float(evaluation['exact'][s])
-                record['eval/success_noisy'] = float(evaluation['noisy'][s])
-                record['eval/distance_exact_mm'] = float(evaluation['distance_exact_mm'][s])
-                record['eval/distance_noisy_mm'] = float(evaluation['distance_noisy_mm'][s])
+                record.update(
+                    {f'eval/{k}': run_dir.to_python(v[s]) for k, v in _eval_items(evaluation)}
+                )
             records.append(record)
     return records
 
 
-def _summary(evaluation, reference, run_config, env_steps, wall_clock_s) -> Dict[str, Any]:
-    seeds = [
-        {
-            'seed': run_config.seed + s,
-            'success_exact': float(evaluation['exact'][s]),
-            'success_noisy': float(evaluation['noisy'][s]),
+def _eval_items(evaluation):
+    """('success_<c>', values) and ('distance_<c>_mm', values) of an evaluation."""
+    for name, values in evaluation.items():
+        yield (name if name.startswith('distance_') else f'success_{name}'), values
+
+
+def _summary(evaluation, reference, conditions, run_config, env_steps, wall_clock_s):
+    def row(extra, pick):
+        return {
+            **extra,
+            **{f'success_{c}': float(pick(evaluation[c])) for c in conditions},
             'env_steps': int(env_steps),
             'wall_clock_s': round(wall_clock_s, 1),
         }
-        for s in range(run_config.num_seeds)
-    ]
+
     return {
+        'conditions': list(conditions),
         'eval_episodes': run_config.eval_episodes,
         'eval_noise_mm': run_config.eval_noise_mm,
-        'seeds': seeds,
-        'mean': {
-            'success_exact': float(np.mean(evaluation['exact'])),
-            'success_noisy': float(np.mean(evaluation['noisy'])),
-            'env_steps': int(env_steps),
-            'wall_clock_s': round(wall_clock_s, 1),
-        },
-        'p_controller': {
-            'success_exact': reference['exact'],
-            'success_noisy': reference['noisy'],
-        },
+        'seeds': [
+            row({'seed': run_config.seed + s}, lambda v, s=s: v[s])
+            for s in range(run_config.num_seeds)
+        ],
+        'mean': row({}, np.mean),
+        'p_controller': (
+            {f'success_{c}': reference[c] for c in conditions} if reference is not None else None
+        ),
     }
 
 
-def load_run(run_dir: str):
-    """(components, policy params with a leading seed axis, config dict) of a finished run."""
-    with open(os.path.join(run_dir, 'config.json')) as f:
-        config = json.load(f)
-    train_config = train_config_from_dict(config['train'])
+def load_run(path: str):
+    """(components, policy params with a leading seed axis, (TrainConfig, RunConfig))
+    of a finished run. Needs no demonstrations: only the policy is restored."""
+    train_config, run_config = read_config(os.path.join(path, 'config.json'))
     components = loop.make_components(train_config)
-    num_seeds = config['run']['num_seeds']
-    like = jax.eval_shape(
-        lambda: loop.policy_params(components, loop.init_states(components, 0, num_seeds))
-    )
-    return components, checkpoint.load_policy(run_dir, like), config
+    like = loop.policy_params_like(components, run_config.num_seeds)
+    return components, checkpoint.load_policy(path, like), (train_config, run_config)

@@ -1,52 +1,21 @@
-"""Run outputs people read: metrics.jsonl, the learning curve, the summary table."""
+"""What people look at: learning curves with 95% bands and the summary table.
+
+Evaluation records carry `eval/success_<condition>` per seed, where the
+conditions are the evaluator's (`evaluate.conditions_for`): 'exact' and
+'noisy' for the connector tasks, 'random' for tasks evaluated under their own
+randomization.
+"""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
+import matplotlib
 import numpy as np
 
-EVAL_KEYS = ('eval/success_exact', 'eval/success_noisy')
-
-
-def to_python(value: Any) -> Any:
-    """JSON-ready scalar: NaN and inf become None, numpy scalars become floats/ints."""
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-class MetricsWriter:
-    """Appends one JSON object per line to `path`, flushing after each batch.
-
-    On resume, `truncate_after(iteration)` drops the lines written after the
-    checkpoint being resumed, so the file never holds an iteration twice.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def truncate_after(self, iteration: int) -> None:
-        if not os.path.exists(self.path):
-            return
-        kept = [r for r in read_jsonl(self.path) if r.get('iteration', 0) <= iteration]
-        with open(self.path, 'w') as f:
-            for record in kept:
-                f.write(json.dumps(record) + '\n')
-
-    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
-        with open(self.path, 'a') as f:
-            for record in records:
-                f.write(json.dumps(record) + '\n')
-
-
-def read_jsonl(path: str) -> List[Dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+matplotlib.use('Agg')  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def mean_and_band(values: np.ndarray) -> tuple:
@@ -101,39 +70,57 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def condition_label(condition: str, noise_mm: float = 1.0) -> str:
+    """How a table or a legend names an evaluation condition."""
+    return {
+        'exact': 'exact goal',
+        'noisy': f'±{noise_mm:g} mm goal noise',
+        'random': 'success',
+    }.get(condition, condition)
+
+
+def eval_conditions(records: Sequence[Mapping[str, Any]]) -> list:
+    """The evaluation conditions present in `records`, in first-seen order."""
+    seen = []
+    for r in records:
+        for key in r:
+            if key.startswith('eval/success_'):
+                name = key[len('eval/success_') :]
+                if name not in seen:
+                    seen.append(name)
+    return seen
+
+
+COLOURS = ('tab:blue', 'tab:orange', 'tab:purple', 'tab:brown')
+
+
 def plot_learning_curve(
     records: Sequence[Mapping[str, Any]],
     path: str,
     num_seeds: int,
     title: str,
     reference: Optional[Mapping[str, float]] = None,
+    noise_mm: float = 1.0,
 ) -> None:
     """Success vs environment steps: mean over seeds with a 95% band.
 
-    Left: evaluation success of the deterministic policy (exact goal and
-    +-1 mm goal noise), with the P-controller's success on the same evaluation
-    episodes as dashed lines. Right: end-of-episode success of the training
-    episodes (exploration on), smoothed.
+    Left: evaluation success of the deterministic policy in each condition
+    (exact goal and goal noise for the connectors), with the hand-designed
+    controller's success on the same evaluation episodes as dashed lines
+    (`reference`, per condition). Right: end-of-episode success of the
+    training episodes (exploration on), smoothed.
     """
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
     fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    colours = {'exact': 'tab:blue', 'noisy': 'tab:orange'}
-    for condition, key in zip(('exact', 'noisy'), EVAL_KEYS, strict=True):
-        if not any(r.get(key) is not None for r in records):
-            continue
-        steps, values = curves(records, key, num_seeds)
+    for condition, colour in zip(eval_conditions(records), COLOURS, strict=False):
+        steps, values = curves(records, f'eval/success_{condition}', num_seeds)
         mean, band = mean_and_band(100 * values)
-        label = 'exact goal' if condition == 'exact' else '±1 mm goal noise'
-        ax_eval.plot(steps, mean, color=colours[condition], marker='o', ms=3, label=label)
-        ax_eval.fill_between(steps, *band_limits(mean, band), color=colours[condition], alpha=0.2)
-        if reference and condition in reference:
+        label = condition_label(condition, noise_mm)
+        ax_eval.plot(steps, mean, color=colour, marker='o', ms=3, label=label)
+        ax_eval.fill_between(steps, *band_limits(mean, band), color=colour, alpha=0.2)
+        if reference and reference.get(condition) is not None:
             ax_eval.axhline(
                 100 * reference[condition],
-                color=colours[condition],
+                color=colour,
                 ls='--',
                 lw=1,
                 label=f'P-controller, {label}',
@@ -161,28 +148,35 @@ def plot_learning_curve(
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as a Markdown table: one row per seed, the mean, the P-controller."""
+    """The summary as a Markdown table: one row per seed, the mean, the P-controller.
+
+    Columns: one per evaluation condition of `summary['conditions']`.
+    """
+    conditions = summary['conditions']
+    noise_mm = summary.get('eval_noise_mm', 1.0)
+    names = [condition_label(c, noise_mm) for c in conditions]
     lines = [
-        '| run | exact goal | ±1 mm goal noise | env steps | wall-clock (s) |',
-        '|---|---|---|---|---|',
+        '| run | ' + ' | '.join(names) + ' | env steps | wall-clock (s) |',
+        '|---|' + '---|' * len(names) + '---|---|',
     ]
 
     def pct(x):
         return f'{100 * x:.0f}%' if x is not None else '–'
 
+    def cells(row, bold=False):
+        mark = '**' if bold else ''
+        return ' | '.join(f'{mark}{pct(row["success_" + c])}{mark}' for c in conditions)
+
     for row in summary['seeds']:
         lines.append(
-            f'| seed {row["seed"]} | {pct(row["success_exact"])} | {pct(row["success_noisy"])} '
-            f'| {row["env_steps"]} | {row["wall_clock_s"]:.0f} |'
+            f'| seed {row["seed"]} | {cells(row)} | {row["env_steps"]} | {row["wall_clock_s"]:.0f} |'
         )
     mean = summary['mean']
     lines.append(
-        f'| **mean** | **{pct(mean["success_exact"])}** | **{pct(mean["success_noisy"])}** '
-        f'| {mean["env_steps"]} | {mean["wall_clock_s"]:.0f} |'
+        f'| **mean** | {cells(mean, bold=True)} | {mean["env_steps"]} | '
+        f'{mean["wall_clock_s"]:.0f} |'
     )
     ref = summary.get('p_controller')
     if ref:
-        lines.append(
-            f'| P-controller | {pct(ref["success_exact"])} | {pct(ref["success_noisy"])} | – | – |'
-        )
+        lines.append(f'| P-controller | {cells(ref)} | – | – |')
     return '\n'.join(lines)
