@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from mujoco import mjx
 
-from insertion_jax.envs import controllers, insertion, rewards, scene
+from insertion_jax.envs import connector_obs, controllers, insertion, rewards, scene
+from insertion_jax.envs.base import mjx
 
 
 @pytest.fixture(scope='module')
@@ -71,10 +71,10 @@ def test_reset_is_deterministic_and_varies_with_key(env):
     np.testing.assert_array_equal(a.obs, b.obs)
     assert not np.allclose(a.obs, c.obs)
     # Start: about 5 cm above the goal, within the horizontal reset range, no force.
-    rel = np.asarray(insertion.obs_field(a.obs, 'ee_pos_rel_goal_mm'))
+    rel = np.asarray(connector_obs.obs_field(a.obs, 'ee_pos_rel_goal_mm'))
     assert rel[2] == pytest.approx(env.config.reset_height_mm, abs=0.01)
     assert np.all(np.abs(rel[:2]) <= env.config.reset_xy_range_mm)
-    assert abs(float(insertion.obs_field(a.obs, 'f_z_n')[0])) < 1e-3
+    assert abs(float(connector_obs.obs_field(a.obs, 'f_z_n')[0])) < 1e-3
 
 
 def test_config_goal_noise_is_uniform_within_its_bound():
@@ -85,7 +85,7 @@ def test_config_goal_noise_is_uniform_within_its_bound():
     assert np.all(offset_mm[:, 2] == 0.0)  # only the horizontal goal is perturbed
     assert abs(offset_mm[:, :2].std() - 1 / np.sqrt(3)) < 0.05  # uniform on [-1, 1]
     # The observation is relative to the perturbed goal, the socket did not move.
-    rel = np.asarray(insertion.obs_field(states.obs, 'ee_pos_rel_goal_mm'))
+    rel = np.asarray(connector_obs.obs_field(states.obs, 'ee_pos_rel_goal_mm'))
     tip = np.asarray(jax.vmap(noisy.tip_position)(states.data)) * 1e3
     np.testing.assert_allclose(rel, tip - np.asarray(states.info['goal_observed']) * 1e3, atol=1e-3)
 
@@ -116,16 +116,13 @@ def test_mjx_keeps_the_contact_budget(env):
 
 def test_obs_field_names_are_checked():
     with pytest.raises(ValueError, match='fields: ee_pos_rel_goal_mm, f_z_n'):
-        insertion.obs_field(jnp.zeros(insertion.OBS_DIM), 'torque')
+        connector_obs.obs_field(jnp.zeros(connector_obs.OBS_DIM), 'torque')
 
 
 def test_p_controller_is_eq5():
     obs = jnp.array([10.0, -4.0, 50.0, 3.0])  # mm relative to goal, then f_z
     np.testing.assert_allclose(
         controllers.p_controller_action(obs), [-0.010, 0.004, -0.015], rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        controllers.residual_action(jnp.ones(3), jnp.full(3, 0.5)), [1.5, 1.5, 1.5]
     )
 
 

@@ -1,9 +1,6 @@
-"""The vectorized MJX connector-insertion simulator."""
+"""The vectorized MJX simulator: the tasks, their scenes, rewards and controllers.
 
-import contextlib
-import io
-
-# MJX prints a notice at import when its optional Warp backend is missing. This
-# package uses MJX's JAX backend on every platform, so the notice is noise.
-with contextlib.redirect_stdout(io.StringIO()):
-    from mujoco import mjx  # noqa: F401
+The package imports nothing itself, so a light module (`controllers`,
+`connector_obs`) loads without MuJoCo; the modules that use MJX import it
+through `base`, which silences MJX's import notice.
+"""

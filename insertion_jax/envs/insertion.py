@@ -16,12 +16,8 @@ see `scene.py`) pulls the plug toward it for `substeps` physics steps. Contact
 therefore pushes back: a plug that catches the socket rim stays there while the
 set-point moves on, and the force grows with the gap.
 
-Observation (`OBS_SPEC`, 4 floats):
-  ee_pos_rel_goal_mm (3): tool-point position x minus the goal x* the robot
-    was told (the perturbed goal under goal noise), in millimetres.
-  f_z_n (1): vertical force on the end effector from the F/T sensor, newtons,
-    positive when contact pushes the plug up; the sensor bias (the plug's
-    weight) is removed at reset.
+Observation: `connector_obs.OBS_SPEC` (4 floats), the tool point relative
+to the goal the robot was told (mm, 3) and the vertical contact force (N).
 
 Goal noise: with `goal_noise_mm = g`, each episode draws a horizontal offset
 uniformly from [-g, g] mm per axis (x and y independently) and adds it to the
@@ -45,34 +41,18 @@ import mujoco
 import numpy as np
 
 from insertion_jax import checks
-from insertion_jax.envs import base, connectors, rewards, scene
+from insertion_jax.envs import base, connectors, controllers, rewards, scene
 from insertion_jax.envs.base import State, mjx
 
-OBS_SPEC: Tuple[Tuple[str, int], ...] = (('ee_pos_rel_goal_mm', 3), ('f_z_n', 1))
-OBS_DIM = sum(size for _, size in OBS_SPEC)
+# The observation layout, re-exported: it lives in `connector_obs` so that the
+# P-controller reads it without importing this module.
+from insertion_jax.envs.connector_obs import OBS_DIM, OBS_SLICES, OBS_SPEC, obs_field  # noqa: F401
+
 # Typical magnitude of each observation field (the agents' fixed input scale):
 # positions within about 10 mm of the goal matter most, contact forces reach
 # tens of newtons.
 OBS_SCALE: Tuple[float, ...] = (10.0, 10.0, 10.0, 10.0)
 ACTION_DIM = 3
-
-
-def _obs_slices() -> Dict[str, slice]:
-    slices, start = {}, 0
-    for name, size in OBS_SPEC:
-        slices[name] = slice(start, start + size)
-        start += size
-    return slices
-
-
-OBS_SLICES = _obs_slices()
-
-
-def obs_field(obs: jax.Array, name: str) -> jax.Array:
-    """Returns field `name` of `OBS_SPEC` from observation(s) of shape (..., OBS_DIM)."""
-    if name not in OBS_SLICES:
-        raise ValueError(f'Unknown observation field {name!r}; fields: {", ".join(OBS_SLICES)}.')
-    return obs[..., OBS_SLICES[name]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,8 +201,6 @@ class InsertionEnv:
 
     def base_action(self, obs: jax.Array) -> jax.Array:
         """The P-controller's move (eq. 5), metres."""
-        from insertion_jax.envs import controllers  # controllers imports this module
-
         return controllers.p_controller_action(obs)
 
     # ----------------------------------------------------------------- helpers
