@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.replay import der, nstep, prioritized, sumtree
+from insertion_jax import types
+from insertion_jax.replay import demos as demos_lib
+from insertion_jax.replay import der, prioritized, sumtree
 
 L = 8  # episode slot length
-EXAMPLE = nstep.Step(
+EXAMPLE = types.Step(
     obs=jnp.zeros(2),
     action=jnp.zeros(1),
     reward=jnp.zeros(()),
@@ -20,12 +22,12 @@ EXAMPLE = nstep.Step(
 DEMO_LENGTHS = np.array([5, 7, 3])
 
 
-def make(structure='all_shots_all', dynamic=True, num_envs=2, n_step=1, capacity=200, **kw):
+def make(structure='all_shots_all', der_on=True, num_envs=2, n_step=1, capacity=200, **kw):
     cfg = dict(
         num_buffers=3,
         zone_fraction=0.2,  # 40 of 200: 5 episode slots of 8
         structure=structure,
-        dynamic=dynamic,
+        der=der_on,
         refresh_every=2,
         pool_episodes=4,
         priority=prioritized.PrioritizedConfig(alpha=1.0),
@@ -39,13 +41,14 @@ def demos():
     t = np.arange(L)[None, :]
     ident = 100.0 * (np.arange(3)[:, None] + 1) + t
     obs = np.stack([ident, np.zeros_like(ident)], axis=-1)
-    return nstep.Step(
+    steps = types.Step(
         obs=jnp.asarray(obs, jnp.float32),
         action=jnp.ones((3, L, 1)),
         reward=jnp.ones((3, L)),
         terminal=jnp.zeros((3, L), bool),
         next_obs=jnp.asarray(obs + 0.5, jnp.float32),
-    ), jnp.asarray(DEMO_LENGTHS)
+    )
+    return demos_lib.Demonstrations(steps=steps, lengths=jnp.asarray(DEMO_LENGTHS))
 
 
 def chunk(lengths_per_env, success_per_env):
@@ -70,7 +73,7 @@ def chunk(lengths_per_env, success_per_env):
             last[step - 1, e], success[step - 1, e] = True, ok
         for t in range(k - step):  # a running episode, not finished
             obs[step + t, e, 0] = 1000 * e + 100 * len(lengths) + t
-    steps = nstep.Step(
+    steps = types.Step(
         obs=jnp.asarray(obs),
         action=jnp.zeros((k, num_envs, 1)),
         reward=jnp.asarray(reward),
@@ -83,7 +86,7 @@ def chunk(lengths_per_env, success_per_env):
 @functools.lru_cache(maxsize=None)
 def jitted(buffer):
     return (
-        jax.jit(buffer.add_chunk),
+        jax.jit(buffer.add),
         jax.jit(buffer.sample, static_argnums=2),
         jax.jit(buffer.set_priorities),
         jax.jit(buffer.after_updates, static_argnums=2),
@@ -107,7 +110,7 @@ def zone_ids(state, buffer):
 )
 def test_structures_load_the_right_demonstrations(structure, expected):
     buffer = make(structure)
-    state = buffer.init(EXAMPLE, *demos())
+    state = buffer.init(EXAMPLE, demos())
     leaves = np.asarray(sumtree.leaves(state.tree, 200))
     for k, ids in enumerate(expected):
         got_ids, lengths = zone_ids(state, k)
@@ -134,7 +137,7 @@ def test_finished_episodes_go_whole_to_one_random_buffer_with_nstep_returns():
     leaves = np.asarray(sumtree.leaves(state.tree, 200))
     found = {}
     for k in range(3):
-        ring = slice(buffer.zone_size, buffer.zone_size + int(state.ring_size[k]))
+        ring = slice(buffer.layout.zone_size, buffer.layout.zone_size + int(state.ring_size[k]))
         for pos, o in zip(range(ring.start, ring.stop), obs[k, ring], strict=True):
             found.setdefault(int(o) // 100, []).append((k, pos, int(o) % 100))
         assert np.all(leaves[k, ring] == 1.0) and leaves[k, ring.stop :].sum() == 0
@@ -170,16 +173,16 @@ def test_episodes_route_to_every_buffer_and_the_ring_wraps():
         state = add(state, steps, last, success, jax.random.PRNGKey(i))
         counts += np.asarray(state.ring_size) > before
     assert np.all(counts > 0)  # all buffers receive episodes
-    assert np.all(np.asarray(state.ring_size) <= buffer.ring_capacity)
-    assert int(state.ring_size.max()) == buffer.ring_capacity  # at least one wrapped
+    assert np.all(np.asarray(state.ring_size) <= buffer.layout.ring_capacity)
+    assert int(state.ring_size.max()) == buffer.layout.ring_capacity  # at least one wrapped
     leaves = np.asarray(sumtree.leaves(state.tree, 96))
     np.testing.assert_array_equal((leaves > 0).sum(axis=1), state.ring_size)
 
 
 def test_refresh_replaces_the_oldest_zone_episode_from_the_pool():
-    buffer = make('all_shots_all', dynamic=True)
+    buffer = make('all_shots_all', der_on=True)
     add, sample, set_priorities, after_updates = jitted(buffer)
-    state = buffer.init(EXAMPLE, *demos())
+    state = buffer.init(EXAMPLE, demos())
     key = jax.random.PRNGKey(0)
     state = after_updates(state, key, 1)  # 0 updates: nothing due
     assert int(state.refreshes) == 0
@@ -207,9 +210,9 @@ def test_refresh_replaces_the_oldest_zone_episode_from_the_pool():
 
 
 def test_without_der_the_demonstrations_stay():
-    buffer = make('all_shots_all', dynamic=False)
+    buffer = make('all_shots_all', der_on=False)
     add, sample, set_priorities, after_updates = jitted(buffer)
-    state = buffer.init(EXAMPLE, *demos())
+    state = buffer.init(EXAMPLE, demos())
     steps, last, success = chunk([[6], [4]], [[True], [True]])
     state = add(state, steps, last, success, jax.random.PRNGKey(0))
     _, info = sample(state, jax.random.PRNGKey(1), 4)
@@ -222,9 +225,9 @@ def test_without_der_the_demonstrations_stay():
 
 
 def test_sampling_uses_non_empty_buffers_and_zone_items_keep_top_priority():
-    buffer = make('one_shot_each', dynamic=False)
+    buffer = make('one_shot_each', der_on=False)
     add, sample, set_priorities, _ = jitted(buffer)
-    state = buffer.init(EXAMPLE, *demos())
+    state = buffer.init(EXAMPLE, demos())
     # buffer 0 also gets agent episodes; all buffers hold their demonstration
     steps, last, success = chunk([[5, 5], [3]], [[False, False], [False]])
     state = add(state, steps, last, success, jax.random.PRNGKey(0))
@@ -244,7 +247,7 @@ def test_sampling_uses_non_empty_buffers_and_zone_items_keep_top_priority():
     leaves = np.asarray(sumtree.leaves(state.tree, 200)[b])
     top = float(state.max_priority[b])
     assert top == pytest.approx(50.0, rel=1e-5)
-    zone = idx < buffer.zone_size
+    zone = idx < buffer.layout.zone_size
     np.testing.assert_allclose(leaves[idx[zone]], top, rtol=1e-6)
     largest = {}  # the largest value wins for repeated slots
     for i, t in zip(idx, td, strict=True):
@@ -263,4 +266,4 @@ def test_bad_configurations_are_named():
     with pytest.raises(ValueError, match='needs at least one demonstration'):
         make('one_shot_all').init(EXAMPLE)
     with pytest.raises(ValueError, match='puts 3 demonstrations in a zone of 2'):
-        make(zone_fraction=0.08, capacity=200).init(EXAMPLE, *demos())
+        make(zone_fraction=0.08, capacity=200).init(EXAMPLE, demos())

@@ -21,7 +21,10 @@ def items(values):
 @functools.lru_cache(maxsize=None)
 def jitted(capacity, alpha=0.6, beta=0.4, stratified=True, beta_steps=0):
     buffer = prioritized.make_prioritized_buffer(
-        capacity, alpha=alpha, beta=beta, stratified=stratified, beta_steps=beta_steps
+        capacity,
+        prioritized.PrioritizedConfig(
+            alpha=alpha, beta=beta, stratified=stratified, beta_steps=beta_steps
+        ),
     )
     return (
         buffer,
@@ -181,14 +184,14 @@ def test_beta_anneals_and_empty_buffer_is_safe():
     _, _, weights = sample(state, jax.random.PRNGKey(0), 8)
     np.testing.assert_array_equal(weights, 1.0)  # nothing stored: no NaN
     assert not bool(buffer.can_sample(state, 1))
-    assert float(buffer.beta_at(state.updates)) == pytest.approx(0.4)
+    assert float(buffer.config.beta_at(state.updates)) == pytest.approx(0.4)
     state = add(state, items([0, 1]))
     for _ in range(5):
         state = set_priorities(state, jnp.array([0]), jnp.array([2.0]))
-    assert float(buffer.beta_at(state.updates)) == pytest.approx(0.7)
+    assert float(buffer.config.beta_at(state.updates)) == pytest.approx(0.7)
     for _ in range(10):
         state = set_priorities(state, jnp.array([0]), jnp.array([2.0]))
-    assert float(buffer.beta_at(state.updates)) == pytest.approx(1.0)
+    assert float(buffer.config.beta_at(state.updates)) == pytest.approx(1.0)
 
 
 def test_vmapped_over_seeds_equals_each_seed_alone():
@@ -207,8 +210,8 @@ def test_vmapped_over_seeds_equals_each_seed_alone():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match='alpha=1.5 must be in'):
-        prioritized.make_prioritized_buffer(8, alpha=1.5)
+        prioritized.PrioritizedConfig(alpha=1.5)
     with pytest.raises(ValueError, match='capacity=0 must be'):
         prioritized.make_prioritized_buffer(0)
     with pytest.raises(ValueError, match='eps=0 must be'):
-        prioritized.make_prioritized_buffer(8, eps=0)
+        prioritized.PrioritizedConfig(eps=0)

@@ -6,8 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from insertion_jax import types
 from insertion_jax.agents import registry as agent_registry
-from insertion_jax.replay import der, interface, nstep, uniform
+from insertion_jax.replay import base, der, nstep, prioritized, registry, uniform
+
+SPEC = base.ReplaySpec(
+    capacity=4096, n_step=1, discount=0.9, episode_length=8, num_envs=2, updates_per_iteration=1
+)
 
 
 def items(values):
@@ -103,16 +108,12 @@ def test_the_update_loop_writes_the_sum_tree_in_place(kind):
     capacity): when something computed from the tree is fused into a consumer
     that runs after the write-back, or to change the layout of a size-1 axis
     under vmap (BUILD_NOTES.md, pitfalls)."""
-    replay = interface.make_replay(
-        kind,
-        capacity=4096,
-        n_step=1,
-        discount=0.9,
-        der_config=der.DERConfig(num_buffers=3, zone_fraction=0.05),
-        episode_length=8,
-        num_envs=2,
-    )
-    example = nstep.Step(
+    config = {
+        'prioritized': prioritized.PrioritizedConfig(),
+        'der': der.DERConfig(num_buffers=3, zone_fraction=0.05),
+    }[kind]
+    replay = registry.make_replay(config, SPEC)
+    example = types.Step(
         obs=jnp.zeros(2),
         action=jnp.zeros(1),
         reward=jnp.zeros(()),
@@ -133,7 +134,7 @@ def test_the_update_loop_writes_the_sum_tree_in_place(kind):
             k1, k2 = jax.random.split(k)
             batch, info = replay.sample(s, k1, 16)
             a, metrics = agent.update(a, batch, k2)
-            return (a, replay.update(s, info, jnp.abs(metrics['td_error']), True)), None
+            return (a, replay.set_priorities(s, info, jnp.abs(metrics['td_error']), True)), None
 
         return jax.lax.scan(body, carry, jax.random.split(key, 4))[0]
 

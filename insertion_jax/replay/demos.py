@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from insertion_jax import checks
+from insertion_jax import checks, types
 from insertion_jax.replay import nstep
 
 FORMAT_VERSION = 1
@@ -72,12 +72,15 @@ class Demonstrations:
     """Episodes padded to a common length L (steps after an episode's end are 0).
 
     Attributes:
-      steps: `nstep.Step` with leaves (D, L, ...).
+      steps: `types.Step` with leaves (D, L, ...).
       lengths: (D,) int32 episode lengths.
+      success: (D,) bool, the episode reached the goal; None: all did. Only
+        successful episodes enter a DER zone or an LfD batch.
     """
 
-    steps: nstep.Step
+    steps: types.Step
     lengths: jax.Array
+    success: Optional[jax.Array] = None
 
     @property
     def count(self) -> int:

@@ -1,7 +1,7 @@
 """Prioritized experience replay (Schaul et al. 2016) on the device.
 
-`make_prioritized_buffer(capacity, alpha, beta, ...)` returns a
-`PrioritizedBuffer` of pure functions over a `PrioritizedState` pytree:
+`make_prioritized_buffer(capacity, config)` binds the module's pure functions
+over a `PrioritizedState` pytree into a `PrioritizedBuffer`:
 
   init(example_item) -> state
   add(state, items) -> state              # new items get the maximum priority so far
@@ -26,19 +26,24 @@ backend; a batch that draws an item twice gives it the same TD error anyway).
 
 Everything jits and vmaps (over seeds); pass the state with `donate_argnums`
 so XLA updates the storage in place.
+
+`make_replay(PrioritizedConfig(...), spec)` is the prioritized replay of the
+training loop (`base.Replay`), storing n-step transitions the same way as the
+uniform one (`base.add_transitions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Tuple
+import functools
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import checks
-from insertion_jax.replay import sumtree, uniform
+from insertion_jax import checks, types
+from insertion_jax.replay import base, nstep, sumtree, uniform
 
 
 @struct.dataclass
@@ -102,17 +107,15 @@ class PrioritizedConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PrioritizedBuffer:
+    """The module's functions bound to one capacity and config (module docstring)."""
+
     capacity: int
     config: PrioritizedConfig
     init: Callable[[Any], PrioritizedState]
     add: Callable[[PrioritizedState, Any], PrioritizedState]
     sample: Callable[..., Tuple[Any, jax.Array, jax.Array]]
     set_priorities: Callable[[PrioritizedState, jax.Array, jax.Array], PrioritizedState]
-    can_sample: Callable[[PrioritizedState, int], jax.Array]
-
-    def beta_at(self, updates: jax.Array) -> jax.Array:
-        """The annealed beta after `updates` calls of `set_priorities`."""
-        return self.config.beta_at(updates)
+    can_sample: Callable[..., jax.Array]
 
 
 def draw(
@@ -158,78 +161,138 @@ def leaf_priority(priorities: jax.Array, max_priority: jax.Array, eps: float) ->
     return jnp.where(jnp.isfinite(p), p, max_priority)
 
 
+def init(capacity: int, example_item: Any) -> PrioritizedState:
+    """An empty buffer of `capacity` items shaped like `example_item` (no batch axis)."""
+    return PrioritizedState(
+        storage=uniform.init(capacity, example_item),
+        tree=sumtree.init(capacity)[0],
+        max_priority=jnp.ones((), jnp.float32),
+        updates=jnp.zeros((), jnp.int32),
+    )
+
+
+def add(config: PrioritizedConfig, state: PrioritizedState, items: Any) -> PrioritizedState:
+    """Writes items (leading axis n <= capacity) at the ring cursor, each at the
+    maximum priority so far."""
+    n = jax.tree.leaves(items)[0].shape[0]
+    slots = (state.storage.insert_pos + jnp.arange(n)) % state.storage.capacity
+    storage = uniform.add(state.storage, items)
+    tree = sumtree.update(
+        state.tree[None],
+        jnp.zeros((n,), jnp.int32),
+        slots,
+        jnp.full((n,), state.max_priority**config.alpha),
+        unique=True,
+    )[0]
+    return state.replace(storage=storage, tree=tree)
+
+
+def sample(
+    config: PrioritizedConfig,
+    state: PrioritizedState,
+    key: jax.Array,
+    batch_size: int,
+    beta: Optional[jax.Array] = None,
+) -> Tuple[Any, jax.Array, jax.Array]:
+    """`batch_size` items drawn in proportion to p^alpha.
+
+    Returns (items (batch_size, ...), indices (batch_size,) int32, importance
+    weights (batch_size,)); `beta` defaults to the annealed one.
+    """
+    indices, probs = draw(
+        state.tree[None], jnp.zeros((), jnp.int32), key, batch_size, config.stratified
+    )
+    beta = config.beta_at(state.updates) if beta is None else beta
+    weights = importance_weights(probs, state.size, beta)
+    return uniform.gather(state.storage, indices), indices, weights
+
+
+def set_priorities(
+    config: PrioritizedConfig,
+    state: PrioritizedState,
+    indices: jax.Array,
+    priorities: jax.Array,
+) -> PrioritizedState:
+    """Priorities (n,) of the items at `indices` (n,) (negative: skipped); one update."""
+    p = leaf_priority(priorities, state.max_priority, config.eps)
+    tree = sumtree.update(state.tree[None], jnp.zeros_like(indices), indices, p**config.alpha)[0]
+    return state.replace(
+        tree=tree,
+        max_priority=jnp.maximum(state.max_priority, jnp.max(p)),
+        updates=state.updates + 1,
+    )
+
+
 def make_prioritized_buffer(
-    capacity: int,
-    alpha: float = 0.6,
-    beta: float = 0.4,
-    eps: float = 1e-6,
-    beta_final: float = 1.0,
-    beta_steps: int = 0,
-    stratified: bool = True,
+    capacity: int, config: Optional[PrioritizedConfig] = None
 ) -> PrioritizedBuffer:
     """A prioritized ring buffer of `capacity` items (see the module docstring).
 
     Args:
       capacity: items stored; once full, new items overwrite the oldest.
-      alpha, beta, eps, beta_final, beta_steps, stratified: see `PrioritizedConfig`.
+      config: sampling settings (None: `PrioritizedConfig()`).
     """
     checks.positive_int('make_prioritized_buffer', capacity=capacity)
-    config = PrioritizedConfig(
-        alpha=alpha,
-        beta=beta,
-        beta_final=beta_final,
-        beta_steps=beta_steps,
-        eps=eps,
-        stratified=stratified,
-    )
-
-    def init(example_item):
-        return PrioritizedState(
-            storage=uniform.init_storage(example_item, capacity),
-            tree=sumtree.init(capacity)[0],
-            max_priority=jnp.ones((), jnp.float32),
-            updates=jnp.zeros((), jnp.int32),
-        )
-
-    def add(state: PrioritizedState, items):
-        n = jax.tree.leaves(items)[0].shape[0]
-        slots = (state.storage.insert_pos + jnp.arange(n)) % capacity
-        storage = uniform.write(state.storage, items)
-        tree = sumtree.update(
-            state.tree[None],
-            jnp.zeros((n,), jnp.int32),
-            slots,
-            jnp.full((n,), state.max_priority**alpha),
-            unique=True,
-        )[0]
-        return state.replace(storage=storage, tree=tree)
-
-    def sample(state: PrioritizedState, key: jax.Array, batch_size: int, beta=None):
-        indices, probs = draw(
-            state.tree[None], jnp.zeros((), jnp.int32), key, batch_size, stratified
-        )
-        beta = config.beta_at(state.updates) if beta is None else beta
-        weights = importance_weights(probs, state.size, beta)
-        return uniform.gather(state.storage, indices), indices, weights
-
-    def set_priorities(state: PrioritizedState, indices: jax.Array, priorities: jax.Array):
-        p = leaf_priority(priorities, state.max_priority, eps)
-        tree = sumtree.update(state.tree[None], jnp.zeros_like(indices), indices, p**alpha)[0]
-        return state.replace(
-            tree=tree,
-            max_priority=jnp.maximum(state.max_priority, jnp.max(p)),
-            updates=state.updates + 1,
-        )
-
-    def can_sample(state: PrioritizedState, min_size: int = 1):
-        return state.size >= min_size
-
+    config = PrioritizedConfig() if config is None else config
     return PrioritizedBuffer(
         capacity=capacity,
         config=config,
-        init=init,
-        add=add,
-        sample=sample,
-        set_priorities=set_priorities,
-        can_sample=can_sample,
+        init=functools.partial(init, capacity),
+        add=functools.partial(add, config),
+        sample=functools.partial(sample, config),
+        set_priorities=functools.partial(set_priorities, config),
+        can_sample=uniform.can_sample,
+    )
+
+
+# ---------------------------------------------------------------- replay
+def replay_init(capacity: int, example_step: types.Step, demos: Optional[Any] = None):
+    """`Replay.init`: an empty buffer of `capacity` n-step transitions of `example_step`."""
+    if demos is not None:
+        raise ValueError(
+            'Prioritized replay takes no demonstrations (LfD mixes them in: mixed.py).'
+        )
+    return init(capacity, nstep.transition_like(example_step))
+
+
+def replay_sample(
+    config: PrioritizedConfig, state: PrioritizedState, key: jax.Array, batch_size: int
+) -> Tuple[types.Transition, jax.Array]:
+    """`Replay.sample`: a batch with its importance weights in `weight`, and its slots."""
+    batch, indices, weights = sample(config, state, key, batch_size)
+    return batch.replace(weight=weights), indices
+
+
+def replay_set_priorities(
+    config: PrioritizedConfig,
+    state: PrioritizedState,
+    indices: jax.Array,
+    td_error: jax.Array,
+    apply: jax.Array,
+) -> PrioritizedState:
+    """`Replay.set_priorities`: |TD| priorities written only where `apply` holds
+    (masked indices; the counters kept otherwise)."""
+    new = set_priorities(config, state, jnp.where(apply, indices, -1), td_error)
+    return base.masked_counters(new, state, apply)
+
+
+def validate(config: PrioritizedConfig, spec: base.ReplaySpec) -> None:
+    """Nothing to check beyond the configs' own checks."""
+    del config, spec
+
+
+def make_replay(config: PrioritizedConfig, spec: base.ReplaySpec) -> base.Replay:
+    """Prioritized replay of `spec.capacity` n-step transitions (`base.Replay`)."""
+    checks.positive_int('make_replay', capacity=spec.capacity)
+    return base.Replay(
+        config=config,
+        takes_demonstrations=False,
+        init=functools.partial(replay_init, spec.capacity),
+        add=functools.partial(
+            base.add_transitions, functools.partial(add, config), spec.n_step, spec.discount
+        ),
+        sample=functools.partial(replay_sample, config),
+        set_priorities=functools.partial(replay_set_priorities, config),
+        after_updates=base.keep_state,
+        metrics=uniform.size_metrics,
     )

@@ -1,6 +1,7 @@
 """A uniform ring buffer on the device, as pure functions over a pytree state.
 
-`make_uniform_buffer(capacity)` returns a `UniformBuffer` of four functions:
+`make_uniform_buffer(capacity)` binds the module's functions into a
+`UniformBuffer`:
 
   init(example_item) -> BufferState        # storage shaped like the item, x capacity
   add(state, items) -> BufferState         # items with a leading batch axis
@@ -9,16 +10,29 @@
 
 Once full, new items overwrite the oldest (ring order). The functions jit and
 vmap (over seeds); pass the state with `donate_argnums` so XLA writes in place.
+
+`make_replay(UniformConfig(), spec)` is the uniform replay of the training
+loop (`base.Replay`): n-step transitions of each collected chunk, drawn
+uniformly, importance weights 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from insertion_jax import checks, types
+from insertion_jax.replay import base, nstep
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformConfig:
+    """Uniform replay has no settings beyond the run's `base.ReplaySpec`."""
 
 
 @struct.dataclass
@@ -42,14 +56,16 @@ class BufferState:
 
 @dataclasses.dataclass(frozen=True)
 class UniformBuffer:
+    """The module's functions bound to one capacity (see the module docstring)."""
+
     capacity: int
     init: Callable[[Any], BufferState]
     add: Callable[[BufferState, Any], BufferState]
     sample: Callable[[BufferState, jax.Array, int], Any]
-    can_sample: Callable[[BufferState, int], jax.Array]
+    can_sample: Callable[..., jax.Array]
 
 
-def init_storage(example_item: Any, capacity: int) -> BufferState:
+def init(capacity: int, example_item: Any) -> BufferState:
     """Zero storage for `capacity` items shaped like `example_item` (no batch axis)."""
     data = jax.tree.map(
         lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example_item
@@ -59,7 +75,7 @@ def init_storage(example_item: Any, capacity: int) -> BufferState:
     )
 
 
-def write(state: BufferState, items: Any) -> BufferState:
+def add(state: BufferState, items: Any) -> BufferState:
     """Writes a batch of items (leading axis n <= capacity) at the ring cursor."""
     capacity = state.capacity
     n = jax.tree.leaves(items)[0].shape[0]
@@ -110,15 +126,59 @@ def sample(state: BufferState, key: jax.Array, batch_size: int) -> Any:
     return gather(state, indices)
 
 
+def can_sample(state: BufferState, min_size: int = 1) -> jax.Array:
+    """bool (): at least `min_size` items are stored."""
+    return state.size >= min_size
+
+
 def make_uniform_buffer(capacity: int) -> UniformBuffer:
     """A ring buffer of `capacity` items sampled uniformly with replacement."""
     if not (isinstance(capacity, int) and capacity > 0):
         raise ValueError(f'capacity={capacity!r} must be a positive integer.')
+    return UniformBuffer(
+        capacity=capacity,
+        init=functools.partial(init, capacity),
+        add=add,
+        sample=sample,
+        can_sample=can_sample,
+    )
 
-    def init(example_item):
-        return init_storage(example_item, capacity)
 
-    def can_sample(state: BufferState, min_size: int = 1):
-        return state.size >= min_size
+# ---------------------------------------------------------------- replay
+def replay_init(capacity: int, example_step: types.Step, demos: Optional[Any] = None):
+    """`Replay.init`: an empty buffer of `capacity` n-step transitions of `example_step`."""
+    if demos is not None:
+        raise ValueError('Uniform replay takes no demonstrations (LfD mixes them in: mixed.py).')
+    return init(capacity, nstep.transition_like(example_step))
 
-    return UniformBuffer(capacity, init, write, sample, can_sample)
+
+def replay_sample(
+    state: BufferState, key: jax.Array, batch_size: int
+) -> Tuple[types.Transition, None]:
+    """`Replay.sample`: a uniform batch (weight 1, as stored) and no sample info."""
+    return sample(state, key, batch_size), None
+
+
+def size_metrics(state: Any) -> dict:
+    """`Replay.metrics` of a transition buffer: the items stored."""
+    return {'buffer_size': state.size}
+
+
+def validate(config: UniformConfig, spec: base.ReplaySpec) -> None:
+    """Nothing to check beyond `base.ReplaySpec`'s own checks."""
+    del config, spec
+
+
+def make_replay(config: UniformConfig, spec: base.ReplaySpec) -> base.Replay:
+    """The uniform replay of `spec.capacity` n-step transitions (`base.Replay`)."""
+    checks.positive_int('make_replay', capacity=spec.capacity)
+    return base.Replay(
+        config=config,
+        takes_demonstrations=False,
+        init=functools.partial(replay_init, spec.capacity),
+        add=functools.partial(base.add_transitions, add, spec.n_step, spec.discount),
+        sample=replay_sample,
+        set_priorities=base.keep_state,
+        after_updates=base.keep_state,
+        metrics=size_metrics,
+    )
