@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.envs import connector_obs, controllers, insertion, rewards, scene
+from insertion_jax.envs import connector_obs, controllers, insertion, mjcf, rewards
 from insertion_jax.envs.base import mjx
 
 
@@ -111,7 +111,7 @@ def test_mjx_keeps_the_contact_budget(env):
     """MJX reads the scene's budget: its contact arrays hold exactly that many."""
     data = mjx.make_data(env.mjx_model)
     assert data._impl.contact.dist.shape == (env.config.max_contact_points,)
-    assert env.config.max_contact_points == scene.MAX_CONTACT_POINTS
+    assert env.config.max_contact_points == mjcf.MAX_CONTACT_POINTS
 
 
 def test_obs_field_names_are_checked():

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import mujoco
 
 from insertion_jax import checks
-from insertion_jax.envs import assembly_scene, base, rewards, scene
+from insertion_jax.envs import assembly_scene, base, mjcf, rewards
 from insertion_jax.envs.base import State, mjx
 
 OBS_DIM = 13
@@ -74,7 +74,7 @@ class AssemblyConfig:
       distance_unit_m: the unit of |g - x| in the reward.
       bonus: R; None takes the paper's (1000 peg, 100 lap joint).
       friction: Coulomb friction of every contact.
-      max_contact_points: MJX's per-step contact budget (see `scene.py`).
+      max_contact_points: MJX's per-step contact budget (see `mjcf.py`).
     """
 
     task: str = 'peg_in_hole'
@@ -94,7 +94,7 @@ class AssemblyConfig:
     distance_unit_m: float = 0.01
     bonus: Optional[float] = None
     friction: float = 0.3
-    max_contact_points: int = scene.MAX_CONTACT_POINTS
+    max_contact_points: int = mjcf.MAX_CONTACT_POINTS
 
     def __post_init__(self):
         owner = 'AssemblyConfig'
@@ -131,7 +131,7 @@ class AssemblyConfig:
             raise ValueError(
                 f'{owner}.yaw_range_deg={self.yaw_range_deg!r} must be (low, high) with low <= high.'
             )
-        scene.validate_max_contact_points(self.max_contact_points, owner)
+        mjcf.validate_max_contact_points(self.max_contact_points, owner)
 
     @property
     def yaw_range(self) -> Tuple[float, float]:

@@ -19,7 +19,7 @@ the observation reports and the goal refers to.
   middle under (ground) or over (held) the notch.
 
 Contacts are explicit `<pair>`s between held and fixed geoms only, as in
-`scene.py`.
+the connector scene (`scene.py`); the geoms and the rig come from `mjcf.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import List, Tuple
 import mujoco
 import numpy as np
 
-from insertion_jax.envs import scene
+from insertion_jax.envs import mjcf
 
 _MM = 1e-3
 
@@ -135,8 +135,8 @@ def held_inertia(task: str, peg: 'PegSpec', lap: 'LapSpec') -> Tuple[float, Tupl
     )
 
 
-def _box(name, centre_mm, half_mm, rgba, group=1, rot=None) -> scene._Geom:
-    return scene._Geom(
+def _box(name, centre_mm, half_mm, rgba, group=1, rot=None) -> mjcf.Geom:
+    return mjcf.Geom(
         name=name,
         kind='box',
         pos=np.asarray(centre_mm, float) * _MM,
@@ -147,11 +147,11 @@ def _box(name, centre_mm, half_mm, rgba, group=1, rot=None) -> scene._Geom:
     )
 
 
-def peg_geoms(spec: PegSpec) -> Tuple[List[scene._Geom], List[scene._Geom]]:
+def peg_geoms(spec: PegSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom]]:
     """(hole geoms in the world, peg geoms in the held-body frame, tip at origin)."""
     half = (spec.side_mm + spec.clearance_mm) / 2 * _MM
     depth, chamfer = spec.depth_mm * _MM, spec.chamfer_mm * _MM
-    hole: List[scene._Geom] = []
+    hole: List[mjcf.Geom] = []
     for side, face, tangent, normal_in in (
         ('px', (half, 0.0), (0.0, 1.0), (-1.0, 0.0)),
         ('nx', (-half, 0.0), (0.0, 1.0), (1.0, 0.0)),
@@ -160,7 +160,7 @@ def peg_geoms(spec: PegSpec) -> Tuple[List[scene._Geom], List[scene._Geom]]:
     ):
         # y walls span past the x walls to close the corners.
         reach = half + (spec.wall_mm * _MM if side in ('py', 'ny') else 0.0)
-        hole += scene._wall_with_chamfer(
+        hole += mjcf.wall_with_chamfer(
             side,
             np.asarray(face),
             np.asarray(tangent),
@@ -168,18 +168,17 @@ def peg_geoms(spec: PegSpec) -> Tuple[List[scene._Geom], List[scene._Geom]]:
             half_length=reach,
             depth=depth,
             chamfer=chamfer,
-            group=scene.CAMERA_SIDE_GROUP if side == 'ny' else 1,
-            chamfer_overhang=chamfer,
             thickness=spec.wall_mm * _MM,
+            group=mjcf.CAMERA_SIDE_GROUP if side == 'ny' else 1,
+            chamfer_overhang=chamfer,
+            rgba=_HOLE_RGBA,
         )
-    for g in hole:
-        g.rgba = _HOLE_RGBA
     s = spec.side_mm / 2
     peg = [_box('peg', (0, 0, spec.length_mm / 2), (s, s, spec.length_mm / 2), _PEG_RGBA, 2)]
     return hole, peg
 
 
-def lap_geoms(spec: LapSpec) -> Tuple[List[scene._Geom], List[scene._Geom]]:
+def lap_geoms(spec: LapSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom]]:
     """(ground beam geoms in its body frame, held beam geoms in the held frame).
 
     The ground beam runs along x with its notch across the top at x = 0; the
@@ -219,7 +218,7 @@ def build_mjcf(
     peg: PegSpec = PegSpec(),
     lap: LapSpec = LapSpec(),
     rig: RigSpec = RigSpec(),
-    max_contact_points: int = scene.MAX_CONTACT_POINTS,
+    max_contact_points: int = mjcf.MAX_CONTACT_POINTS,
     friction: float = 0.3,
 ) -> str:
     """The MJCF XML of `task` ('peg_in_hole' or 'lap_joint').
@@ -229,12 +228,8 @@ def build_mjcf(
     """
     if task not in TASKS:
         raise ValueError(f'Unknown assembly task {task!r}; valid tasks: {", ".join(TASKS)}.')
-    scene.validate_max_contact_points(max_contact_points, 'assembly_scene.build_mjcf')
-    budget = (
-        f'<numeric name="max_contact_points" data="{max_contact_points}"/>'
-        if max_contact_points
-        else ''
-    )
+    mjcf.validate_max_contact_points(max_contact_points, 'assembly_scene.build_mjcf')
+    budget = mjcf.contact_budget_xml(max_contact_points)
     if task == 'peg_in_hole':
         fixed, held = peg_geoms(peg)
         floor_z = -peg.depth_mm * _MM
@@ -256,7 +251,7 @@ def build_mjcf(
     k, d = rig.stiffness_n_per_m, rig.damping
     kr, dr = rig.rot_stiffness_nm_per_rad, rig.rot_damping(max(held_diag))
     inertia = rig.rot_inertia_kgm2
-    joints, actuators = scene.compliant_rig_xml(
+    joints, actuators = mjcf.compliant_rig_xml(
         SLIDE_JOINTS,
         HINGE_JOINTS,
         (k, k, k),

@@ -41,7 +41,7 @@ import mujoco
 import numpy as np
 
 from insertion_jax import checks
-from insertion_jax.envs import base, connectors, controllers, rewards, scene
+from insertion_jax.envs import base, connectors, controllers, mjcf, rewards, scene
 from insertion_jax.envs.base import State, mjx
 
 # The observation layout, re-exported: it lives in `connector_obs` so that the
@@ -72,7 +72,7 @@ class InsertionConfig:
         that the impedance set-point is clipped to, per axis. Must exceed
         `reset_xy_range_mm + goal_noise_mm` so that every start lies inside.
       max_contact_points: contacts MJX keeps per step, the deepest ones
-        (`scene.MAX_CONTACT_POINTS`, which see); 0 keeps every contact the
+        (`mjcf.MAX_CONTACT_POINTS`, which see); 0 keeps every contact the
         collision functions emit, which is exact but slower.
       reward: 'sparse' (eq. 1) or 'dense' (eq. 2).
       dense: coefficients of the dense reward.
@@ -87,7 +87,7 @@ class InsertionConfig:
     reset_xy_range_mm: float = 2.0
     goal_noise_mm: float = 0.0
     workspace_mm: float = 5.0
-    max_contact_points: int = scene.MAX_CONTACT_POINTS
+    max_contact_points: int = mjcf.MAX_CONTACT_POINTS
     reward: str = 'sparse'
     dense: rewards.DenseRewardConfig = rewards.DenseRewardConfig()
 
@@ -111,7 +111,7 @@ class InsertionConfig:
                 f'reset_xy_range_mm + goal_noise_mm = '
                 f'{self.reset_xy_range_mm + self.goal_noise_mm!r}, so every start is inside it.'
             )
-        scene.validate_max_contact_points(self.max_contact_points, 'InsertionConfig')
+        mjcf.validate_max_contact_points(self.max_contact_points, 'InsertionConfig')
 
     @property
     def timestep_s(self) -> float:

@@ -31,6 +31,7 @@ from typing import List, Tuple
 import mujoco
 import numpy as np
 
+from insertion_jax.envs import mjcf
 from insertion_jax.envs.connectors import ConnectorSpec
 
 _MM = 1e-3
@@ -90,136 +91,15 @@ FT_SENSOR = 'ft_force'
 SLIDE_JOINTS = ('ee_x', 'ee_y', 'ee_z')
 HINGE_JOINTS = ('ee_rx', 'ee_ry', 'ee_rz')
 
-# Geom groups, for pictures: 3 = the socket's -y (camera-side) walls, hidden in
-# cut-aways; 4 = the O-ring, which bulges through the walls' outer faces and is
-# shown only in cut-aways.
-CAMERA_SIDE_GROUP = 3
+# Geom groups, for pictures: the socket's -y (camera-side) walls, hidden in
+# cut-aways (the group every scene uses for them); the O-ring, which bulges
+# through the walls' outer faces and is shown only in cut-aways.
+CAMERA_SIDE_GROUP = mjcf.CAMERA_SIDE_GROUP
 SEAL_GROUP = 4
-
-# MJX sizes its contact and constraint arrays for every contact that the listed
-# pairs could emit (4 per box pair), and its solver pays for every row, touching
-# or not. It keeps only the deepest MAX_CONTACT_POINTS of them per step (the
-# `max_contact_points` numeric that `mjx.put_model` reads). Eight holds a plug
-# seated on the floor (4) and pressed against one wall (4); where more touch,
-# the shallowest are dropped until they become the deepest. Success rates and
-# worst penetration at 8 match those with no budget within sampling error
-# (BUILD_NOTES.md), and the step is twice as fast as with USB's 36 slots.
-MAX_CONTACT_POINTS = 8
 
 _WALL_THICKNESS_MM = 4.0
 _PIN_POST_RADIUS_MM = 0.75
-_SOCKET_RGBA = '0.25 0.27 0.32 1'
 _PLUG_RGBA = '0.62 0.64 0.7 1'
-
-
-@dataclasses.dataclass
-class _Geom:
-    """One geom, positioned in world (socket) or plug-body frame, in metres."""
-
-    name: str
-    kind: str  # 'box' | 'capsule'
-    pos: np.ndarray
-    size: Tuple[float, ...]
-    rot: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
-    rgba: str = _SOCKET_RGBA
-    group: int = 1
-    fromto: Tuple[float, ...] = ()
-
-    def xml(self) -> str:
-        quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, np.asarray(self.rot, dtype=np.float64).reshape(-1))
-        attrs = [
-            f'name="{self.name}"',
-            f'type="{self.kind}"',
-            f'group="{self.group}"',
-            'contype="0" conaffinity="0"',
-        ]
-        if self.fromto:
-            attrs.append('fromto="' + ' '.join(f'{v:.7g}' for v in self.fromto) + '"')
-            attrs.append(f'size="{self.size[0]:.7g}"')
-        else:
-            attrs.append('pos="' + ' '.join(f'{v:.7g}' for v in self.pos) + '"')
-            attrs.append('quat="' + ' '.join(f'{v:.7g}' for v in quat) + '"')
-            attrs.append('size="' + ' '.join(f'{v:.7g}' for v in self.size) + '"')
-        attrs.append(f'rgba="{self.rgba}"')
-        return '<geom ' + ' '.join(attrs) + '/>'
-
-
-def _capsule(name: str, fromto: Tuple[float, ...], radius: float, **kwargs) -> _Geom:
-    """A capsule geom between the two end points of `fromto` (metres)."""
-    return _Geom(
-        name=name, kind='capsule', pos=np.zeros(3), size=(radius,), fromto=fromto, **kwargs
-    )
-
-
-def _rotation(*axes: np.ndarray) -> np.ndarray:
-    """Rotation matrix with the given orthogonal axes (3-vectors, or 2-vectors in
-    the horizontal plane) as columns, the first flipped if needed to make it
-    right-handed. A box is symmetric, so the flip does not change its shape."""
-    columns = [np.array([*axis, 0.0][:3], dtype=np.float64) for axis in axes]
-    rot = np.stack([c / np.linalg.norm(c) for c in columns], axis=1)
-    if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-9):
-        raise ValueError(f'_rotation: axes {[c.tolist() for c in columns]} are not orthogonal.')
-    if np.linalg.det(rot) < 0:
-        rot[:, 0] *= -1
-    return rot
-
-
-_UP = np.array([0.0, 0.0, 1.0])
-
-
-def _wall_with_chamfer(
-    name: str,
-    face_point: np.ndarray,
-    tangent: np.ndarray,
-    normal_in: np.ndarray,
-    half_length: float,
-    depth: float,
-    chamfer: float,
-    group: int,
-    chamfer_overhang: float = 0.0,
-    thickness: float = _WALL_THICKNESS_MM * _MM,
-) -> List[_Geom]:
-    """A wall whose inner face passes through `face_point` (x, y), plus its chamfer.
-
-    The wall box runs from the floor (z = -depth) to z = -chamfer. The chamfer is
-    a box lying behind the 45 degree bevel that rises from the wall's inner edge
-    at z = -chamfer to the mating face z = 0, `chamfer` outward of the opening.
-    It runs `chamfer_overhang` past both ends of the wall to close the corners.
-    `thickness` is the wall's, metres.
-    """
-    normal_in = normal_in / np.linalg.norm(normal_in)
-    top = -chamfer
-    wall_centre = np.array([*(face_point - normal_in * thickness / 2), (top - depth) / 2])
-    geoms = [
-        _Geom(
-            name=f'{name}_wall',
-            kind='box',
-            pos=wall_centre,
-            size=(half_length, thickness / 2, (depth + top) / 2),
-            rot=_rotation(tangent, normal_in, _UP),
-            group=group,
-        )
-    ]
-    if chamfer > 0:
-        out = np.array([*(-normal_in), 0.0])
-        bevel = (out + _UP) / math.sqrt(2)  # from inner edge up and outward
-        material = (out - _UP) / math.sqrt(2)  # into the socket material
-        edge = np.array([*face_point, -chamfer])
-        depth_into = chamfer / math.sqrt(2)
-        centre = edge + bevel * chamfer / math.sqrt(2) + material * depth_into / 2
-        rot = _rotation(tangent, bevel, material)
-        geoms.append(
-            _Geom(
-                name=f'{name}_chamfer',
-                kind='box',
-                pos=centre,
-                size=(half_length + chamfer_overhang, chamfer / math.sqrt(2), depth_into / 2),
-                rot=rot,
-                group=group,
-            )
-        )
-    return geoms
 
 
 def _plug_half_width_at(spec: ConnectorSpec, y: float) -> float:
@@ -228,7 +108,7 @@ def _plug_half_width_at(spec: ConnectorSpec, y: float) -> float:
     return (spec.plug_width_mm / 2 - (spec.plug_thickness_mm / 2 - y / _MM) * taper) * _MM
 
 
-def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_Geom]]:
+def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom], List[mjcf.Geom]]:
     """Socket geoms: (shell walls, chamfers and key posts; seal capsules; pin-socket walls)."""
     depth = spec.insertion_depth_mm * _MM
     chamfer = spec.chamfer_mm * _MM
@@ -238,13 +118,13 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
     theta = math.radians(spec.taper_deg)
     # Opening half width at y = 0, measured along x; the x walls lean by theta.
     half_w0 = _plug_half_width_at(spec, 0.0) + gap / math.cos(theta)
-    shell: List[_Geom] = []
+    shell: List[mjcf.Geom] = []
 
     # x walls (slanted for a trapezoid): the long side of the shell is at +y.
     for sign, side in ((1, 'px'), (-1, 'nx')):
         tangent = np.array([sign * math.sin(theta), math.cos(theta)])
         normal_in = np.array([-sign * math.cos(theta), math.sin(theta)])
-        shell += _wall_with_chamfer(
+        shell += mjcf.wall_with_chamfer(
             side,
             np.array([sign * half_w0, 0.0]),
             tangent,
@@ -252,6 +132,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
             half_length=half_t / math.cos(theta),
             depth=depth,
             chamfer=chamfer,
+            thickness=thick,
             group=1,
             chamfer_overhang=chamfer,
         )
@@ -272,7 +153,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
         cuts.append((x - half_slot, x + half_slot))
         for side, post_x in (('lo', x - half_slot), ('hi', x + half_slot)):
             shell.append(
-                _capsule(
+                mjcf.capsule(
                     f'key{k}_post_{side}', (post_x, post_y, -depth, post_x, post_y, -post_r), post_r
                 )
             )
@@ -281,7 +162,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
             + (key.protrusion_mm + key.groove_clearance_mm / 2) * _MM
         )
         shell.append(
-            _Geom(
+            mjcf.Geom(
                 name=f'key{k}_back',
                 kind='box',
                 pos=np.array([x, back_y + thick / 2, -depth / 2]),
@@ -293,7 +174,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
         edges = [-reach] + [v for cut in sorted(cuts) for v in cut] * (sign > 0) + [reach]
         for i in range(0, len(edges), 2):
             x0, x1 = edges[i], edges[i + 1]
-            shell += _wall_with_chamfer(
+            shell += mjcf.wall_with_chamfer(
                 f'{side}{i // 2}',
                 np.array([(x0 + x1) / 2, sign * half_t]),
                 np.array([1.0, 0.0]),
@@ -301,17 +182,18 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
                 half_length=(x1 - x0) / 2,
                 depth=depth,
                 chamfer=chamfer,
+                thickness=thick,
                 group=group,
             )
 
-    seals: List[_Geom] = []
+    seals: List[mjcf.Geom] = []
     if spec.seal_interference_mm > 0:
         radius = spec.seal_radius_mm * _MM  # a large cross-section gives a gentle lead-in
         z = -depth + spec.seal_height_mm * _MM
         for sign, side in ((1, 'px'), (-1, 'nx')):
             x = sign * (_plug_half_width_at(spec, 0.0) - spec.seal_interference_mm * _MM + radius)
             seals.append(
-                _capsule(
+                mjcf.capsule(
                     f'seal_{side}',
                     (x, -half_t, z, x, half_t, z),
                     radius,
@@ -324,7 +206,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
     # flush with the floor: a square hole with a rounded lead-in, and
     # capsule-capsule contacts with the pin (one exact contact each in MJX,
     # where boxes cost a clipped four-point manifold).
-    holes: List[_Geom] = []
+    holes: List[mjcf.Geom] = []
     pin_r = spec.pin_radius_mm * _MM
     post_r = _PIN_POST_RADIUS_MM * _MM
     for p, pin in enumerate(spec.pins):
@@ -334,7 +216,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
         for dx, dy, tag in ((1, 0, 'px'), (-1, 0, 'nx'), (0, 1, 'py'), (0, -1, 'ny')):
             x, y = px + dx * reach, py + dy * reach
             holes.append(
-                _capsule(
+                mjcf.capsule(
                     f'pin{p}_hole_{tag}',
                     (x, y, bottom, x, y, -depth - post_r),
                     post_r,
@@ -344,14 +226,14 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom], List[_G
     return shell, seals, holes
 
 
-def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
+def plug_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom]]:
     """Plug geoms in the plug body frame (tip at the origin): (body, pins)."""
     length = spec.plug_length_mm * _MM
     half_t = spec.plug_thickness_mm * _MM / 2
     theta = math.radians(spec.taper_deg)
     short_half = _plug_half_width_at(spec, -half_t)
     body = [
-        _Geom(
+        mjcf.Geom(
             name='plug_core',
             kind='box',
             pos=np.array([0.0, 0.0, length / 2]),
@@ -380,9 +262,9 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
                 + normal_in * ear / 2
                 + np.array([0, 0, length / 2])
             )
-            rot = _rotation(tangent, normal_in, _UP)
+            rot = mjcf.rotation(tangent, normal_in, mjcf.UP)
             body.append(
-                _Geom(
+                mjcf.Geom(
                     name=f'plug_ear_{side}',
                     kind='box',
                     pos=centre,
@@ -397,7 +279,7 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
         radius = key.width_mm * _MM / 2
         x, y = key.x_mm * _MM, half_t + key.protrusion_mm * _MM - radius
         body.append(
-            _capsule(
+            mjcf.capsule(
                 f'plug_key{k}',
                 (x, y, radius, x, y, length - radius),
                 radius,
@@ -410,7 +292,7 @@ def plug_geoms(spec: ConnectorSpec) -> Tuple[List[_Geom], List[_Geom]]:
     for p, pin in enumerate(spec.pins):
         x, y = pin.x_mm * _MM, pin.y_mm * _MM
         pins.append(
-            _capsule(
+            mjcf.capsule(
                 f'pin{p}',
                 (x, y, 0.0, x, y, -(spec.pin_length_mm * _MM - pin_r)),
                 pin_r,
@@ -469,46 +351,10 @@ def contact_pairs(spec: ConnectorSpec) -> List[Tuple[str, str, str]]:
     return pairs
 
 
-def validate_max_contact_points(value: int, owner: str) -> None:
-    """Raises naming `owner` unless `value` is a valid MJX contact budget."""
-    if not (isinstance(value, int) and value >= 0):
-        raise ValueError(
-            f'{owner}.max_contact_points={value!r} must be an integer >= 0 (0 keeps every contact).'
-        )
-
-
-def compliant_rig_xml(
-    slide_joints: Tuple[str, ...],
-    hinge_joints: Tuple[str, ...],
-    stiffness: Tuple[float, ...],
-    damping: Tuple[float, ...],
-    rot_stiffness: float,
-    rot_damping: float,
-    hinge_pivots: Tuple[float, ...],
-) -> Tuple[str, str]:
-    """(joints XML, actuators XML) of a Cartesian spring-damper rig: slide joints
-    along x, y, z and hinges about x, y, z (each about a point `hinge_pivots`
-    metres above the body origin), every joint driven by a position actuator
-    with its stiffness and damped by the joint."""
-    axes = ('1 0 0', '0 1 0', '0 0 1')
-    joints = [
-        f'<joint name="{n}" type="slide" axis="{ax}" damping="{d:.6g}"/>'
-        for n, ax, d in zip(slide_joints, axes, damping, strict=True)
-    ] + [
-        f'<joint name="{n}" type="hinge" axis="{ax}" pos="0 0 {p:.6g}" damping="{rot_damping:.6g}"/>'
-        for n, ax, p in zip(hinge_joints, axes, hinge_pivots, strict=True)
-    ]
-    actuators = [
-        f'<position name="act_{n}" joint="{n}" kp="{k:.6g}"/>'
-        for n, k in zip(slide_joints, stiffness, strict=True)
-    ] + [f'<position name="act_{n}" joint="{n}" kp="{rot_stiffness:.6g}"/>' for n in hinge_joints]
-    return '\n        '.join(joints), '\n    '.join(actuators)
-
-
 def build_mjcf(
     spec: ConnectorSpec,
     ee: EndEffectorSpec = DEFAULT_EE,
-    max_contact_points: int = MAX_CONTACT_POINTS,
+    max_contact_points: int = mjcf.MAX_CONTACT_POINTS,
 ) -> str:
     """Returns the MJCF XML of the insertion scene for `spec`.
 
@@ -517,12 +363,8 @@ def build_mjcf(
     `max_contact_points` is MJX's per-step contact budget (0: no budget); native
     MuJoCo ignores it.
     """
-    validate_max_contact_points(max_contact_points, 'build_mjcf')
-    budget = (
-        f'<numeric name="max_contact_points" data="{max_contact_points}"/>'
-        if max_contact_points
-        else ''
-    )
+    mjcf.validate_max_contact_points(max_contact_points, 'build_mjcf')
+    budget = mjcf.contact_budget_xml(max_contact_points)
     depth = spec.insertion_depth_mm * _MM
     shell, seals, holes = socket_geoms(spec)
     body, pins = plug_geoms(spec)
@@ -541,7 +383,7 @@ def build_mjcf(
         f'0.005 0.0001 0.0001" solref="{solref[cls]}" solimp="0.9 0.95 0.001 0.5 2"/>'
         for a, b, cls in contact_pairs(spec)
     )
-    joints, actuators = compliant_rig_xml(
+    joints, actuators = mjcf.compliant_rig_xml(
         SLIDE_JOINTS,
         HINGE_JOINTS,
         stiffness,
@@ -604,7 +446,7 @@ def build_mjcf(
 def build_model(
     spec: ConnectorSpec,
     ee: EndEffectorSpec = DEFAULT_EE,
-    max_contact_points: int = MAX_CONTACT_POINTS,
+    max_contact_points: int = mjcf.MAX_CONTACT_POINTS,
 ) -> mujoco.MjModel:
     """Compiles `build_mjcf(spec, ee, max_contact_points)` into a `mujoco.MjModel`."""
     return mujoco.MjModel.from_xml_string(build_mjcf(spec, ee, max_contact_points))
