@@ -22,11 +22,13 @@ jax.config.update(
 
 from insertion_jax.agents import sac  # noqa: E402
 from insertion_jax.envs import insertion  # noqa: E402
-from insertion_jax.training import evaluate, loop, runner  # noqa: E402
+from insertion_jax.training import config, evaluate, runner  # noqa: E402
 
-# The small training configuration every loop test shares (its compiled
-# functions are cached per process by loop.make_components / make_runner).
-SMALL = loop.TrainConfig(
+# The small training configuration every loop, CLI and regression test shares
+# (its compiled functions are cached per process by loop.make_components /
+# make_train_fn). Updates start in the second iteration, so the first device
+# call (two iterations) runs the masked warm-up path and the real one.
+SMALL = config.TrainConfig(
     env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0, horizon=12),
     algo='sac',
     agent=sac.SACConfig(hidden=(16, 16)),
@@ -36,7 +38,7 @@ SMALL = loop.TrainConfig(
     utd=0.5,
     batch_size=16,
     buffer_capacity=200,
-    learning_starts=18,
+    learning_starts=36,
 )
 SMALL_RUN = runner.RunConfig(
     total_steps=3 * 18 * 2, num_seeds=1, eval_every=36, eval_episodes=3, iterations_per_call=2

@@ -16,14 +16,20 @@ import pytest
 
 from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import point_reach
-from insertion_jax.replay import der, sumtree
-from insertion_jax.training import loop
+from insertion_jax.replay import der, prioritized, sumtree, uniform
+from insertion_jax.training import acting, config, loop
+
+REPLAYS = {
+    'uniform': uniform.UniformConfig(),
+    'prioritized': prioritized.PrioritizedConfig(),
+    'der': der.DERConfig(num_buffers=3, zone_fraction=0.05, refresh_every=60, pool_episodes=32),
+}
 
 ITERATIONS = 40
 
 
 def toy_config(algo, replay='uniform', env=None, **agent_config):
-    return loop.TrainConfig(
+    return config.TrainConfig(
         env=env or point_reach.PointReachConfig(),
         algo=algo,
         agent=agent_registry.config_class(algo)(hidden=(32, 32), **agent_config),
@@ -34,30 +40,29 @@ def toy_config(algo, replay='uniform', env=None, **agent_config):
         batch_size=128,
         buffer_capacity=20_000,
         learning_starts=0,
-        replay=replay,
-        der=der.DERConfig(num_buffers=3, zone_fraction=0.05, refresh_every=60, pool_episodes=32),
+        replay=REPLAYS[replay],
     )
 
 
 def success_rate(components, params, key):
     """Deterministic policy on 128 fresh episodes of the plain task (no early end)."""
     env = point_reach.PointReachEnv()
-    policy = loop.make_eval_policy(components)
+    policy = loop.make_policy(components)
 
-    def act(obs, noise, key):
-        move = jax.vmap(policy, in_axes=(None, 0, None))(params, obs, key)
+    def act(state, noise, key):
+        move = policy(params, state.obs)
         return move, move, noise
 
     states = jax.vmap(env.reset)(jax.random.split(key, 128))
-    chunk = loop.collect(env, states, jnp.zeros(128), act, (), key, env.horizon)[3]
-    return jnp.mean(chunk.success[-1])
+    trajectory = acting.rollout(env, states, act, (), key, env.horizon, auto_reset=False)[3]
+    return jnp.mean(trajectory.success[-1])
 
 
 def train_toy(config, seed=0):
     components = loop.make_components(config)
     state = loop.init_states(components, seed, 1)
     before = loop.policy_params(components, jax.tree.map(lambda x: x[0], state))
-    state, metrics = loop.make_runner(components, ITERATIONS)(state)
+    state, metrics = loop.make_train_fn(components, ITERATIONS)(state)
     after = loop.policy_params(components, jax.tree.map(lambda x: x[0], state))
     rate = jax.jit(success_rate, static_argnums=0)
     key = jax.random.PRNGKey(99)

@@ -5,7 +5,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from absl import flags
+
+from experiments import train
+from insertion_jax.replay import der
+from insertion_jax.training import evaluate, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,6 +67,8 @@ def test_evaluate_prints_json_on_its_last_line():
     [
         ('--algo=ppo', 'value should be one of <sac|td3|ddpg|apex_ddpg>'),
         ('--replay=fifo', 'value should be one of <uniform|prioritized|der>'),
+        ('--task=peg_in_hole --reward=dense', '--reward applies to the connector tasks'),
+        ('--task=point_reach --mode=residual', 'mode=residual needs a hand-designed controller'),
         ('--structure=two_shots', 'value should be one of <none|one_shot_all'),
         ('--mode=hybrid', 'value should be one of <residual|pure|lfd>'),
         ('--obs=image', '--obs=image is not available yet'),
@@ -71,7 +79,7 @@ def test_evaluate_prints_json_on_its_last_line():
     ],
 )
 def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
-    result = run_module('experiments.train', flag, f'--out={tmp_path}')
+    result = run_module('experiments.train', *flag.split(), f'--out={tmp_path}')
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert message in output
@@ -90,7 +98,14 @@ def test_evaluate_accepts_a_training_run(small_run_dir):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary['task'] == 'usb' and summary['episodes'] == 3
     assert set(summary['per_seed']) == {'0'}
-    assert 0.0 <= summary['success_rate'] <= 1.0
+    # The same protocol in this process, on the run's saved policy: the CLI
+    # loaded the right parameters and composed the same residual policy.
+    components, params, _ = runner.load_run(small_run_dir)
+    out = evaluate.Evaluator(components, 3, 0, {'noisy': 1.0})(params)
+    assert summary['success_rate'] == pytest.approx(float(out['noisy'][0]))
+    assert summary['mean_final_distance_mm'] == pytest.approx(
+        float(np.mean(out['distance_noisy_mm'])), rel=1e-5
+    )
 
 
 def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
@@ -113,16 +128,13 @@ def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_pa
 
 
 def test_apex_ddpg_presets_fill_only_the_flags_left_unset():
-    from absl import flags  # pylint: disable=import-outside-toplevel
-
-    from experiments import train  # pylint: disable=import-outside-toplevel
-
     try:
         flags.FLAGS(['train', '--algo=apex_ddpg', '--batch_size=64', '--structure=all_shots_all'])
         config, _ = train.build_configs()
     finally:
         flags.FLAGS.unparse_flags()
-    assert (config.replay, config.n_step, config.obs_normalizer) == ('der', 3, 'running')
+    assert isinstance(config.replay, der.DERConfig)
+    assert (config.n_step, config.obs_normalizer) == (3, 'running')
     assert config.batch_size == 64  # set on the command line: kept
-    assert config.der.structure == 'all_shots_all' and config.der.num_buffers == 6
+    assert config.replay.structure == 'all_shots_all' and config.replay.num_buffers == 6
     assert config.agent.actor_lr == 1e-3 and config.agent.hard_target_every == 50_000

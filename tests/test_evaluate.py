@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from insertion_jax.training import evaluate
+from insertion_jax.training import evaluate, report
 
 
 def test_usb_p_controller_exact_goal_and_noise(usb_rig):
@@ -24,3 +24,30 @@ def test_goal_offsets_are_uniform_within_the_noise():
     # Uniform on [-1, 1]: mean 0, variance 1/3.
     assert abs(offsets.mean()) < 0.03
     assert abs(offsets.var() - 1 / 3) < 0.02
+
+
+def result(task, noise, rate, episodes=100):
+    return evaluate.EvalResult(
+        task=task,
+        policy='p_controller',
+        goal_noise_mm=noise,
+        episodes=episodes,
+        success_rate=rate,
+        successes=int(rate * episodes),
+        mean_final_distance_mm=0.5,
+        seed=0,
+    )
+
+
+def test_calibration_table_names_the_noise_it_was_measured_with():
+    """The header said '±1 mm' whatever the noise was; at another noise the
+    paper's ±1 mm column is shown but not compared."""
+    at_half = [result('usb', 0.0, 1.0), result('usb', 0.5, 0.9)]
+    table = report.calibration_markdown(at_half, noisy_mm=0.5)
+    assert '±0.5 mm goal noise' in table and '±1 mm goal noise' not in table
+    assert 'paper (at ±1 mm, not compared)' in table
+    assert table.splitlines()[-1].endswith('| yes |')  # 90% is not held against 60%
+    at_one = [result('usb', 0.0, 1.0), result('usb', 1.0, 0.9)]
+    table = report.calibration_markdown(at_one, noisy_mm=1.0)
+    assert '±1 mm goal noise | paper |' in table
+    assert table.splitlines()[-1].endswith('| **no** |')  # 90% against the paper's 60%

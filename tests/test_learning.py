@@ -14,9 +14,9 @@ import numpy as np
 
 from insertion_jax.agents import sac
 from insertion_jax.envs import insertion
-from insertion_jax.training import loop, runner
+from insertion_jax.training import config, runner
 
-CONFIG = loop.TrainConfig(
+CONFIG = config.TrainConfig(
     env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0),
     algo='sac',
     agent=sac.SACConfig(hidden=(64, 64)),

@@ -2,8 +2,10 @@
 
 `tests/data/small_run_metrics.jsonl` is the `metrics.jsonl` that the shared
 SMALL run (residual SAC on USB, one seed, three device calls of two
-iterations, evaluations included) wrote at commit 9061267, before the
-training package was split into config / acting / loop / run_dir. Every
+iterations, updates from the second iteration on, evaluations included)
+wrote at commit f40d199, before the training package was split into
+config / acting / loop / run_dir (that commit's code, with SMALL's
+learning_starts set to today's 36). Every
 record must match it: the same keys, integers exactly, floats to float32
 rounding. A real change of behaviour (another key split, another update
 order, another reward) moves these numbers by far more than that; a change

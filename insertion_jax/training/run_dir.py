@@ -229,22 +229,21 @@ class RunDir:
     def save(self, step: int, state: Any, progress: Dict[str, Any]) -> None:
         checkpoint.save(self._manager, step, state, progress)
 
-    def resume(
-        self, like_state: Any, records: Records, count_key: str, log
-    ) -> Tuple[Any, int, float]:
-        """The state to start from, the units done and the wall-clock seconds so far.
+    def resume(self, like_state: Any, records: Records, log) -> Tuple[Any, int, float]:
+        """The state to start from, the iterations done and the wall-clock seconds so far.
 
         A fresh run removes stale records; a resumed one cuts them back to
-        the checkpoint (`progress[count_key]` iterations).
+        the checkpoint's iteration (`progress['iterations']`, which `save`'s
+        callers record).
         """
         restored = self.restore(like_state)
         if restored is None:
             records.remove()
             return like_state, 0, 0.0
         state, progress = restored
-        done = int(progress[count_key])
+        done = int(progress['iterations'])
         records.truncate_after(done)
-        log(f'  resumed from the checkpoint after {done} {count_key}')
+        log(f'  resumed from the checkpoint after {done} iteration{"s" if done != 1 else ""}')
         return state, done, float(progress['wall_clock_s'])
 
     def write_summary(self, summary: Dict[str, Any], markdown: str) -> None:
