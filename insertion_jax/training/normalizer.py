@@ -8,27 +8,31 @@ Two kinds, one pytree (`ObsNormalizer`):
     update it falls back to the fixed scale.
 Observations are stored raw in the replay buffer and normalized when used, so
 the statistics can move without rewriting the buffer.
+
+The pytree and `normalize` live in `insertion_jax.agents.policy` (the
+inference policy applies them without the training stack); this module keeps
+what training does with them, `init_normalizer` and `update`, and re-exports
+the rest.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+
+from insertion_jax.agents.policy import CLIP, MIN_STD, ObsNormalizer, normalize
 
 NORMALIZERS = ('fixed', 'running')
-CLIP = 10.0  # normalized inputs are clipped to +-CLIP
-MIN_STD = 1e-3
 
-
-@struct.dataclass
-class ObsNormalizer:
-    """Attributes: mean, var (obs_dim,), count () float32, running (static)."""
-
-    mean: jax.Array
-    var: jax.Array
-    count: jax.Array
-    running: bool = struct.field(pytree_node=False, default=False)
+__all__ = [
+    'CLIP',
+    'MIN_STD',
+    'NORMALIZERS',
+    'ObsNormalizer',
+    'init_normalizer',
+    'normalize',
+    'update',
+]
 
 
 def init_normalizer(kind: str, scale: jax.Array) -> ObsNormalizer:
@@ -58,9 +62,3 @@ def update(norm: ObsNormalizer, obs: jax.Array) -> ObsNormalizer:
     m2 = norm.var * norm.count + batch_var * n + delta**2 * norm.count * n / total
     # The first update replaces the prior entirely (count 0 gives it no weight).
     return norm.replace(mean=mean, var=m2 / total, count=total)
-
-
-def normalize(norm: ObsNormalizer, obs: jax.Array) -> jax.Array:
-    """(obs - mean) / std, clipped to +-CLIP; shape of `obs`."""
-    std = jnp.maximum(jnp.sqrt(norm.var), MIN_STD)
-    return jnp.clip((obs - norm.mean) / std, -CLIP, CLIP)
