@@ -1,4 +1,8 @@
-"""Agent losses and updates against values computed by hand (NumPy, float64)."""
+"""Agent losses and updates, and the inference policy, against values computed
+by hand (NumPy, float64)."""
+
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +10,9 @@ import numpy as np
 import pytest
 
 from insertion_jax import types
-from insertion_jax.agents import base, bc, ddpg, networks, sac, td3
+from insertion_jax.agents import base, bc, ddpg, deterministic, networks, policy, sac, td3
 from insertion_jax.agents import registry as agent_registry
+from insertion_jax.training import normalizer as obs_norm
 
 OBS_DIM, ACTION_DIM, BATCH = 3, 2, 5
 OBS_SPEC = jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32)
@@ -144,19 +149,31 @@ def test_sac_temperature_loss_and_its_direction():
 
 
 def test_sac_default_target_entropy_is_minus_action_dim_and_alpha_adapts():
-    agent, state = init('sac', alpha_lr=0.1)
-    batch = make_batch(jax.random.PRNGKey(6))
-    new_state, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(7))
-    # A fresh policy's entropy is far above -2, so alpha must fall.
+    assert sac.target_entropy(sac.SACConfig(), ACTION_DIM) == -ACTION_DIM
+    assert sac.target_entropy(sac.SACConfig(target_entropy=-0.5), ACTION_DIM) == -0.5
+    init_alpha = 0.5
+    agent, state = init('sac', alpha_lr=0.1, init_alpha=init_alpha)
+    batch, key = make_batch(jax.random.PRNGKey(6)), jax.random.PRNGKey(7)
+    new_state, metrics = jax.jit(agent.update)(state, batch, key)
+    # The temperature loss of this update, by hand: alpha * mean(-log pi - (-A)),
+    # log pi of the actor's sample on batch.obs with the update's actor key.
+    _, key_actor = jax.random.split(key)
+    mean, log_std = np_gaussian_actor(np64(state.actor_params), np64(batch.obs))
+    eps = np.asarray(jax.random.normal(key_actor, mean.shape), np.float64)
+    _, log_prob = np_squashed_sample(mean, log_std, eps)
+    want = init_alpha * np.mean(-log_prob + ACTION_DIM)
+    np.testing.assert_allclose(metrics['alpha_loss'], want, rtol=1e-4)
+    np.testing.assert_allclose(metrics['entropy'], -np.mean(log_prob), rtol=1e-4)
+    # A fresh policy's entropy is far above -A, so alpha must fall.
     assert float(metrics['entropy']) > -ACTION_DIM
-    assert float(jnp.exp(new_state.log_alpha)) < 1.0
+    assert float(jnp.exp(new_state.log_alpha)) < init_alpha
     assert int(new_state.steps) == 1
 
 
 # ----------------------------------------------------------------------- TD3
 def test_td3_critic_target_uses_clipped_smoothing_noise():
     agent, state = init('td3')
-    nets = td3.DeterministicNetworks(
+    nets = deterministic.DeterministicNetworks(
         networks.DeterministicActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), 2)
     )
     target_actor = jax.tree.map(lambda x: x * 0.7, state.actor_params)
@@ -196,18 +213,20 @@ def test_td3_actor_and_targets_update_every_policy_delay_steps():
 
 
 # ---------------------------------------------------------------------- DDPG
-def test_ddpg_critic_loss_bootstraps_with_the_batch_discount():
+def test_ddpg_critic_loss_bootstraps_from_the_target_networks_with_the_batch_discount():
     agent, state = init('ddpg')
-    nets = td3.DeterministicNetworks(
+    nets = deterministic.DeterministicNetworks(
         networks.DeterministicActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), 1)
     )
+    # Targets differ from the online networks (equal at init), so bootstrapping
+    # from the wrong network changes the target.
+    target_actor = jax.tree.map(lambda x: x * 0.7 + 0.02, state.actor_params)
+    target_critic = jax.tree.map(lambda x: x * 1.2 - 0.01, state.critic_params)
     batch = make_batch(jax.random.PRNGKey(13))
-    loss, aux = ddpg.critic_loss(
-        state.critic_params, state.target_critic_params, state.target_actor_params, batch, nets
-    )
+    loss, aux = ddpg.critic_loss(state.critic_params, target_critic, target_actor, batch, nets)
     b = np64(batch)
-    next_action = np_det_actor(np64(state.target_actor_params), b.next_obs)
-    y = b.reward + b.discount * np_critic(np64(state.critic_params), b.next_obs, next_action)[0]
+    next_action = np_det_actor(np64(target_actor), b.next_obs)
+    y = b.reward + b.discount * np_critic(np64(target_critic), b.next_obs, next_action)[0]
     q = np_critic(np64(state.critic_params), b.obs, b.action)[0]
     np.testing.assert_allclose(aux['target'], y, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(loss, np.mean(b.weight * (q - y) ** 2), rtol=1e-4)
@@ -256,16 +275,16 @@ def test_ddpg_loss_coefficients_scale_the_losses():
 
 
 def test_ornstein_uhlenbeck_noise_is_correlated_and_resets():
-    noise = base.init_action_noise(2, 1, sigma=0.1)
+    noise = deterministic.init_action_noise(2, 1, sigma=0.1)
     action = jnp.zeros((2, 1))
     values = []
     for i in range(200):
-        _, noise = base.add_action_noise(action, noise, jax.random.PRNGKey(i), 'ou', 0.15)
+        _, noise = deterministic.add_action_noise(action, noise, jax.random.PRNGKey(i), 'ou', 0.15)
         values.append(np.asarray(noise['ou'][:, 0]))
     values = np.array(values)
     lag1 = np.corrcoef(values[:-1, 0], values[1:, 0])[0, 1]
     assert lag1 > 0.7  # Gaussian noise would give about 0
-    noise = base.reset_action_noise(noise, jnp.array([True, False]))
+    noise = deterministic.reset_action_noise(noise, jnp.array([True, False]))
     assert float(noise['ou'][0, 0]) == 0.0 and float(noise['ou'][1, 0]) != 0.0
 
 
@@ -289,12 +308,12 @@ def test_bc_loss_averages_over_demo_samples_and_q_filter_masks():
 
 def test_td3_actor_loss_adds_weighted_bc_term():
     agent, state = init('td3')
-    nets = td3.DeterministicNetworks(
+    nets = deterministic.DeterministicNetworks(
         networks.DeterministicActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), 2)
     )
     batch = make_batch(jax.random.PRNGKey(16), is_demo=jnp.array([1.0, 1.0, 0.0, 0.0, 1.0]))
-    plain, _ = td3.deterministic_actor_loss(state.actor_params, state.critic_params, batch, nets)
-    with_bc, aux = td3.deterministic_actor_loss(
+    plain, _ = deterministic.actor_loss(state.actor_params, state.critic_params, batch, nets)
+    with_bc, aux = deterministic.actor_loss(
         state.actor_params, state.critic_params, batch, nets, bc_weight=2.5, q_filter=False
     )
     b = np64(batch)
@@ -355,3 +374,107 @@ def test_apex_ddpg_gives_every_environment_its_own_noise_scale():
     assert agent_registry.make_agent('ddpg', None, ACTION_DIM).init_noise(None, 3)[
         'sigma'
     ].shape == (3,)
+
+
+# ------------------------------------------------------------ inference policy
+def test_the_policy_module_imports_and_runs_without_the_training_stack():
+    code = '\n'.join(
+        [
+            'import sys, types',
+            'import jax, jax.numpy as jnp',
+            'from insertion_jax.agents import policy',
+            'config = types.SimpleNamespace(hidden=(8, 8), actor_out_scale=1.0)',
+            "run = policy.make_policy('sac', config, 2, 'residual', 0.01, lambda o: o[..., :2])",
+            "actor = policy.make_actor('sac', config, 2)",
+            'normalizer = policy.ObsNormalizer(jnp.zeros(3), jnp.ones(3), jnp.zeros(()))',
+            "params = {'actor': actor.init(jax.random.PRNGKey(0), jnp.zeros(3)),",
+            "          'normalizer': normalizer}",
+            'print(run(params, jnp.ones((4, 3))).shape)',
+            "banned = ('optax', 'mujoco', 'orbax', 'insertion_jax.replay',",
+            "          'insertion_jax.training', 'insertion_jax.envs')",
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in banned",
+            "             or any(m == b or m.startswith(b + '.') for b in banned)))",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    shape_line, loaded_line = done.stdout.strip().splitlines()[-2:]
+    assert shape_line == '(4, 2)'
+    assert loaded_line == '[]', f'the policy module loaded {loaded_line}'
+
+
+def np_normalize(mean, var, obs):
+    std = np.maximum(np.sqrt(var), policy.MIN_STD)
+    return np.clip((obs - mean) / std, -policy.CLIP, policy.CLIP)
+
+
+@pytest.mark.parametrize('algo', ['sac', 'td3', 'ddpg', 'apex_ddpg'])
+def test_make_policy_is_the_agents_policy_on_normalized_obs_scaled_plus_the_base_action(algo):
+    agent, state = init(algo)
+    config = agent.config
+    keys = jax.random.split(jax.random.PRNGKey(20), 4)
+    normalizer = policy.ObsNormalizer(
+        mean=jax.random.normal(keys[0], (OBS_DIM,)),
+        # The last field's tiny variance hits the MIN_STD floor and the clip.
+        var=jnp.array([0.5, 2.0, 1e-9]),
+        count=jnp.asarray(7.0),
+        running=True,
+    )
+    obs = 3.0 * jax.random.normal(keys[1], (6, OBS_DIM))
+    params = {'actor': agent.actor_params(state), 'normalizer': normalizer}
+    action_scale = jnp.array([0.002, 0.005])
+    gain = jax.random.normal(keys[2], (OBS_DIM, ACTION_DIM))
+
+    def base_action(o):  # stands in for the task's P-controller
+        return 0.01 * o @ gain
+
+    # By hand: normalize, the actor's deterministic action, scale, add u_H.
+    normalized = np_normalize(np64(normalizer.mean), np64(normalizer.var), np64(obs))
+    assert np.any(np.abs(normalized) == policy.CLIP)
+    actor = np64(state.actor_params)
+    if algo == 'sac':
+        a = np.tanh(np_gaussian_actor(actor, normalized)[0])
+    else:
+        a = np_det_actor(actor, normalized)
+    scale = np64(action_scale)
+    u_h = np64(base_action(obs))
+    agent_action = agent.policy(params['actor'], obs_norm.normalize(normalizer, obs))
+    np.testing.assert_allclose(agent_action, a, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        policy.make_action(algo, config, ACTION_DIM)(params['actor'], normalized),
+        a,
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    for mode, want in [('residual', u_h + scale * a), ('pure', scale * a), ('lfd', scale * a)]:
+        run = policy.make_policy(algo, config, ACTION_DIM, mode, action_scale, base_action)
+        np.testing.assert_allclose(run(params, obs), want, rtol=1e-4, atol=1e-7, err_msg=mode)
+        # The same from the agent's own policy (bit for bit: one forward pass).
+        np.testing.assert_array_equal(
+            run(params, obs), policy.command(mode, action_scale, base_action, obs, agent_action)
+        )
+
+
+def test_make_policy_refuses_residual_without_a_base_action_and_unknown_names():
+    config = sac.SACConfig(hidden=(8, 8))
+    with pytest.raises(ValueError, match='mode=residual needs a base_action'):
+        policy.make_policy('sac', config, ACTION_DIM, 'residual', 0.01, None)
+    with pytest.raises(ValueError, match="Unknown mode 'hybrid'"):
+        policy.make_policy('sac', config, ACTION_DIM, 'hybrid', 0.01, None)
+    with pytest.raises(ValueError, match='valid algos: sac, td3, ddpg, apex_ddpg'):
+        policy.make_policy('ppo', config, ACTION_DIM, 'pure', 0.01)
+    # Every registered agent has an inference policy.
+    assert set(policy.ACTORS) == set(agent_registry.ALGOS)
+
+
+def test_training_normalizer_keeps_its_names_from_the_policy_module():
+    assert obs_norm.ObsNormalizer is policy.ObsNormalizer
+    assert obs_norm.normalize is policy.normalize
+    norm = obs_norm.init_normalizer('running', jnp.array([1.0, 2.0, 4.0]))
+    norm = obs_norm.update(norm, jnp.array([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]]))
+    np.testing.assert_allclose(norm.mean, [2.0, 2.0, 4.0])
+    np.testing.assert_allclose(norm.var, [1.0, 0.0, 1.0])
+    obs = jnp.array([4.0, 2.0, 4.0])
+    np.testing.assert_allclose(obs_norm.normalize(norm, obs), [2.0, 0.0, 0.0])

@@ -1,7 +1,9 @@
-"""What every agent shares: the transition batch, the agent interface, target updates.
+"""What every agent shares: the agent interface, target updates, optimizer steps.
 
-An agent is a frozen dataclass of pure functions built from a static config
-(`make_agent` in `insertion_jax.agents`):
+An agent is a frozen dataclass of pure functions: each agent module writes
+them at module level with explicit arguments (networks, optimizers, config)
+and its `make_*` binds those with `functools.partial`
+(`agents.registry.make_agent` builds one):
 
   init(key, obs_spec, action_spec) -> AgentState
   act(state, obs, key, deterministic) -> action            # (..., A) in [-1, 1]
@@ -13,13 +15,13 @@ An agent is a frozen dataclass of pure functions built from a static config
   policy(params, obs) -> action                            # deterministic; exported
 
 Specs are `jax.ShapeDtypeStruct`s of one observation and one action. Actions
-are normalized to [-1, 1] per axis; the environment side scales them.
+are normalized to [-1, 1] per axis; `agents.policy.command` scales them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +103,11 @@ def nan_metrics(fn: Callable, *args) -> Metrics:
     return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
 
+def actor_params(state: Any) -> Params:
+    """`state.actor_params`: all that an agent's `policy` needs (every agent's state has it)."""
+    return state.actor_params
+
+
 def init_actor_critic(nets, key, obs_spec, action_spec, action_dim: int) -> Tuple[Params, Params]:
     """(actor_params, critic_params) of `nets` (with `.actor` and `.critic`
     modules) for one observation and action of the given specs."""
@@ -112,49 +119,3 @@ def init_actor_critic(nets, key, obs_spec, action_spec, action_dim: int) -> Tupl
     obs = jnp.zeros(obs_spec.shape, jnp.float32)
     action = jnp.zeros(action_spec.shape, jnp.float32)
     return nets.actor.init(key_actor, obs), nets.critic.init(key_critic, obs, action)
-
-
-NOISE_KINDS = ('gaussian', 'ou')
-
-
-def init_action_noise(num_envs: int, action_dim: int, sigma) -> Dict[str, jax.Array]:
-    """State of the exploration noise of a deterministic actor.
-
-    'sigma' (num_envs,): per-environment noise scale (a scalar `sigma` is
-    shared; Ape-X gives every actor its own, see `ddpg.per_env_noise_scales`).
-    'ou' (num_envs, A): the Ornstein-Uhlenbeck process value, zero at the
-    start of every episode.
-    """
-    return {
-        'sigma': jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (num_envs,)),
-        'ou': jnp.zeros((num_envs, action_dim), jnp.float32),
-    }
-
-
-def add_action_noise(
-    action: jax.Array, noise: Dict[str, jax.Array], key: jax.Array, kind: str, ou_theta: float
-) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """Exploration of a deterministic actor, clipped to [-1, 1].
-
-    kind 'gaussian': a + sigma * N(0, 1), independent per step.
-    kind 'ou': a + x, x <- x - theta x + sigma N(0, 1) (mean-reverting, so
-    consecutive moves are correlated).
-
-    Args:
-      action: (E, A) the actor's deterministic action.
-      noise: `init_action_noise` state for E environments.
-      key: PRNG key.
-      kind: one of NOISE_KINDS.
-      ou_theta: mean-reversion rate of the OU process.
-    """
-    sigma = noise['sigma'][..., None]
-    eps = jax.random.normal(key, action.shape, action.dtype)
-    if kind == 'ou':
-        ou = noise['ou'] - ou_theta * noise['ou'] + sigma * eps
-        return jnp.clip(action + ou, -1.0, 1.0), {**noise, 'ou': ou}
-    return jnp.clip(action + sigma * eps, -1.0, 1.0), noise
-
-
-def reset_action_noise(noise: Dict[str, jax.Array], done: jax.Array) -> Dict[str, jax.Array]:
-    """Zeros the OU process of the environments whose episode ended (`done` (E,) bool)."""
-    return {**noise, 'ou': jnp.where(done[:, None], 0.0, noise['ou'])}

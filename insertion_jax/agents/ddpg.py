@@ -17,19 +17,21 @@ One critic and a deterministic actor with target copies of both. Options:
 
 `ApeXDDPGConfig` (algo 'apex_ddpg') holds the DER paper's settings.
 With `bc_weight` > 0 the actor adds the behaviour-cloning loss of `bc.py`.
+The actor, its loss and exploration are shared with TD3 (`deterministic.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+import functools
+from typing import Callable, Tuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from insertion_jax import checks, types
-from insertion_jax.agents import base, networks, td3
+from insertion_jax.agents import base, deterministic
+from insertion_jax.agents import policy as policy_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,7 @@ class DDPGConfig:
             critic_loss_coef=self.critic_loss_coef,
         )
         checks.unit_interval(owner, discount=self.discount, tau=self.tau)
-        td3.validate_noise(owner, self.noise_kind, self.exploration_noise)
+        deterministic.validate_noise(owner, self.noise_kind, self.exploration_noise)
         checks.non_negative(
             owner,
             hard_target_every=self.hard_target_every,
@@ -103,9 +105,10 @@ class ApeXDDPGConfig(DDPGConfig):
     Adam 1e-3 for both networks, loss coefficients 0.1 (actor) and 1.0
     (critic), a hard target copy every 50,000 updates, 64x64 networks (the
     peg-in-hole's; the lap joint used 256x256) and Ape-X's per-environment
-    exploration scales (0.4, alpha 7). The loop-side settings (3-step
-    returns, train batch 512, running observation filter, DER replay) are in
-    `insertion_jax.training.loop.ALGO_PRESETS`."""
+    exploration scales (0.4, alpha 7). This class is the one place for the
+    agent-side settings; the loop-side ones (3-step returns, train batch 512,
+    running observation filter, DER replay) are in
+    `insertion_jax.training.config.ALGO_PRESETS`."""
 
     hidden: Tuple[int, ...] = (64, 64)
     actor_lr: float = 1e-3
@@ -126,32 +129,19 @@ def per_env_noise_scales(num_envs: int, scale: float, alpha: float) -> jax.Array
     return jnp.asarray(scale, jnp.float32) ** exponent
 
 
-@struct.dataclass
-class DDPGState:
-    """Everything DDPG updates; a pytree."""
-
-    actor_params: base.Params
-    target_actor_params: base.Params
-    critic_params: base.Params
-    target_critic_params: base.Params
-    actor_opt: base.Params
-    critic_opt: base.Params
-    steps: jax.Array
-
-
 def critic_loss(
-    critic_params,
-    target_critic_params,
-    target_actor_params,
+    critic_params: base.Params,
+    target_critic_params: base.Params,
+    target_actor_params: base.Params,
     batch: types.Transition,
-    nets: td3.DeterministicNetworks,
-):
+    nets: deterministic.DeterministicNetworks,
+) -> Tuple[jax.Array, types.Metrics]:
     """(n-step) Bellman regression: y = R + discount * Q'(s', mu'(s')).
 
     Returns (loss, aux): loss = mean(w (Q(s, a) - y)^2); aux 'q' (1, B),
     'target' (B,), 'td_error' (B,).
     """
-    next_action = nets.actor.apply(target_actor_params, batch.next_obs)
+    next_action = policy_lib.deterministic_action(nets.actor, target_actor_params, batch.next_obs)
     next_q = nets.critic.apply(target_critic_params, batch.next_obs, next_action)[0]
     target = batch.reward + batch.discount * next_q
     q = nets.critic.apply(critic_params, batch.obs, batch.action)
@@ -159,92 +149,88 @@ def critic_loss(
     return loss, {'q': q, 'target': target, 'td_error': q[0] - target}
 
 
-def make_ddpg(config: DDPGConfig = DDPGConfig(), action_dim: int = 3) -> base.Agent:
-    """Builds the DDPG agent for actions of `action_dim` dimensions."""
-    nets = td3.DeterministicNetworks(
-        actor=networks.DeterministicActor(action_dim, config.hidden, config.actor_out_scale),
-        critic=networks.Critic(config.hidden, num_critics=1),
+def scaled_loss(loss_fn: Callable, coef: float, *args) -> Tuple[jax.Array, types.Metrics]:
+    """`loss_fn(*args)` = (loss, aux) with the loss multiplied by `coef`."""
+    loss, aux = loss_fn(*args)
+    return coef * loss, aux
+
+
+def update(
+    nets: deterministic.DeterministicNetworks,
+    optimizers: deterministic.DeterministicOptimizers,
+    config: DDPGConfig,
+    state: deterministic.DeterministicState,
+    batch: types.Transition,
+    key: jax.Array,
+) -> Tuple[deterministic.DeterministicState, types.Metrics]:
+    """One DDPG update on `batch` (B transitions): critic step, actor step with
+    the new critic, then the target update (soft, or a hard copy every
+    `hard_target_every` updates)."""
+    del key  # DDPG's update is deterministic given the batch
+    critic_loss_fn = functools.partial(scaled_loss, critic_loss, config.critic_loss_coef)
+    (loss_q, aux_q), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+        state.critic_params, state.target_critic_params, state.target_actor_params, batch, nets
     )
-    actor_opt = base.make_optimizer(config.actor_lr, config.max_grad_norm)
-    critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
+    critic_params, critic_opt_state = base.apply_gradients(
+        optimizers.critic, state.critic_params, state.critic_opt, grads
+    )
+    actor_loss_fn = functools.partial(scaled_loss, deterministic.actor_loss, config.actor_loss_coef)
+    (loss_pi, aux_pi), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+        state.actor_params, critic_params, batch, nets, config.bc_weight, config.q_filter
+    )
+    actor_params, actor_opt_state = base.apply_gradients(
+        optimizers.actor, state.actor_params, state.actor_opt, grads
+    )
+    steps = state.steps + 1
+    every = config.hard_target_every
+    new_state = deterministic.DeterministicState(
+        actor_params=actor_params,
+        target_actor_params=base.update_target(
+            state.target_actor_params, actor_params, steps, config.tau, every
+        ),
+        critic_params=critic_params,
+        target_critic_params=base.update_target(
+            state.target_critic_params, critic_params, steps, config.tau, every
+        ),
+        actor_opt=actor_opt_state,
+        critic_opt=critic_opt_state,
+        steps=steps,
+    )
+    metrics = {
+        'critic_loss': loss_q,
+        'actor_loss': loss_pi,
+        'q_mean': jnp.mean(aux_q['q']),
+        'target_q_mean': jnp.mean(aux_q['target']),
+        'td_error': aux_q['td_error'],
+        **aux_pi,
+    }
+    return new_state, metrics
 
-    def init(key, obs_spec, action_spec) -> DDPGState:
-        actor_params, critic_params = base.init_actor_critic(
-            nets, key, obs_spec, action_spec, action_dim
-        )
-        return DDPGState(
-            actor_params=actor_params,
-            target_actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=critic_params,
-            actor_opt=actor_opt.init(actor_params),
-            critic_opt=critic_opt.init(critic_params),
-            steps=jnp.zeros((), jnp.int32),
-        )
 
-    def policy(actor_params, obs):
-        return nets.actor.apply(actor_params, obs)
+def init_noise(
+    action_dim: int, config: DDPGConfig, key: jax.Array, num_envs: int
+) -> deterministic.NoiseState:
+    """Exploration noise for `num_envs` environments, each with its scale from
+    `per_env_noise_scales`."""
+    del key  # the noise process starts at zero
+    scales = per_env_noise_scales(num_envs, config.exploration_noise, config.per_env_noise_alpha)
+    return deterministic.init_action_noise(num_envs, action_dim, scales)
 
-    def scaled_critic_loss(*args):
-        loss, aux = critic_loss(*args)
-        return config.critic_loss_coef * loss, aux
 
-    def scaled_actor_loss(*args):
-        loss, aux = td3.deterministic_actor_loss(*args)
-        return config.actor_loss_coef * loss, aux
-
-    def update(state: DDPGState, batch: types.Transition, key):
-        del key  # DDPG's update is deterministic given the batch
-        (loss_q, aux_q), grads = jax.value_and_grad(scaled_critic_loss, has_aux=True)(
-            state.critic_params, state.target_critic_params, state.target_actor_params, batch, nets
-        )
-        critic_params, critic_opt_state = base.apply_gradients(
-            critic_opt, state.critic_params, state.critic_opt, grads
-        )
-        (loss_pi, aux_pi), grads = jax.value_and_grad(scaled_actor_loss, has_aux=True)(
-            state.actor_params, critic_params, batch, nets, config.bc_weight, config.q_filter
-        )
-        actor_params, actor_opt_state = base.apply_gradients(
-            actor_opt, state.actor_params, state.actor_opt, grads
-        )
-        steps = state.steps + 1
-        every = config.hard_target_every
-        new_state = DDPGState(
-            actor_params=actor_params,
-            target_actor_params=base.update_target(
-                state.target_actor_params, actor_params, steps, config.tau, every
-            ),
-            critic_params=critic_params,
-            target_critic_params=base.update_target(
-                state.target_critic_params, critic_params, steps, config.tau, every
-            ),
-            actor_opt=actor_opt_state,
-            critic_opt=critic_opt_state,
-            steps=steps,
-        )
-        metrics = {
-            'critic_loss': loss_q,
-            'actor_loss': loss_pi,
-            'q_mean': jnp.mean(aux_q['q']),
-            'target_q_mean': jnp.mean(aux_q['target']),
-            'td_error': aux_q['td_error'],
-            **aux_pi,
-        }
-        return new_state, metrics
-
+def make_ddpg(config: DDPGConfig = DDPGConfig(), action_dim: int = 3) -> base.Agent:
+    """Builds the DDPG agent (Ape-X DDPG with an `ApeXDDPGConfig`) for actions
+    of `action_dim` dimensions."""
+    nets = deterministic.make_networks('ddpg', config, action_dim, num_critics=1)
+    optimizers = deterministic.make_optimizers(config)
     return base.Agent(
         name='ddpg',
         config=config,
-        init=init,
-        act=td3.deterministic_act(policy, config.exploration_noise),
-        update=update,
-        init_noise=lambda key, num_envs: base.init_action_noise(
-            num_envs,
-            action_dim,
-            per_env_noise_scales(num_envs, config.exploration_noise, config.per_env_noise_alpha),
-        ),
-        explore=td3.deterministic_explore(policy, config.noise_kind, config.ou_theta),
-        reset_noise=base.reset_action_noise,
-        actor_params=lambda state: state.actor_params,
-        policy=policy,
+        init=functools.partial(deterministic.init, nets, optimizers),
+        act=functools.partial(deterministic.act, nets, config),
+        update=functools.partial(update, nets, optimizers, config),
+        init_noise=functools.partial(init_noise, action_dim, config),
+        explore=functools.partial(deterministic.explore, nets, config),
+        reset_noise=deterministic.reset_action_noise,
+        actor_params=base.actor_params,
+        policy=functools.partial(policy_lib.deterministic_action, nets.actor),
     )

@@ -12,14 +12,17 @@ action tanh(mu)).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from insertion_jax import checks, types
 from insertion_jax.agents import base, bc, networks
+from insertion_jax.agents import policy as policy_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +85,31 @@ class SACState:
 
 @dataclasses.dataclass(frozen=True)
 class SACNetworks:
+    """Actor and twin-critic modules of SAC."""
+
     actor: networks.GaussianActor
     critic: networks.Critic
 
 
-def sample_action(nets: SACNetworks, actor_params, obs, key):
-    """(action (..., A), log_prob (...)) from the squashed Gaussian policy."""
+@dataclasses.dataclass(frozen=True)
+class SACOptimizers:
+    """One optimizer per network and one for the temperature (each its own Adam state)."""
+
+    actor: optax.GradientTransformation
+    critic: optax.GradientTransformation
+    alpha: optax.GradientTransformation
+
+
+def target_entropy(config: SACConfig, action_dim: int) -> float:
+    """The entropy target the temperature loss uses: `config.target_entropy`,
+    or -action_dim when it is None."""
+    return -float(action_dim) if config.target_entropy is None else float(config.target_entropy)
+
+
+def sample_action(
+    nets: SACNetworks, actor_params: base.Params, obs: jax.Array, key: jax.Array
+) -> Tuple[jax.Array, jax.Array]:
+    """(action (..., A), log_prob (...)) from the squashed Gaussian policy for obs (..., obs_dim)."""
     mean, log_std = nets.actor.apply(actor_params, obs)
     return networks.tanh_gaussian_sample(mean, log_std, key)
 
@@ -152,120 +174,154 @@ def alpha_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float)
     return jnp.exp(log_alpha) * jnp.mean(-jax.lax.stop_gradient(log_prob) - target_entropy)
 
 
+def init(
+    nets: SACNetworks,
+    optimizers: SACOptimizers,
+    config: SACConfig,
+    key: jax.Array,
+    obs_spec: jax.ShapeDtypeStruct,
+    action_spec: jax.ShapeDtypeStruct,
+) -> SACState:
+    """Fresh parameters, target critics equal to the critics, alpha = init_alpha."""
+    actor_params, critic_params = base.init_actor_critic(
+        nets, key, obs_spec, action_spec, nets.actor.action_dim
+    )
+    log_alpha = jnp.asarray(jnp.log(config.init_alpha), jnp.float32)
+    return SACState(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        target_critic_params=critic_params,
+        log_alpha=log_alpha,
+        actor_opt=optimizers.actor.init(actor_params),
+        critic_opt=optimizers.critic.init(critic_params),
+        alpha_opt=optimizers.alpha.init(log_alpha),
+        steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def act(
+    nets: SACNetworks, state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool = False
+) -> jax.Array:
+    """tanh(mean) when `deterministic`, else a sample of the policy; obs (..., obs_dim) -> (..., A)."""
+    if deterministic:
+        return policy_lib.gaussian_mean_action(nets.actor, state.actor_params, obs)
+    return sample_action(nets, state.actor_params, obs, key)[0]
+
+
+def update(
+    nets: SACNetworks,
+    optimizers: SACOptimizers,
+    config: SACConfig,
+    state: SACState,
+    batch: types.Transition,
+    key: jax.Array,
+) -> Tuple[SACState, types.Metrics]:
+    """One SAC update on `batch` (B transitions): critic step, actor step with
+    the new critic, temperature step, soft target update."""
+    key_critic, key_actor = jax.random.split(key)
+    alpha = jnp.exp(state.log_alpha)
+    (loss_q, aux_q), grads = jax.value_and_grad(critic_loss, has_aux=True)(
+        state.critic_params,
+        state.target_critic_params,
+        state.actor_params,
+        alpha,
+        batch,
+        key_critic,
+        nets,
+    )
+    critic_params, critic_opt_state = base.apply_gradients(
+        optimizers.critic, state.critic_params, state.critic_opt, grads
+    )
+    (loss_pi, aux_pi), grads = jax.value_and_grad(actor_loss, has_aux=True)(
+        state.actor_params,
+        critic_params,
+        alpha,
+        batch,
+        key_actor,
+        nets,
+        config.bc_weight,
+        config.q_filter,
+    )
+    actor_params, actor_opt_state = base.apply_gradients(
+        optimizers.actor, state.actor_params, state.actor_opt, grads
+    )
+    loss_alpha, grad = jax.value_and_grad(alpha_loss)(
+        state.log_alpha, aux_pi['log_prob'], target_entropy(config, nets.actor.action_dim)
+    )
+    log_alpha, alpha_opt_state = base.apply_gradients(
+        optimizers.alpha, state.log_alpha, state.alpha_opt, grad
+    )
+    steps = state.steps + 1
+    new_state = SACState(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        target_critic_params=base.soft_update(
+            state.target_critic_params, critic_params, config.tau
+        ),
+        log_alpha=log_alpha,
+        actor_opt=actor_opt_state,
+        critic_opt=critic_opt_state,
+        alpha_opt=alpha_opt_state,
+        steps=steps,
+    )
+    metrics = {
+        'critic_loss': loss_q,
+        'actor_loss': loss_pi,
+        'alpha_loss': loss_alpha,
+        'alpha': alpha,
+        'entropy': -jnp.mean(aux_pi['log_prob']),
+        'q_mean': jnp.mean(aux_q['q']),
+        'target_q_mean': jnp.mean(aux_q['target']),
+        'td_error': aux_q['td_error'],
+    }
+    metrics.update({k: v for k, v in aux_pi.items() if k != 'log_prob'})
+    return new_state, metrics
+
+
+def init_noise(key: jax.Array, num_envs: int) -> dict:
+    """SAC explores by sampling its policy: no noise process (an empty state)."""
+    del key, num_envs
+    return {}
+
+
+def explore(
+    nets: SACNetworks, state: SACState, obs: jax.Array, noise: dict, key: jax.Array
+) -> Tuple[jax.Array, dict]:
+    """A policy sample for obs (E, obs_dim) -> ((E, A), the unchanged empty noise state)."""
+    return act(nets, state, obs, key, False), noise
+
+
+def reset_noise(noise: dict, done: jax.Array) -> dict:
+    """Nothing to reset at episode ends (no noise process)."""
+    del done
+    return noise
+
+
+def make_optimizers(config: SACConfig) -> SACOptimizers:
+    """Adam for actor and critics (with the gradient clip) and for the temperature."""
+    return SACOptimizers(
+        actor=base.make_optimizer(config.actor_lr, config.max_grad_norm),
+        critic=base.make_optimizer(config.critic_lr, config.max_grad_norm),
+        alpha=base.make_optimizer(config.alpha_lr),
+    )
+
+
 def make_sac(config: SACConfig = SACConfig(), action_dim: int = 3) -> base.Agent:
     """Builds the SAC agent for actions of `action_dim` dimensions."""
     nets = SACNetworks(
-        actor=networks.GaussianActor(action_dim, config.hidden, config.actor_out_scale),
+        actor=policy_lib.make_actor('sac', config, action_dim),
         critic=networks.Critic(config.hidden, num_critics=2),
     )
-    actor_opt = base.make_optimizer(config.actor_lr, config.max_grad_norm)
-    critic_opt = base.make_optimizer(config.critic_lr, config.max_grad_norm)
-    alpha_opt = base.make_optimizer(config.alpha_lr)
-    target_entropy = (
-        -float(action_dim) if config.target_entropy is None else float(config.target_entropy)
-    )
-
-    def init(key, obs_spec, action_spec) -> SACState:
-        actor_params, critic_params = base.init_actor_critic(
-            nets, key, obs_spec, action_spec, action_dim
-        )
-        log_alpha = jnp.asarray(jnp.log(config.init_alpha), jnp.float32)
-        return SACState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=critic_params,
-            log_alpha=log_alpha,
-            actor_opt=actor_opt.init(actor_params),
-            critic_opt=critic_opt.init(critic_params),
-            alpha_opt=alpha_opt.init(log_alpha),
-            steps=jnp.zeros((), jnp.int32),
-        )
-
-    def policy(actor_params, obs):
-        mean, _ = nets.actor.apply(actor_params, obs)
-        return jnp.tanh(mean)
-
-    def act(state: SACState, obs, key, deterministic: bool = False):
-        if deterministic:
-            return policy(state.actor_params, obs)
-        return sample_action(nets, state.actor_params, obs, key)[0]
-
-    def update(state: SACState, batch: types.Transition, key):
-        key_critic, key_actor = jax.random.split(key)
-        alpha = jnp.exp(state.log_alpha)
-        (loss_q, aux_q), grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            state.critic_params,
-            state.target_critic_params,
-            state.actor_params,
-            alpha,
-            batch,
-            key_critic,
-            nets,
-        )
-        critic_params, critic_opt_state = base.apply_gradients(
-            critic_opt, state.critic_params, state.critic_opt, grads
-        )
-        (loss_pi, aux_pi), grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            state.actor_params,
-            critic_params,
-            alpha,
-            batch,
-            key_actor,
-            nets,
-            config.bc_weight,
-            config.q_filter,
-        )
-        actor_params, actor_opt_state = base.apply_gradients(
-            actor_opt, state.actor_params, state.actor_opt, grads
-        )
-        loss_alpha, grad = jax.value_and_grad(alpha_loss)(
-            state.log_alpha, aux_pi['log_prob'], target_entropy
-        )
-        log_alpha, alpha_opt_state = base.apply_gradients(
-            alpha_opt, state.log_alpha, state.alpha_opt, grad
-        )
-        steps = state.steps + 1
-        new_state = SACState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=base.soft_update(
-                state.target_critic_params, critic_params, config.tau
-            ),
-            log_alpha=log_alpha,
-            actor_opt=actor_opt_state,
-            critic_opt=critic_opt_state,
-            alpha_opt=alpha_opt_state,
-            steps=steps,
-        )
-        metrics = {
-            'critic_loss': loss_q,
-            'actor_loss': loss_pi,
-            'alpha_loss': loss_alpha,
-            'alpha': alpha,
-            'entropy': -jnp.mean(aux_pi['log_prob']),
-            'q_mean': jnp.mean(aux_q['q']),
-            'target_q_mean': jnp.mean(aux_q['target']),
-            'td_error': aux_q['td_error'],
-        }
-        metrics.update({k: v for k, v in aux_pi.items() if k != 'log_prob'})
-        return new_state, metrics
-
-    def init_noise(key, num_envs):
-        del key, num_envs
-        return {}
-
-    def explore(state, obs, noise, key):
-        return act(state, obs, key, False), noise
-
+    optimizers = make_optimizers(config)
     return base.Agent(
         name='sac',
         config=config,
-        init=init,
-        act=act,
-        update=update,
+        init=functools.partial(init, nets, optimizers, config),
+        act=functools.partial(act, nets),
+        update=functools.partial(update, nets, optimizers, config),
         init_noise=init_noise,
-        explore=explore,
-        reset_noise=lambda noise, done: noise,
-        actor_params=lambda state: state.actor_params,
-        policy=policy,
+        explore=functools.partial(explore, nets),
+        reset_noise=reset_noise,
+        actor_params=base.actor_params,
+        policy=functools.partial(policy_lib.gaussian_mean_action, nets.actor),
     )
