@@ -22,6 +22,7 @@ EXAMPLE = types.Step(
 DEMO_LENGTHS = np.array([5, 7, 3])
 
 
+@functools.lru_cache(maxsize=None)  # one buffer (and its compiled functions) per setting
 def make(structure='all_shots_all', der_on=True, num_envs=2, n_step=1, capacity=200, **kw):
     cfg = dict(
         num_buffers=3,
@@ -36,7 +37,7 @@ def make(structure='all_shots_all', der_on=True, num_envs=2, n_step=1, capacity=
     return der.make_der_buffer(der.DERConfig(**cfg), capacity, L, num_envs, n_step, 0.5)
 
 
-def demos():
+def demos(success=None):
     """Three demonstrations; obs[..., 0] = 100 * (demo + 1) + t, reward 1 per step."""
     t = np.arange(L)[None, :]
     ident = 100.0 * (np.arange(3)[:, None] + 1) + t
@@ -48,7 +49,11 @@ def demos():
         terminal=jnp.zeros((3, L), bool),
         next_obs=jnp.asarray(obs + 0.5, jnp.float32),
     )
-    return demos_lib.Demonstrations(steps=steps, lengths=jnp.asarray(DEMO_LENGTHS))
+    return demos_lib.Demonstrations(
+        steps=steps,
+        lengths=jnp.asarray(DEMO_LENGTHS),
+        success=None if success is None else jnp.asarray(success),
+    )
 
 
 def chunk(lengths_per_env, success_per_env):
@@ -267,3 +272,80 @@ def test_bad_configurations_are_named():
         make('one_shot_all').init(EXAMPLE)
     with pytest.raises(ValueError, match='puts 3 demonstrations in a zone of 2'):
         make(zone_fraction=0.08, capacity=200).init(EXAMPLE, demos())
+
+
+def test_only_successful_demonstrations_enter_a_zone():
+    state = make('one_shot_each').init(EXAMPLE, demos(success=[True, False, True]))
+    leaves = np.asarray(sumtree.leaves(state.tree, 200))
+    assert [zone_ids(state, k)[0][0] for k in (0, 2)] == [0, 2]
+    np.testing.assert_array_equal(state.zone_length[:, 0], [5, 0, 3])  # buffer 1's stays empty
+    assert leaves[1].sum() == 0 and leaves[0].sum() > 0 and leaves[2].sum() > 0
+
+
+ALPHA = 0.5
+EPS = prioritized.PrioritizedConfig().eps
+
+
+def test_priorities_are_written_to_the_power_alpha_for_agent_and_zone_items():
+    """alpha = 0.5 and priorities far from 1, on a batch that holds agent and zone
+    items: agent leaves (|td| + eps)^alpha, zone leaves top^alpha (top: the
+    buffer's largest priority, this batch included), new ring items and
+    refreshed zone episodes at top^alpha, importance weights from the leaves."""
+    buffer = make(
+        'one_shot_each', der_on=False, priority=prioritized.PrioritizedConfig(alpha=ALPHA)
+    )
+    add, sample, set_priorities, after_updates = jitted(buffer)
+    zone = buffer.layout.zone_size
+    state = buffer.init(EXAMPLE, demos())
+    steps, last, success = chunk([[8, 8, 8], [8, 8]], [[True, False, False], [False, True]])
+    state = add(state, steps, last, success, jax.random.PRNGKey(0))
+    for i in range(50):  # a batch with both kinds of items (deterministic keys)
+        batch, info = sample(state, jax.random.PRNGKey(i), 32)
+        idx = np.asarray(info.indices)
+        if (idx < zone).any() and (idx >= zone).sum() >= 4:
+            break
+    assert (idx < zone).any() and (idx >= zone).sum() >= 4
+    b = int(info.buffer)
+    # Importance weights: P(i) = leaf / total, N = the items stored in buffer b.
+    leaves = np.asarray(sumtree.leaves(state.tree, 200)[b], np.float64)
+    size = int(state.ring_size[b]) + int(state.zone_length[b].sum())
+    w = (size * leaves[idx] / leaves.sum()) ** -0.4
+    np.testing.assert_allclose(batch.weight, w / w.max(), rtol=1e-5)
+
+    td = np.linspace(-4.0, 9.0, 32).astype(np.float32)  # |td| + eps up to 9, far from 1
+    state = set_priorities(state, info, jnp.asarray(td))
+    top = max(1.0, np.abs(td).max() + EPS)
+    assert float(state.max_priority[b]) == pytest.approx(top, rel=1e-6)  # p, not p^alpha
+    leaves = np.asarray(sumtree.leaves(state.tree, 200)[b], np.float64)
+    largest = {}
+    for i, t in zip(idx, np.abs(td), strict=True):
+        largest[i] = max(largest.get(i, 0.0), t)
+    for i in idx:
+        want = top**ALPHA if i < zone else (largest[i] + EPS) ** ALPHA
+        assert leaves[i] == pytest.approx(want, rel=1e-5), (i, leaves[i], want)
+    untouched = [i for i in range(zone) if i not in largest and i < DEMO_LENGTHS[b]]
+    np.testing.assert_allclose(leaves[untouched], 1.0)  # written at the old top, 1^alpha
+
+    # New agent items enter at each buffer's top^alpha.
+    before = np.asarray(state.ring_size).copy()
+    steps, last, success = chunk([[8], [8]], [[True], [True]])
+    state = add(state, steps, last, success, jax.random.PRNGKey(7))
+    tops = np.asarray(state.max_priority, np.float64)
+    leaves = np.asarray(sumtree.leaves(state.tree, 200), np.float64)
+    grew = np.asarray(state.ring_size) - before
+    assert grew.sum() == 16
+    for k in range(3):
+        new = slice(zone + before[k], zone + before[k] + grew[k])
+        np.testing.assert_allclose(leaves[k, new], tops[k] ** ALPHA, rtol=1e-6)
+
+    # A refresh (DER switched on in the state) writes the pool episode at top^alpha.
+    state = set_priorities(state, info, jnp.asarray(td))  # 2 updates: one refresh due
+    slot = np.asarray(state.zone_next)
+    state = after_updates(state.replace(der=jnp.asarray(True)), jax.random.PRNGKey(3), 1)
+    assert int(state.refreshes) == 1
+    leaves = np.asarray(sumtree.leaves(state.tree, 200), np.float64)
+    for k in range(3):
+        n = int(state.zone_length[k, slot[k]])
+        assert n == 8
+        got = leaves[k, slot[k] * L : slot[k] * L + n]
+        np.testing.assert_allclose(got, float(state.max_priority[k]) ** ALPHA, rtol=1e-6)
