@@ -1,6 +1,9 @@
 """The uniform ring buffer, n-step transitions, and the replays as the training loop
 runs them."""
 
+import json
+import zipfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +11,8 @@ import pytest
 
 from insertion_jax import types
 from insertion_jax.agents import registry as agent_registry
-from insertion_jax.replay import base, der, nstep, prioritized, registry, uniform
+from insertion_jax.replay import base, der, mixed, nstep, prioritized, registry, uniform
+from insertion_jax.replay import demos as demos_lib
 
 SPEC = base.ReplaySpec(
     capacity=4096, n_step=1, discount=0.9, episode_length=8, num_envs=2, updates_per_iteration=1
@@ -146,3 +150,184 @@ def test_the_update_loop_writes_the_sum_tree_in_place(kind):
         if ' copy(' in line and tree in line
     ]
     assert not copies, copies
+
+
+# ----------------------------------------------------------------- registry
+def test_registry_names_bad_kinds_and_keys_and_round_trips_json():
+    with pytest.raises(ValueError, match="Unknown replay 'bogus'; valid replays: uniform, prio"):
+        registry.validate_kind('bogus')
+    with pytest.raises(ValueError, match="'bogus'.*uniform, prioritized, der"):
+        registry.config_from_dict({'kind': 'bogus'})
+    with pytest.raises(ValueError, match="Unknown key 'dynamic'.*valid keys: num_buffers, .*der"):
+        registry.config_from_dict({'kind': 'der', 'dynamic': True})
+    with pytest.raises(ValueError, match="Unknown key 'alfa'.*priority.*valid keys: alpha, beta"):
+        registry.config_from_dict({'kind': 'der', 'priority': {'alfa': 0.5}})
+    with pytest.raises(TypeError, match='SPEC.*not a replay config|ReplaySpec is not a replay'):
+        registry.kind_of(SPEC)
+    configs = [
+        uniform.UniformConfig(),
+        prioritized.PrioritizedConfig(alpha=0.3, beta_steps=7, stratified=False),
+        der.DERConfig(
+            num_buffers=2,
+            structure='one_shot_each',
+            der=False,
+            priority=prioritized.PrioritizedConfig(alpha=0.25),
+        ),
+    ]
+    for config in configs:
+        back = registry.config_from_dict(json.loads(json.dumps(registry.config_to_dict(config))))
+        assert back == config and type(back) is type(config)
+    assert registry.config_from_dict({'kind': 'der'}) == der.DERConfig()  # defaults fill in
+    assert [registry.make_replay(c, SPEC).takes_demonstrations for c in configs] == [
+        False,
+        False,
+        True,
+    ]
+    with pytest.raises(ValueError, match='holds no whole episode'):
+        registry.validate(der.DERConfig(zone_fraction=0.001), SPEC)
+    with pytest.raises(ValueError, match='pool_episodes=1 must be >= num_envs=2'):
+        registry.validate(der.DERConfig(pool_episodes=1), SPEC)
+
+
+# -------------------------------------------------------------------- mixed
+MIXED_SPEC = base.ReplaySpec(
+    capacity=64, n_step=2, discount=0.5, episode_length=6, num_envs=2, updates_per_iteration=1
+)
+EXAMPLE = types.Step(
+    obs=jnp.zeros(2),
+    action=jnp.zeros(1),
+    reward=jnp.zeros(()),
+    terminal=jnp.zeros((), bool),
+    next_obs=jnp.zeros(2),
+)
+
+
+def lfd_demos():
+    """Episodes of lengths 3, 5, 2 (the second marked failed), padded to 6;
+    obs[..., 0] = 100 * (episode + 1) + t, reward 1 per step."""
+    ident = 100.0 * (np.arange(3)[:, None] + 1) + np.arange(6)[None, :]
+    obs = np.stack([ident, np.zeros_like(ident)], axis=-1).astype(np.float32)
+    steps = types.Step(
+        obs=jnp.asarray(obs),
+        action=jnp.ones((3, 6, 1)),
+        reward=jnp.ones((3, 6)),
+        terminal=jnp.zeros((3, 6), bool),
+        next_obs=jnp.asarray(obs + 0.5),
+    )
+    return demos_lib.Demonstrations(
+        steps=steps, lengths=jnp.asarray([3, 5, 2]), success=jnp.asarray([True, False, True])
+    )
+
+
+def test_mixed_batches_end_with_uniform_demonstration_draws():
+    """B - d inner items drawn with the batch key, then d demonstration items
+    drawn uniformly over the valid transitions of the successful episodes
+    (episode-major) with fold_in(key, 1), is_demo 1, weight 1; the priorities
+    of the first B - d items only reach the inner replay."""
+    inner = registry.make_replay(prioritized.PrioritizedConfig(alpha=0.5), MIXED_SPEC)
+    replay = mixed.make_mixed(inner, 0.25, MIXED_SPEC)
+    assert replay.takes_demonstrations and replay.config == inner.config
+    with pytest.raises(ValueError, match='needs demonstrations'):
+        replay.init(EXAMPLE)
+    # As the loop runs it: jitted and vmapped over seeds, the demonstrations broadcast.
+    init = jax.jit(jax.vmap(lambda _, demos: replay.init(EXAMPLE, demos), in_axes=(0, None)))
+    state = jax.tree.map(lambda x: x[1], init(jnp.zeros(2), lfd_demos()))
+    assert int(state.demos.size) == 5  # 3 + 2 valid steps; the failed episode's 5 left out
+    k = 5
+    steps = types.Step(
+        obs=jnp.arange(k * 2 * 2, dtype=jnp.float32).reshape(k, 2, 2),
+        action=jnp.zeros((k, 2, 1)),
+        reward=jnp.ones((k, 2)),
+        terminal=jnp.zeros((k, 2), bool),
+        next_obs=jnp.zeros((k, 2, 2)),
+    )
+    last = jnp.zeros((k, 2), bool)
+    state = replay.add(state, steps, last, last, jax.random.PRNGKey(0))
+    key, b = jax.random.PRNGKey(3), 16
+    d = 4  # round(0.25 * 16)
+    batch, info = jax.jit(replay.sample, static_argnums=2)(state, key, b)
+    agent, _ = inner.sample(state.inner, key, b - d)
+    for got, want in zip(jax.tree.leaves(batch), jax.tree.leaves(agent), strict=True):
+        np.testing.assert_array_equal(got[: b - d], want)
+    np.testing.assert_array_equal(batch.is_demo, [0] * (b - d) + [1] * d)
+    np.testing.assert_array_equal(batch.weight[b - d :], 1.0)
+    # The hand draw: uniform over the 5 valid transitions, episode-major.
+    valid_obs = np.array([100, 101, 102, 300, 301], np.float32)
+    n_step_return = np.array([1.5, 1.5, 1.0, 1.5, 1.0], np.float32)  # n=2, gamma 0.5
+    drawn = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (d,), 0, 5))
+    np.testing.assert_array_equal(batch.obs[b - d :, 0], valid_obs[drawn])
+    np.testing.assert_array_equal(batch.reward[b - d :], n_step_return[drawn])
+    # Priorities: the first B - d errors go to the inner replay; the demo ones
+    # (huge here) never reach it.
+    td = jnp.concatenate([jnp.linspace(1.0, 4.0, b - d), jnp.full((d,), 1e6)])
+    skipped = replay.set_priorities(state, info, td, False)
+    for got, want in zip(jax.tree.leaves(skipped), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(got, want)
+    new = replay.set_priorities(state, info, td, True)
+    expected = inner.set_priorities(state.inner, info, td[: b - d], True)
+    for got, want in zip(jax.tree.leaves(new.inner), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert float(new.inner.max_priority) < 5.0
+    for got, want in zip(jax.tree.leaves(new.demos), jax.tree.leaves(state.demos), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------ demonstration files
+def save_demos(path, success=(True, False, True), **changes):
+    """Writes `lfd_demos()` (obs_dim 2, action_dim 1, L 6) with `changes` to the arrays."""
+    demos = lfd_demos()
+    demos_lib.save(str(path), demos, 'usb', {'task': 'usb'}, np.asarray(success))
+    if changes:
+        with np.load(path) as f:
+            data = {k: f[k] for k in f.files}
+        data.update(changes)
+        np.savez_compressed(path, **data)
+    return str(path)
+
+
+def test_demonstration_files_keep_only_successful_episodes(tmp_path):
+    path = save_demos(tmp_path / 'demos.npz')
+    loaded, info = demos_lib.load(path, 'usb', 2, 1, 6)
+    assert info['dropped_failed'] == 1 and info['env_config'] == {'task': 'usb'}
+    np.testing.assert_array_equal(loaded.lengths, [3, 2])
+    np.testing.assert_array_equal(loaded.steps.obs[:, 0, 0], [100, 300])
+    np.testing.assert_array_equal(loaded.steps.obs[1, :, 0], [300, 301, 0, 0, 0, 0])
+
+
+def test_malformed_demonstration_files_raise_one_line_errors_naming_the_file(tmp_path):
+    good = save_demos(tmp_path / 'good.npz')
+    raw = open(good, 'rb').read()
+    with zipfile.ZipFile(good) as archive:  # a byte inside obs.npy's compressed data
+        member = archive.getinfo('obs.npy')
+    # The local header: 30 bytes, then the name and an extra field of its own
+    # (numpy writes a ZIP64 one there, absent from the central directory).
+    header = member.header_offset
+    name_size = int.from_bytes(raw[header + 26 : header + 28], 'little')
+    extra_size = int.from_bytes(raw[header + 28 : header + 30], 'little')
+    start = header + 30 + name_size + extra_size
+    for name, offset in (('flipped_block', 0), ('flipped_data', member.compress_size // 2)):
+        flip = bytearray(raw)  # the deflate block header (zlib.error), a data byte (CRC)
+        flip[start + offset] ^= 0xFF
+        (tmp_path / f'{name}.npz').write_bytes(bytes(flip))
+    (tmp_path / 'truncated.npz').write_bytes(raw[: len(raw) // 2])
+    (tmp_path / 'empty.npz').write_bytes(b'')
+    cases = {
+        'truncated': 'not a readable',
+        'flipped_block': 'not a readable .npz file \\(zlib.error: ',
+        'flipped_data': 'not a readable .npz file \\(zipfile.BadZipFile: Bad CRC-32',
+        'empty': 'not a readable',
+        'version_text': "format_version='abc'.*not an integer",
+        'version_float': 'format_version=1.5.*not an integer',
+        'all_failed': 'all 3 episodes are marked failed',
+        'lengths_float': 'episode_lengths has dtype float',
+    }
+    save_demos(tmp_path / 'version_text.npz', format_version=np.str_('abc'))
+    save_demos(tmp_path / 'version_float.npz', format_version=np.float64(1.5))
+    save_demos(tmp_path / 'all_failed.npz', success=(False, False, False))
+    save_demos(tmp_path / 'lengths_float.npz', episode_lengths=np.array([3.0, 5.0, 2.0]))
+    for name, message in cases.items():
+        path = str(tmp_path / f'{name}.npz')
+        with pytest.raises(demos_lib.DemoFormatError, match=message) as raised:
+            demos_lib.load(path, 'usb', 2, 1, 6)
+        text = str(raised.value)
+        assert text.startswith(f'{path}: ') and '\n' not in text, text

@@ -17,10 +17,14 @@ concatenated (N = sum of the lengths):
   episode_lengths   (D,) int64
   success           (D,) bool, the episode reached the goal
 
-`save` writes it; `load` checks everything (version, task, dimensions,
-boundaries, finiteness, action range) before it returns anything, so a wrong
-file raises a `DemoFormatError` naming the key and the value, and nothing is
-loaded half-way. The robot loop records the same format.
+`save` writes it; `load` checks everything (a readable archive, version,
+task, dtypes, dimensions, boundaries, finiteness, action range) before it
+returns anything, so a malformed file (truncated, damaged, empty, a wrong
+key or value) raises a `DemoFormatError` whose one-line message names the
+file and what is wrong, and nothing is loaded half-way. `load` returns only
+the episodes marked successful (a demonstration zone takes successes only)
+and refuses a file without any. A robot loop that records demonstrations is
+meant to write this format (none does yet).
 
 `HumanDemonstrator` drives a task the way a person with a game controller
 does: it sees where the parts are (the paper's demonstrations were given by
@@ -34,8 +38,10 @@ and noisy, not optimal, and it succeeds on both assembly tasks.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
+import zipfile
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -93,10 +99,15 @@ def save(
     demos: Demonstrations,
     task: str,
     env_config: Dict[str, Any],
-    success: np.ndarray,
+    success: Optional[np.ndarray] = None,
 ) -> None:
-    """Writes `demos` in the file format (see the module docstring)."""
+    """Writes `demos` in the file format (see the module docstring).
+
+    `success` (D,) defaults to `demos.success`, and to all True when that is None.
+    """
     lengths = np.asarray(demos.lengths, np.int64)
+    if success is None:
+        success = np.ones(lengths.shape, bool) if demos.success is None else demos.success
     mask = np.arange(np.asarray(demos.steps.reward).shape[1])[None, :] < lengths[:, None]
     flat = jax.tree.map(lambda x: np.asarray(x)[mask], demos.steps)
     dones = np.zeros(int(lengths.sum()), bool)
@@ -120,14 +131,48 @@ def save(
         )
 
 
-def _fail(path: str, message: str):
-    raise DemoFormatError(f'{path}: {message}')
+def _fail(path: str, message: str, cause: Optional[BaseException] = None):
+    """Raises DemoFormatError('PATH: message'), on one line."""
+    raise DemoFormatError(' '.join(f'{path}: {message}'.split())) from cause
+
+
+def _read(path: str) -> Dict[str, np.ndarray]:
+    """Every array of the archive at `path`, decompressed (DemoFormatError if unreadable).
+
+    Each member is read whole, so that its CRC-32 is checked: numpy's own
+    reader stops at the array's last byte and never reaches the check, and a
+    flipped byte in the compressed data can then load as a wrong value.
+    """
+    data = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                raw = archive.read(name)
+                key = name[: -len('.npy')] if name.endswith('.npy') else name
+                data[key] = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except Exception as e:
+        # A damaged archive surfaces as whatever the layer that trips over it
+        # raises (measured on truncated and bit-flipped files: BadZipFile,
+        # zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+        # tokenize.TokenError from an array header), so every failure here is
+        # a format error: nothing but decoding runs inside.
+        kind = type(e).__name__
+        if type(e).__module__ != 'builtins':
+            kind = f'{type(e).__module__}.{kind}'
+        _fail(path, f'not a readable .npz file ({kind}: {e}).', e)
+    return data
+
+
+def _check_kind(path: str, data: Dict[str, np.ndarray], kinds: str, what: str, *keys: str):
+    for key in keys:
+        if data[key].dtype.kind not in kinds:
+            _fail(path, f'{key} has dtype {data[key].dtype}; expected {what}.')
 
 
 def load(
     path: str, task: str, obs_dim: int, action_dim: int, max_length: int
 ) -> Tuple[Demonstrations, Dict[str, Any]]:
-    """Reads and checks a demonstrations file for `task`.
+    """Reads and checks a demonstrations file for `task`; keeps the successful episodes.
 
     Args:
       path: the `.npz` file.
@@ -136,27 +181,45 @@ def load(
       max_length: the episode limit L the episodes are padded to.
 
     Returns:
-      (Demonstrations padded to max_length, {'env_config': dict, 'success': (D,)}).
+      (Demonstrations of the K successful episodes padded to max_length, with
+      `success` None (all succeeded), {'env_config': dict, 'success': (K,) all
+      True, 'dropped_failed': the number of episodes marked failed, left out}).
 
     Raises:
-      DemoFormatError naming the first problem; FileNotFoundError.
+      DemoFormatError naming the file and the first problem (unreadable or
+      damaged archive, a missing key, a wrong version, dtype, shape or value,
+      no successful episode); FileNotFoundError.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f'No demonstrations file at {path!r}.')
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        _fail(path, f'not a readable .npz file ({e}).')
+    data = _read(path)
     missing = [k for k in KEYS if k not in data]
     if missing:
         _fail(path, f'missing keys {missing}; a version-{FORMAT_VERSION} file has {list(KEYS)}.')
+    for key in ('format_version', 'task', 'env_config'):
+        if data[key].shape != ():
+            _fail(path, f'{key} has shape {data[key].shape}; expected a scalar.')
+    if data['format_version'].dtype.kind not in 'iu':
+        _fail(
+            path,
+            f'format_version={data["format_version"].item()!r} (dtype '
+            f'{data["format_version"].dtype}) is not an integer; this version reads '
+            f'{FORMAT_VERSION}.',
+        )
     version = int(data['format_version'])
     if version != FORMAT_VERSION:
         _fail(path, f'format_version={version}; this version reads {FORMAT_VERSION} only.')
+    _check_kind(path, data, 'U', 'a string', 'task', 'env_config')
     if str(data['task']) != task:
         _fail(path, f"task={str(data['task'])!r}, but the run's task is {task!r}.")
+    _check_kind(path, data, 'fiu', 'numbers', 'obs', 'actions', 'rewards', 'next_obs')
+    _check_kind(path, data, 'biu', 'booleans', 'dones', 'terminals', 'success')
+    _check_kind(path, data, 'iu', 'integers', 'episode_starts', 'episode_lengths')
     starts, lengths = data['episode_starts'], data['episode_lengths']
+    if starts.ndim != 1 or starts.size == 0:
+        _fail(path, f'episode_starts has shape {starts.shape}; expected (D,) with D >= 1.')
+    if data['rewards'].ndim != 1:
+        _fail(path, f'rewards has shape {data["rewards"].shape}; expected (N,).')
     n = data['rewards'].shape[0]
     expected = {
         'obs': (n, obs_dim),
@@ -171,8 +234,9 @@ def load(
     for key, shape in expected.items():
         if data[key].shape != shape:
             _fail(path, f'{key} has shape {data[key].shape}; expected {shape}.')
-    if starts.ndim != 1 or starts.size == 0:
-        _fail(path, f'episode_starts has shape {starts.shape}; expected (D,) with D >= 1.')
+    for key in ('dones', 'terminals', 'success'):
+        if not np.all((data[key] == 0) | (data[key] == 1)):
+            _fail(path, f'{key} holds values other than 0 and 1.')
     if lengths.min() < 1 or lengths.max() > max_length:
         _fail(path, f'episode_lengths {lengths.tolist()} must lie in [1, {max_length}].')
     if not (starts[0] == 0 and np.all(starts[1:] == np.cumsum(lengths)[:-1])):
@@ -188,13 +252,23 @@ def load(
     for key in ('obs', 'actions', 'rewards', 'next_obs'):
         if not np.all(np.isfinite(data[key])):
             _fail(path, f'{key} holds non-finite values.')
-    if np.abs(data['actions']).max() > 1.0 + 1e-6:
+    if n and np.abs(data['actions']).max() > 1.0 + 1e-6:
         _fail(path, f'actions reach {np.abs(data["actions"]).max():.3g}; they must lie in [-1, 1].')
     try:
         env_config = json.loads(str(data['env_config']))
     except json.JSONDecodeError as e:
-        _fail(path, f'env_config is not JSON ({e}).')
+        _fail(path, f'env_config is not JSON ({e}).', e)
+    if not isinstance(env_config, dict):
+        _fail(path, f'env_config is JSON {type(env_config).__name__}, not an object.')
 
+    success = data['success'].astype(bool)
+    if not success.any():
+        _fail(
+            path,
+            f'all {success.size} episodes are marked failed; demonstrations must be '
+            'successful episodes.',
+        )
+    starts, lengths = starts[success], lengths[success]
     d = starts.size
     index = starts[:, None] + np.minimum(np.arange(max_length)[None, :], lengths[:, None] - 1)
     valid = np.arange(max_length)[None, :] < lengths[:, None]
@@ -203,15 +277,19 @@ def load(
         out = x[index]
         return np.where(valid.reshape(valid.shape + (1,) * (out.ndim - 2)), out, 0).astype(x.dtype)
 
-    steps = nstep.Step(
-        obs=pad(data['obs']),
-        action=pad(data['actions']),
-        reward=pad(data['rewards']),
+    steps = types.Step(
+        obs=pad(data['obs'].astype(np.float32)),
+        action=pad(data['actions'].astype(np.float32)),
+        reward=pad(data['rewards'].astype(np.float32)),
         terminal=pad(data['terminals'].astype(bool)),
-        next_obs=pad(data['next_obs']),
+        next_obs=pad(data['next_obs'].astype(np.float32)),
     )
     demos = Demonstrations(steps=steps, lengths=lengths.astype(np.int32).reshape(d))
-    return demos, {'env_config': env_config, 'success': data['success'].astype(bool)}
+    return demos, {
+        'env_config': env_config,
+        'success': np.ones(d, bool),
+        'dropped_failed': int(success.size - d),
+    }
 
 
 # ----------------------------------------------------------- demonstrator
