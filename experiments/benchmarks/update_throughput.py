@@ -8,7 +8,8 @@ pre-drawn batches (state observations of the insertion task: 4-D obs, 3-D
 actions). The machine's limit for that update is measured in the same run:
 XLA's FLOP count of one update (its cost analysis) divided by the GFLOP/s this
 machine reaches on plain jitted matmuls with the update's layer shapes (each
-layer's forward product and the two products of its backward pass). `fraction_of_limit` is the measured rate over that limit.
+layer's forward product and the two products of its backward pass).
+`fraction_of_limit` is the measured rate over that limit.
 
 The last line (with --json) is one JSON object: {shape: {algo_updates_per_s,
 algo_fraction_of_limit, ...}, plus the matmul GFLOP/s}, and the top-level keys
@@ -19,10 +20,15 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Callable, Sequence, Tuple
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from experiments import common
+from insertion_jax import types
+from insertion_jax.agents import registry as agent_registry
 
 _SHAPES = flags.DEFINE_list(
     'shapes', ['256x256:256', '64x64:512'], 'Network shapes as WIDTHxWIDTH:BATCH.'
@@ -35,7 +41,7 @@ _JSON = flags.DEFINE_bool('json', False, 'Print the results as JSON on the last 
 OBS_DIM, ACTION_DIM = 4, 3
 
 
-def parse_shape(text: str):
+def parse_shape(text: str) -> Tuple[Tuple[int, ...], int]:
     """'256x256:256' -> ((256, 256), 256)."""
     try:
         widths, batch = text.split(':')
@@ -48,10 +54,8 @@ def parse_shape(text: str):
     return hidden, batch
 
 
-def timed(fn, *args, min_seconds: float) -> float:
+def timed(fn: Callable, *args, min_seconds: float) -> float:
     """Seconds per call of a jitted `fn` (after one warm-up call)."""
-    import jax  # pylint: disable=import-outside-toplevel
-
     jax.block_until_ready(fn(*args))
     calls, start = 0, time.perf_counter()
     while True:
@@ -62,20 +66,18 @@ def timed(fn, *args, min_seconds: float) -> float:
             return elapsed / calls
 
 
-def flops_of(jitted, *args) -> float:
+def flops_of(jitted: Callable, *args) -> float:
+    """XLA's FLOP count (cost analysis) of one call of the jitted `jitted(*args)`."""
     analysis = jitted.lower(*args).compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
     return float(analysis['flops'])
 
 
-def matmul_gflops(hidden, batch, repeats: int, min_seconds: float) -> float:
+def matmul_gflops(hidden: Tuple[int, ...], batch: int, repeats: int, min_seconds: float) -> float:
     """GFLOP/s of jitted matmuls with the shapes of a training step of a critic
     (obs+act -> hidden... -> 1): per layer (B, a) @ (a, b) forward, and the
     backward pass's (B, b) @ (b, a) and (a, B) @ (B, b)."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
     dims = (OBS_DIM + ACTION_DIM,) + tuple(hidden) + (1,)
     layers = list(zip(dims[:-1], dims[1:], strict=True))
     keys = iter(jax.random.split(jax.random.PRNGKey(0), 3 * len(layers)))
@@ -106,13 +108,12 @@ def matmul_gflops(hidden, batch, repeats: int, min_seconds: float) -> float:
     return flops / seconds / 1e9
 
 
-def bench_agent(algo, hidden, batch, updates, min_seconds):
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax import types  # pylint: disable=import-outside-toplevel
-    from insertion_jax.agents import registry as agent_registry  # pylint: disable=import-outside-toplevel
-
+def bench_agent(
+    algo: str, hidden: Tuple[int, ...], batch: int, updates: int, min_seconds: float
+) -> Tuple[float, float]:
+    """(updates per second, FLOPs per update) of agent `algo` with `hidden`
+    widths on batches of `batch` random transitions, `updates` scanned updates
+    per timed call."""
     agent = agent_registry.make_agent(
         algo, agent_registry.config_class(algo)(hidden=hidden), ACTION_DIM
     )
@@ -147,16 +148,12 @@ def bench_agent(algo, hidden, batch, updates, min_seconds):
     return updates / seconds, flops
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     shapes = [parse_shape(s) for s in _SHAPES.value]
     common.enable_compilation_cache()
-    import jax  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.agents import registry as agent_registry  # pylint: disable=import-outside-toplevel
-
     for algo in _ALGOS.value:
         try:
             agent_registry.validate_algo(algo)
