@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -115,14 +115,14 @@ def sample_action(
 
 
 def critic_loss(
-    critic_params,
-    target_critic_params,
-    actor_params,
+    critic_params: base.Params,
+    target_critic_params: base.Params,
+    actor_params: base.Params,
     alpha: jax.Array,
     batch: types.Transition,
     key: jax.Array,
     nets: SACNetworks,
-):
+) -> Tuple[jax.Array, types.Metrics]:
     """Soft Bellman regression of both critics.
 
     y = r + discount * (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s');
@@ -139,15 +139,15 @@ def critic_loss(
 
 
 def actor_loss(
-    actor_params,
-    critic_params,
+    actor_params: base.Params,
+    critic_params: base.Params,
     alpha: jax.Array,
     batch: types.Transition,
     key: jax.Array,
     nets: SACNetworks,
     bc_weight: float = 0.0,
     q_filter: bool = True,
-):
+) -> Tuple[jax.Array, types.Metrics]:
     """Policy loss mean(alpha log pi(a|s) - min_i Q_i(s, a)), a ~ pi(.|s), plus
     `bc_weight` times the behaviour-cloning loss of the mean action.
 
@@ -278,20 +278,20 @@ def update(
     return new_state, metrics
 
 
-def init_noise(key: jax.Array, num_envs: int) -> dict:
+def init_noise(key: jax.Array, num_envs: int) -> Dict[str, jax.Array]:
     """SAC explores by sampling its policy: no noise process (an empty state)."""
     del key, num_envs
     return {}
 
 
 def explore(
-    nets: SACNetworks, state: SACState, obs: jax.Array, noise: dict, key: jax.Array
-) -> Tuple[jax.Array, dict]:
+    nets: SACNetworks, state: SACState, obs: jax.Array, noise: Dict[str, jax.Array], key: jax.Array
+) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """A policy sample for obs (E, obs_dim) -> ((E, A), the unchanged empty noise state)."""
     return act(nets, state, obs, key, False), noise
 
 
-def reset_noise(noise: dict, done: jax.Array) -> dict:
+def reset_noise(noise: Dict[str, jax.Array], done: jax.Array) -> Dict[str, jax.Array]:
     """Nothing to reset at episode ends (no noise process)."""
     del done
     return noise
