@@ -10,7 +10,11 @@ not count:
 
   add             `--batch` new transitions per call
   sample          a batch of `--batch` transitions (with importance weights
-                  for ours; flashbax returns probabilities)
+                  for ours; flashbax returns probabilities), every field of
+                  the batch reduced into the timed output, so that the
+                  compiled program keeps every gather (obs, action, reward,
+                  discount, next_obs: flashbax's `first` item; ours also
+                  gathers is_demo and weight)
   set_priorities  `--batch` new priorities at random slots
 
 and prints items per second for each (the best of `--rounds` rounds that
@@ -34,10 +38,21 @@ from __future__ import annotations
 import json
 import platform
 import time
+from typing import Any, Callable, Dict, Tuple
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from experiments import common
+from insertion_jax import types
+from insertion_jax.agents import registry as agent_registry
+from insertion_jax.replay import der, prioritized
+
+try:  # a bench-only dependency: main() says how to install it when absent
+    import flashbax as fbx
+except ImportError:
+    fbx = None
 
 _CAPACITY = flags.DEFINE_integer('capacity', 1_000_000, 'Buffer capacity.', lower_bound=1)
 _BATCH = flags.DEFINE_integer('batch', 512, 'Items per operation.', lower_bound=1)
@@ -56,10 +71,8 @@ _JSON = flags.DEFINE_bool('json', False, 'Print the results as JSON on the last 
 OBS_DIM, ACTION_DIM = 13, 6
 
 
-def timed(fn, state, *args, min_seconds: float):
+def timed(fn: Callable, state: Any, *args: Any, min_seconds: float) -> Tuple[float, Any]:
     """(seconds per call, final state) of a jitted, state-donating `fn`."""
-    import jax  # pylint: disable=import-outside-toplevel
-
     state, out = fn(state, *args)
     jax.block_until_ready(out)
     calls, start = 0, time.perf_counter()
@@ -72,30 +85,40 @@ def timed(fn, state, *args, min_seconds: float):
             return elapsed / calls, state
 
 
-def transitions(key, n):
-    import jax  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax import types  # pylint: disable=import-outside-toplevel
-
+def transitions(key: jax.Array, n: int) -> types.Transition:
+    """n random transitions of the assembly tasks' sizes (leaves (n, ...))."""
     k = jax.random.split(key, 4)
     return types.make_transition(
         obs=jax.random.normal(k[0], (n, OBS_DIM)),
         action=jax.random.uniform(k[1], (n, ACTION_DIM), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (n,)),
-        discount=jax.numpy.full((n,), 0.97),
+        discount=jnp.full((n,), 0.97),
         next_obs=jax.random.normal(k[3], (n, OBS_DIM)),
     )
 
 
-def timed_ops(add, sample, set_priorities, probe, capacity, batch, reps):
+def consume(tree: Any) -> jax.Array:
+    """A scalar that depends on every element of every leaf of `tree`, so that
+    no gather that produced them can be dropped from the compiled program."""
+    return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jax.tree.leaves(tree))
+
+
+def timed_ops(
+    add: Callable,
+    sample: Callable,
+    set_priorities: Callable,
+    probe: Callable,
+    capacity: int,
+    batch: int,
+    reps: int,
+) -> Tuple[Callable, Callable, Callable]:
     """Jitted, state-donating scans of `reps` operations of a buffer:
     (add, sample, set_priorities), each `(state, arg) -> (state, output)`.
 
     add(state, items) -> state; sample(state, key) -> a scalar that depends on
-    the batch (so nothing is optimized away); set_priorities(state, indices,
-    priorities) -> state; probe(state) -> an array to wait on."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    every element of the batch (`consume`, so nothing is optimized away);
+    set_priorities(state, indices, priorities) -> state; probe(state) -> an
+    array to wait on."""
 
     def adds(state, items):
         state = jax.lax.fori_loop(0, reps, lambda i, s: add(s, items), state)
@@ -120,19 +143,13 @@ def timed_ops(add, sample, set_priorities, probe, capacity, batch, reps):
     return tuple(jax.jit(f, donate_argnums=0) for f in (adds, samples, sets))
 
 
-def ops_ours(capacity, batch, reps):
+def ops_ours(capacity: int, batch: int, reps: int) -> Tuple[Tuple, Tuple, Any]:
     """(ops, args, full state) of our prioritized buffer."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.replay import prioritized  # pylint: disable=import-outside-toplevel
-
-    buffer = prioritized.make_prioritized_buffer(capacity, alpha=0.6)
+    buffer = prioritized.make_prioritized_buffer(capacity, prioritized.PrioritizedConfig(alpha=0.6))
     items = transitions(jax.random.PRNGKey(0), batch)
 
     def sample(state, key):
-        batch_items, idx, w = buffer.sample(state, key, batch)
-        return jnp.sum(batch_items.reward * w) + jnp.sum(idx)
+        return consume(buffer.sample(state, key, batch))  # items, indices, weights
 
     ops = timed_ops(
         buffer.add, sample, buffer.set_priorities, lambda s: s.tree, capacity, batch, reps
@@ -145,12 +162,8 @@ def ops_ours(capacity, batch, reps):
     return ops, (items, jax.random.PRNGKey(2), jax.random.PRNGKey(3)), state
 
 
-def ops_flashbax(capacity, batch, reps):
+def ops_flashbax(capacity: int, batch: int, reps: int) -> Tuple[Tuple, Tuple, Any]:
     """The same for flashbax's prioritised flat buffer (the same fields)."""
-    import flashbax as fbx  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
     buffer = fbx.make_prioritised_flat_buffer(
         max_length=capacity,
         min_length=batch,
@@ -165,7 +178,9 @@ def ops_flashbax(capacity, batch, reps):
 
     def sample(state, key):
         out = buffer.sample(state, key)
-        return jnp.sum(out.experience.first['reward'] * out.probabilities) + jnp.sum(out.indices)
+        # `first` holds every field of our transition (next_obs included);
+        # `second`, the item stored after it, has no counterpart in ours.
+        return consume((out.experience.first, out.indices, out.probabilities))
 
     ops = timed_ops(
         buffer.add,
@@ -183,7 +198,7 @@ def ops_flashbax(capacity, batch, reps):
     return ops, (items, jax.random.PRNGKey(2), jax.random.PRNGKey(3)), state
 
 
-def best_of(cases, rounds, min_seconds):
+def best_of(cases: Dict[str, list], rounds: int, min_seconds: float) -> Dict[str, float]:
     """Seconds per call of each case, the best of `rounds` alternating rounds.
 
     `cases` maps a name to `[fn, state, arg]` (the state is threaded through).
@@ -198,7 +213,9 @@ def best_of(cases, rounds, min_seconds):
     return best
 
 
-def measure(buffers, batch, reps, rounds, min_seconds):
+def measure(
+    buffers: Dict[str, Tuple], batch: int, reps: int, rounds: int, min_seconds: float
+) -> Dict[str, Dict[str, float]]:
     """Items/s of add, sample and set_priorities per buffer.
 
     `buffers` maps a name to `(ops, args, full state)`; the operations of the
@@ -214,14 +231,8 @@ def measure(buffers, batch, reps, rounds, min_seconds):
     return out
 
 
-def der_overhead(batch, reps, rounds, min_seconds):
+def der_overhead(batch: int, reps: int, rounds: int, min_seconds: float) -> Tuple[float, float]:
     """(share of an Ape-X DDPG update step spent in DER bookkeeping, updates/s)."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-    from insertion_jax.agents import registry as agent_registry  # pylint: disable=import-outside-toplevel
-    from insertion_jax.replay import der, nstep  # pylint: disable=import-outside-toplevel
-
     agent = agent_registry.make_agent(
         'apex_ddpg', agent_registry.config_class('apex_ddpg')(), ACTION_DIM
     )
@@ -243,7 +254,7 @@ def der_overhead(batch, reps, rounds, min_seconds):
         n_step=3,
         discount=0.99,
     )
-    example = nstep.Step(
+    example = types.Step(
         obs=jnp.zeros(OBS_DIM),
         action=jnp.zeros(ACTION_DIM),
         reward=jnp.zeros(()),
@@ -254,10 +265,10 @@ def der_overhead(batch, reps, rounds, min_seconds):
     # Fill every ring with whole episodes (random, all different: nothing a
     # critic can fit exactly) and the pool with successes.
     last = jnp.zeros((horizon, envs), bool).at[-1].set(True)
-    add = jax.jit(buffer.add_chunk, donate_argnums=0)
+    add = jax.jit(buffer.add, donate_argnums=0)
     for i in range(20):
         k = jax.random.split(jax.random.PRNGKey(100 + i), 4)
-        steps = nstep.Step(
+        steps = types.Step(
             obs=jax.random.normal(k[0], (horizon, envs, OBS_DIM)),
             action=jax.random.uniform(k[1], (horizon, envs, ACTION_DIM), minval=-1, maxval=1),
             reward=jax.random.normal(k[2], (horizon, envs)),
@@ -311,20 +322,16 @@ def der_overhead(batch, reps, rounds, min_seconds):
     return seconds['bookkeeping'] / seconds['update'], reps / seconds['update']
 
 
-def main(argv):
+def main(argv: Any) -> None:
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     common.enable_compilation_cache()
-    import jax  # pylint: disable=import-outside-toplevel
-
-    try:
-        import flashbax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError as e:
+    if fbx is None:
         raise app.UsageError(
             'This benchmark compares against flashbax, a bench-only dependency: '
             "pip install -e '.[bench]' (make bench does it)."
-        ) from e
+        )
     capacity, batch, reps = _CAPACITY.value, _BATCH.value, _REPS.value
     rounds, min_seconds = _ROUNDS.value, _MIN_SECONDS.value
     rates = measure(
