@@ -1,6 +1,7 @@
 """Agent losses and updates, and the inference policy, against values computed
 by hand (NumPy, float64)."""
 
+import json
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from insertion_jax import types
 from insertion_jax.agents import base, bc, ddpg, deterministic, networks, policy, sac, td3
 from insertion_jax.agents import registry as agent_registry
+from insertion_jax.envs import connector_obs, controllers
 from insertion_jax.training import normalizer as obs_norm
 
 OBS_DIM, ACTION_DIM, BATCH = 3, 2, 5
@@ -377,32 +379,46 @@ def test_apex_ddpg_gives_every_environment_its_own_noise_scale():
 
 
 # ------------------------------------------------------------ inference policy
+# Run in a fresh interpreter: what `import insertion_jax.agents.policy` loads,
+# then a residual policy with the connector P-controller, as the robot loop's
+# export will build it.
+POLICY_ALONE = """
+import json, sys, types
+import jax, jax.numpy as jnp
+
+def loaded(banned):
+    return sorted(m for m in sys.modules if any(m == b or m.startswith(b + '.') for b in banned))
+
+TRAINING_STACK = ('optax', 'mujoco', 'orbax', 'insertion_jax.replay', 'insertion_jax.training')
+from insertion_jax.agents import policy
+after_import = loaded(TRAINING_STACK + ('insertion_jax.envs',))
+from insertion_jax.envs import controllers
+config = types.SimpleNamespace(hidden=(8, 8), actor_out_scale=1.0)
+run = policy.make_policy('td3', config, 3, 'residual', 0.002, controllers.p_controller_action)
+actor = policy.make_actor('td3', config, 3)
+params = {
+    'actor': actor.init(jax.random.PRNGKey(0), jnp.zeros(4)),
+    'normalizer': policy.ObsNormalizer(jnp.zeros(4), jnp.ones(4), jnp.zeros(())),
+}
+command = run(params, jnp.ones((5, 4)))
+print(json.dumps({'after_import': after_import, 'after_run': loaded(TRAINING_STACK),
+                  'shape': list(command.shape), 'finite': bool(jnp.all(jnp.isfinite(command)))}))
+"""
+
+
 def test_the_policy_module_imports_and_runs_without_the_training_stack():
-    code = '\n'.join(
-        [
-            'import sys, types',
-            'import jax, jax.numpy as jnp',
-            'from insertion_jax.agents import policy',
-            'config = types.SimpleNamespace(hidden=(8, 8), actor_out_scale=1.0)',
-            "run = policy.make_policy('sac', config, 2, 'residual', 0.01, lambda o: o[..., :2])",
-            "actor = policy.make_actor('sac', config, 2)",
-            'normalizer = policy.ObsNormalizer(jnp.zeros(3), jnp.ones(3), jnp.zeros(()))',
-            "params = {'actor': actor.init(jax.random.PRNGKey(0), jnp.zeros(3)),",
-            "          'normalizer': normalizer}",
-            'print(run(params, jnp.ones((4, 3))).shape)',
-            "banned = ('optax', 'mujoco', 'orbax', 'insertion_jax.replay',",
-            "          'insertion_jax.training', 'insertion_jax.envs')",
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in banned",
-            "             or any(m == b or m.startswith(b + '.') for b in banned)))",
-        ]
-    )
     done = subprocess.run(
-        [sys.executable, '-c', code], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, '-c', POLICY_ALONE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
-    shape_line, loaded_line = done.stdout.strip().splitlines()[-2:]
-    assert shape_line == '(4, 2)'
-    assert loaded_line == '[]', f'the policy module loaded {loaded_line}'
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result['after_import'] == [], 'importing agents.policy loaded these'
+    assert result['after_run'] == [], 'the residual policy loaded these'
+    assert result['shape'] == [5, 3] and result['finite']
 
 
 def np_normalize(mean, var, obs):
@@ -411,24 +427,28 @@ def np_normalize(mean, var, obs):
 
 
 @pytest.mark.parametrize('algo', ['sac', 'td3', 'ddpg', 'apex_ddpg'])
-def test_make_policy_is_the_agents_policy_on_normalized_obs_scaled_plus_the_base_action(algo):
-    agent, state = init(algo)
-    config = agent.config
-    keys = jax.random.split(jax.random.PRNGKey(20), 4)
+def test_make_policy_is_the_agents_policy_on_normalized_obs_scaled_plus_the_p_controller(algo):
+    # The connector tasks' shapes: 4-D observation, 3-D move.
+    obs_dim, action_dim = connector_obs.OBS_DIM, 3
+    config = agent_registry.config_class(algo)(hidden=(8, 8))
+    agent = agent_registry.make_agent(algo, config, action_dim)
+    state = agent.init(
+        jax.random.PRNGKey(0),
+        jax.ShapeDtypeStruct((obs_dim,), jnp.float32),
+        jax.ShapeDtypeStruct((action_dim,), jnp.float32),
+    )
+    keys = jax.random.split(jax.random.PRNGKey(20), 2)
     normalizer = policy.ObsNormalizer(
-        mean=jax.random.normal(keys[0], (OBS_DIM,)),
+        mean=jax.random.normal(keys[0], (obs_dim,)),
         # The last field's tiny variance hits the MIN_STD floor and the clip.
-        var=jnp.array([0.5, 2.0, 1e-9]),
+        var=jnp.array([0.5, 2.0, 4.0, 1e-9]),
         count=jnp.asarray(7.0),
         running=True,
     )
-    obs = 3.0 * jax.random.normal(keys[1], (6, OBS_DIM))
+    obs = 3.0 * jax.random.normal(keys[1], (6, obs_dim))
     params = {'actor': agent.actor_params(state), 'normalizer': normalizer}
-    action_scale = jnp.array([0.002, 0.005])
-    gain = jax.random.normal(keys[2], (OBS_DIM, ACTION_DIM))
-
-    def base_action(o):  # stands in for the task's P-controller
-        return 0.01 * o @ gain
+    action_scale = jnp.array([0.002, 0.003, 0.005])
+    base_action = controllers.p_controller_action
 
     # By hand: normalize, the actor's deterministic action, scale, add u_H.
     normalized = np_normalize(np64(normalizer.mean), np64(normalizer.var), np64(obs))
@@ -439,18 +459,14 @@ def test_make_policy_is_the_agents_policy_on_normalized_obs_scaled_plus_the_base
     else:
         a = np_det_actor(actor, normalized)
     scale = np64(action_scale)
-    u_h = np64(base_action(obs))
+    u_h = -np.array(controllers.DEFAULT_KP) * np64(obs)[:, :3] * 1e-3
     agent_action = agent.policy(params['actor'], obs_norm.normalize(normalizer, obs))
     np.testing.assert_allclose(agent_action, a, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(
-        policy.make_action(algo, config, ACTION_DIM)(params['actor'], normalized),
-        a,
-        rtol=1e-4,
-        atol=1e-6,
-    )
+    action = policy.make_action(algo, config, action_dim)
+    np.testing.assert_allclose(action(params['actor'], normalized), a, rtol=1e-4, atol=1e-6)
     for mode, want in [('residual', u_h + scale * a), ('pure', scale * a), ('lfd', scale * a)]:
-        run = policy.make_policy(algo, config, ACTION_DIM, mode, action_scale, base_action)
-        np.testing.assert_allclose(run(params, obs), want, rtol=1e-4, atol=1e-7, err_msg=mode)
+        run = policy.make_policy(algo, config, action_dim, mode, action_scale, base_action)
+        np.testing.assert_allclose(run(params, obs), want, rtol=1e-4, atol=1e-8, err_msg=mode)
         # The same from the agent's own policy (bit for bit: one forward pass).
         np.testing.assert_array_equal(
             run(params, obs), policy.command(mode, action_scale, base_action, obs, agent_action)
