@@ -7,9 +7,9 @@
   make_policy(algo, agent_config, action_dim, mode, action_scale, base_action)
       -> policy({'actor': actor params, 'normalizer': ObsNormalizer}, raw obs) -> command
 
-This module imports only jax, flax and `agents.networks` (no optax, replay,
-MJX, mujoco or `insertion_jax.training`), so a program that only runs or
-exports a trained policy loads nothing of the training stack. The agents'
+This module imports only jax, flax, `agents.networks` and `types` (no optax,
+replay, MJX, mujoco or `insertion_jax.training`), so a program that only runs
+or exports a trained policy loads nothing of the training stack. The agents'
 own `policy` fields use the deterministic actions defined here, so the
 deterministic forward pass is written once.
 
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from insertion_jax.agents import networks
+from insertion_jax.types import Params
 
-Params = Any
 ActionFn = Callable[[Params, jax.Array], jax.Array]
 
 MODES = ('pure', 'residual', 'lfd')
