@@ -85,19 +85,20 @@ def test_a_seed_gives_the_same_results_whichever_seeds_share_its_batch(small):
 def test_a_seed_run_alone_has_the_same_episodes_as_in_a_batch(small):
     """Seed 6 run alone against seed 6 of a two-seed run. A batch of one
     compiles to other XLA kernels than a batch of two, which sum in other
-    orders, so parameters agree only to rounding amplified by contact physics
-    and Adam: no bound on them is derived here (one that passed on one CPU
-    failed on another). What is defined: the same keys draw the same start
-    states and friction, and the episodes of the first iteration (before any
-    update) are identical; every episode ends the same way."""
+    orders: even the first iteration's contact forces differ in the last
+    bits (measured: 34 N read 33.95071 and 33.95044), and contact physics and
+    Adam amplify that, so no bound on states or parameters holds on every
+    CPU (one tuned here failed on another machine). What is defined: the
+    same keys draw the same start states, and every episode ends the same
+    way (the sparse rewards and successes are equal)."""
     components, run = small
     together, metrics_together = run(loop.init_states(components, 5, 2))
     alone, metrics_alone = run(loop.init_states(components, 6, 1))
     second = jax.tree.map(lambda x: x[1:], together)
-    first_iteration = slice(0, SMALL.env_steps_per_iteration)
-    for field in ('obs', 'action', 'reward'):
-        a = np.asarray(getattr(second.buffer.data, field))[:, first_iteration]
-        b = np.asarray(getattr(alone.buffer.data, field))[:, first_iteration]
+    starts = slice(0, SMALL.num_envs)  # the first step of every environment
+    for field in ('obs', 'action'):
+        a = np.asarray(getattr(second.buffer.data, field))[:, starts]
+        b = np.asarray(getattr(alone.buffer.data, field))[:, starts]
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=field)
     np.testing.assert_array_equal(metrics_together['success'][1], metrics_alone['success'][0])
     np.testing.assert_array_equal(metrics_together['episodes'][1], metrics_alone['episodes'][0])
@@ -207,7 +208,7 @@ def test_records_drop_a_torn_last_line_and_files_are_written_whole(tmp_path):
     with pytest.raises(ValueError, match='Out of range float values are not JSON compliant'):
         json.dumps(float('nan'), allow_nan=False)
     assert (
-        run_dir.dumps({'a': np.float32('nan'), 'b': [np.inf, 2]}) == '{"a": null, "b": [null, 2.0]}'
+        run_dir.dumps({'a': np.float32('nan'), 'b': [np.inf, 2]}) == '{"a": null, "b": [null, 2]}'
     )
 
 
@@ -271,6 +272,10 @@ def test_residual_demonstrations_store_the_residual_not_the_whole_command(small)
     scale = np.asarray(env.action_scale)
     valid = np.arange(pure.shape[1])[None, :] < np.asarray(demos.lengths)[:, None]
     np.testing.assert_allclose(stored[valid], (pure - u_h / scale)[valid], atol=1e-6)
-    assert np.abs(stored[valid]).max() <= noise + 1e-6  # only the noise is left
-    assert np.abs(pure[valid]).max() > 0.9  # the whole command reaches the clip
+    # Only the noise is left, except where the whole command was clipped to
+    # the maximum move (the first steps' descent): there the residual is what
+    # brings u_H back to that move.
+    unclipped = valid[..., None] & (np.abs(pure) < 1.0)
+    assert np.abs(stored[unclipped]).max() <= noise + 1e-6
+    assert np.abs(pure[valid]).max() == 1.0 and np.abs(stored[valid]).max() < 1.0
     assert demonstrations.for_mode(demos, env, 'pure') is demos

@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any, Dict, Mapping, Optional
 
 from insertion_jax import checks
+from insertion_jax.agents import policy as policy_lib
 from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import insertion
 from insertion_jax.envs import registry as env_registry
@@ -34,7 +35,7 @@ from insertion_jax.replay import mixed, uniform
 from insertion_jax.replay import registry as replay_registry
 from insertion_jax.training import normalizer as obs_norm
 
-MODES = ('pure', 'residual', 'lfd')
+MODES = policy_lib.MODES  # 'pure', 'residual', 'lfd'
 OBS_TYPES = ('state',)
 
 # Loop-side settings of an algorithm as published; `experiments.train` uses

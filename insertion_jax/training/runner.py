@@ -157,9 +157,10 @@ def train(
                 state,
                 {'iterations': (call + 1) * iterations_per_call, 'wall_clock_s': wall},
             )
-        line = (
-            f'[{(call + 1) * steps_per_call:>8}/{num_calls * steps_per_call} env steps] '
-            f'train success {100 * np.nanmean(metrics["success"][:, -1]):5.1f}%'
+        ended = np.asarray(metrics['success'][:, -1], float)
+        ended = ended[np.isfinite(ended)]  # NaN: no episode ended in that iteration
+        line = f'[{(call + 1) * steps_per_call:>8}/{num_calls * steps_per_call} env steps] ' + (
+            f'train success {100 * ended.mean():5.1f}%' if ended.size else 'train success   -  '
         )
         if evaluation is not None:
             line += ' | eval ' + ' '.join(
