@@ -129,6 +129,18 @@ def test_no_nan_over_1600_random_command_steps(task):
         assert np.abs(out.steps.action).max() > 0.9  # the commands were large
 
 
+def test_nan_commands_give_finite_metrics_and_flag_the_divergence():
+    """A NaN command diverges the physics on the first step: the episode ends
+    there, flagged, and no metric is NaN, so evaluation means stay finite."""
+    out, success, metrics = run('peg_in_hole', RANDOM.replace(jitter=float('nan')), np.zeros(B))
+    np.testing.assert_array_equal(out.lengths, 1)
+    assert not np.any(success)
+    np.testing.assert_array_equal(metrics['nonfinite'][:, 0], 1.0)
+    for name, values in metrics.items():
+        assert np.all(np.isfinite(values)), name
+    assert np.all(np.isfinite(out.steps.obs)) and np.all(np.isfinite(out.steps.reward))
+
+
 def test_observation_layout():
     env = env_of('lap_joint')
     state = jax.jit(env.reset)(jax.random.PRNGKey(0))

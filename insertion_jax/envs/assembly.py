@@ -354,14 +354,19 @@ class AssemblyEnv:
         reward, terms = rewards.der_reward(
             distance / cfg.distance_unit_m, success, cfg.reward_bonus
         )
-        obs = jnp.where(finite, self._observe(data, info), 0.0)
-        reward = jnp.where(finite, reward, 0.0)
+        obs, reward, metrics = base.mask_nonfinite(
+            finite,
+            self._observe(data, info),
+            reward,
+            self._metrics(data, info, penetration, terms, finite),
+            state.metrics,
+        )
         done = (step_count >= cfg.horizon) | success | ~finite
         return state.replace(
             data=data,
             obs=obs,
             reward=reward.astype(jnp.float32),
             done=done,
-            metrics=self._metrics(data, info, penetration, terms, finite),
+            metrics=metrics,
             info=info,
         )

@@ -4,7 +4,8 @@
 training loop, the evaluator and the demonstration recorder use, whatever the
 task. `physics_step` is the substep scan of the MJX tasks (insertion and
 assembly): it also tracks the deepest rigid-contact penetration and whether the
-simulation stayed finite.
+simulation stayed finite, and `mask_nonfinite` is how a task hides a diverged
+step's values from the learner and from evaluation averages.
 
 This module imports MJX (as `mjx`, silenced: see below); the modules that need
 MJX take it from here.
@@ -38,7 +39,8 @@ class State:
       reward: reward of the last step, float32 ().
       done: episode over (horizon reached, task ended or physics diverged), bool ().
       metrics: named float32 scalars of the last step (reward terms, success,
-        force...); always holds 'nonfinite' (1.0 when the physics diverged).
+        force...); always holds 'nonfinite' (1.0 when the physics diverged),
+        and every value is finite (see `mask_nonfinite`).
       info: per-episode quantities of the task; always holds 'step' (int32 ())
         and 'success' (bool (), the task's success at this step). The connector
         task adds 'goal' ((3,)), 'goal_observed' ((3,)), 'friction' (()),
@@ -153,3 +155,44 @@ def physics_step(
     (data, penetration_m), _ = jax.lax.scan(substep, (data, jnp.zeros(())), None, length=substeps)
     finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
     return data, penetration_m, finite
+
+
+def mask_nonfinite(
+    finite: jax.Array,
+    obs: jax.Array,
+    reward: jax.Array,
+    metrics: Dict[str, jax.Array],
+    last_metrics: Dict[str, jax.Array],
+) -> Tuple[jax.Array, jax.Array, Dict[str, jax.Array]]:
+    """Hides the values of a step whose physics diverged (`finite` False).
+
+    A diverged step ends its episode (`done`); what it computed from NaN
+    positions must not reach the learner or an evaluation average. Its
+    observation, reward and reward terms ('reward/...' metrics, which add up to
+    the reward) become 0. 'nonfinite' (1.0) and 'success' (False: a task's
+    success requires a finite state) are computed with the finiteness flag and
+    stay as they are. Every other metric keeps its value of the step before
+    (`last_metrics`, finite), so that a final distance or force averaged over
+    episodes reports where the episode was when it diverged.
+
+    Args:
+      finite: bool (), the step stayed finite.
+      obs: (obs_dim,) observation after the step.
+      reward: () reward of the step.
+      metrics: the step's metrics, each ().
+      last_metrics: the metrics of the state before the step, same keys.
+
+    Returns:
+      (obs, reward, metrics), unchanged where `finite`.
+    """
+    obs = jnp.where(finite, obs, 0.0)
+    reward = jnp.where(finite, reward, 0.0)
+    masked = {}
+    for name, value in metrics.items():
+        if name in ('nonfinite', 'success'):
+            masked[name] = value
+        elif name.startswith('reward/'):
+            masked[name] = jnp.where(finite, value, 0.0)
+        else:
+            masked[name] = jnp.where(finite, value, last_metrics[name])
+    return obs, reward, masked

@@ -325,9 +325,8 @@ class InsertionEnv:
         }
         obs, f_z = self._observe(data, info)
         reward, terms = self._reward(data, info, f_z, connected)
-        obs = jnp.where(finite, obs, 0.0)
-        reward = jnp.where(finite, reward, 0.0)
         metrics = self._metrics(data, info, f_z, terms, penetration, finite)
+        obs, reward, metrics = base.mask_nonfinite(finite, obs, reward, metrics, state.metrics)
         done = (step_count >= cfg.horizon) | ~finite
         return state.replace(
             data=data,
