@@ -1,93 +1,219 @@
-"""The environment's functions are pure: jit once, vmap-consistent, validated config."""
+"""The environment's functions are pure: jit once, vmap-consistent, validated config;
+its reward and metrics are what the papers and the evaluation read.
+
+Every test here shares one USB environment and four compiled programs (`Sim`):
+one step, the batched step, and the batched reset with and without goal offsets.
+"""
+
+import dataclasses
+from typing import Callable, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.envs import connector_obs, controllers, insertion, mjcf, rewards
+from insertion_jax.envs import (
+    base,
+    connector_obs,
+    connectors,
+    controllers,
+    insertion,
+    mjcf,
+    rewards,
+    scene,
+)
 from insertion_jax.envs.base import mjx
+
+# Starts of the batched reset every test shares (goal offsets in mm): inserts
+# without touching a wall; caught on the chamfer, where it slides slowly (it
+# drops in after about 15 steps); misses the opening and rests on the rim.
+OFFSETS_MM = ((0.0, 0.0), (0.8, -0.4), (2.0, 0.0))
+INSERTS, CHAMFER, MISSES = range(3)
+
+
+@dataclasses.dataclass
+class Sim:
+    """The module's environment and its compiled functions."""
+
+    env: insertion.InsertionEnv
+    step: Callable  # one world; counts its traces in `traces`
+    vstep: Callable
+    vreset: Callable  # (keys (B,)[, goal_offset_mm (B, 2)]): two programs
+    traces: List[int]
+    starts: base.State  # vreset of OFFSETS_MM, batch (3,)
+
+    def start(self, i: int) -> base.State:
+        return jax.tree.map(lambda x: x[i], self.starts)
 
 
 @pytest.fixture(scope='module')
-def env(usb_rig):
-    return usb_rig.env
-
-
-def test_step_compiles_once_over_many_calls(env):
+def sim() -> Sim:
+    # Dense reward and goal noise: the reward test and the goal-noise draw use
+    # the same environment (and compiled programs) as the purity tests.
+    env = insertion.InsertionEnv(
+        insertion.InsertionConfig(task='usb', reward='dense', goal_noise_mm=1.0)
+    )
     traces = []
 
     def counted_step(state, action):
         traces.append(1)  # runs only while tracing
         return env.step(state, action)
 
-    step = jax.jit(counted_step)
-    reset = jax.jit(env.reset)
-    state = reset(jax.random.PRNGKey(0))
+    vreset = jax.jit(jax.vmap(env.reset))
+    keys = jax.random.split(jax.random.PRNGKey(1), len(OFFSETS_MM))
+    return Sim(
+        env=env,
+        step=jax.jit(counted_step),
+        vstep=jax.jit(jax.vmap(env.step)),
+        vreset=vreset,
+        traces=traces,
+        starts=vreset(keys, goal_offset_mm=jnp.array(OFFSETS_MM)),
+    )
+
+
+def test_step_compiles_once_over_many_calls(sim):
+    state = sim.start(INSERTS)
     for i in range(6):
         action = controllers.p_controller_action(state.obs) + 0.001 * i
-        state = step(state, action)
-    assert len(traces) == 1
+        state = sim.step(state, action)
+    assert len(sim.traces) == 1
     assert int(state.info['step']) == 6
 
 
-def test_vmapped_and_unvmapped_agree(env):
-    """Identical to float rounding in free motion; in contact within a physical tolerance.
+# Where the plug moves freely or rests in a stable contact, batched and
+# single-world programs agree within these bounds. The position bound is a
+# tenth of USB's clearance per side (0.15 mm): a disagreement that small cannot
+# change whether the plug fits. The force bound follows from it: the F/T
+# reading is the compliance's spring force k_z (z - z_set), and the set-point
+# z_set = z_prev - kp_z (z_prev - z*) moves with the position, so positions
+# that agree within d give forces that agree within k_z (2 - kp_z) d.
+DRIFT_MM = connectors.USB.clearance_mm / 2 / 10
+DRIFT_N = (
+    scene.DEFAULT_EE.stiffness_n_per_m * (2 - controllers.DEFAULT_KP[2]) * DRIFT_MM * 1e-3
+)  # 0.1 N
 
-    Batched and single-world XLA programs round differently, and a plug jammed on
-    a chamfer amplifies that (the contact solver runs a fixed number of Newton
-    iterations), so after contact the two may drift by up to about 0.1 mm and
-    0.1 N: far below the clearance, and the outcome must be the same.
+
+def test_vmapped_and_unvmapped_agree(sim):
+    """Batched and single-world steps agree within `DRIFT_MM` and `DRIFT_N` where
+    the motion is stable, and give the same outcome everywhere.
+
+    The two XLA programs round differently. In free air, during the clean
+    insertion and on the flat rim the differences do not grow (measured:
+    identical qpos in free air and along the clean insertion, at most 0.0006 mm
+    and 0.007 N on the rim). A plug caught on the 45 degree chamfer slides
+    along it under the lateral compliance until it drops in: a marginal motion
+    that amplifies rounding (measured: 0.16 mm and 0.11 N after 14 steps, and
+    5 mm a step later when one copy drops in a step before the other), so
+    there only the outcome is compared.
     """
-    keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    offsets = jnp.array([[0.0, 0.0], [0.8, -0.4], [2.0, 0.0]])  # inserts, jams, misses
-    reset, step = jax.jit(env.reset), jax.jit(env.step)
-    vreset, vstep = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
-
-    batched = vreset(keys, goal_offset_mm=offsets)
-    singles = [reset(k, goal_offset_mm=o) for k, o in zip(keys, offsets, strict=True)]
+    batched = sim.starts
+    singles = [sim.start(i) for i in range(len(OFFSETS_MM))]
     for t in range(14):
-        batched = vstep(batched, controllers.p_controller_action(batched.obs))
-        singles = [step(s, controllers.p_controller_action(s.obs)) for s in singles]
+        batched = sim.vstep(batched, controllers.p_controller_action(batched.obs))
+        singles = [sim.step(s, controllers.p_controller_action(s.obs)) for s in singles]
         for i, single in enumerate(singles):
-            if t < 4:  # still in free air, about 10 mm above the rim
+            if t < 4 or i == INSERTS:  # free air (about 10 mm above the rim), clean insertion
                 np.testing.assert_allclose(
                     batched.data.qpos[i], single.data.qpos, rtol=1e-5, atol=1e-9
                 )
-            np.testing.assert_allclose(batched.obs[i, :3], single.obs[:3], atol=0.25)  # mm
-            np.testing.assert_allclose(batched.obs[i, 3], single.obs[3], atol=0.5)  # N
+            if i != CHAMFER:
+                np.testing.assert_allclose(batched.obs[i, :3], single.obs[:3], atol=DRIFT_MM)
+                np.testing.assert_allclose(batched.obs[i, 3], single.obs[3], atol=DRIFT_N)
+    on_rim = float(connector_obs.obs_field(batched.obs[MISSES], 'f_z_n')[0])
+    assert on_rim > 5.0  # the stable contact is a contact
     for i, single in enumerate(singles):
         assert bool(batched.info['success'][i]) == bool(single.info['success'])
     assert [bool(v) for v in batched.info['success']] == [True, False, False]
 
 
-def test_reset_is_deterministic_and_varies_with_key(env):
-    reset = jax.jit(env.reset)
-    a, b, c = (
-        reset(jax.random.PRNGKey(5)),
-        reset(jax.random.PRNGKey(5)),
-        reset(jax.random.PRNGKey(6)),
-    )
-    np.testing.assert_array_equal(a.obs, b.obs)
-    assert not np.allclose(a.obs, c.obs)
-    # Start: about 5 cm above the goal, within the horizontal reset range, no force.
-    rel = np.asarray(connector_obs.obs_field(a.obs, 'ee_pos_rel_goal_mm'))
-    assert rel[2] == pytest.approx(env.config.reset_height_mm, abs=0.01)
-    assert np.all(np.abs(rel[:2]) <= env.config.reset_xy_range_mm)
-    assert abs(float(connector_obs.obs_field(a.obs, 'f_z_n')[0])) < 1e-3
+def test_reset_is_deterministic_and_varies_with_key(sim):
+    keys = jax.random.split(jax.random.PRNGKey(2), 512)
+    keys = keys.at[1].set(keys[0])
+    states = sim.vreset(keys)
+    obs = np.asarray(states.obs)
+    np.testing.assert_array_equal(obs[0], obs[1])
+    assert not np.allclose(obs[0], obs[2])
+    # Start: about 5 cm above the goal, within the horizontal reset range of
+    # the true goal, no force.
+    cfg = sim.env.config
+    tip_mm = np.asarray(jax.vmap(sim.env.tip_position)(states.data)) * 1e3
+    goal_mm = np.asarray(states.info['goal']) * 1e3
+    np.testing.assert_allclose(tip_mm[:, 2] - goal_mm[:, 2], cfg.reset_height_mm, atol=0.01)
+    assert np.all(np.abs(tip_mm[:, :2] - goal_mm[:, :2]) <= cfg.reset_xy_range_mm + 1e-4)
+    assert np.all(np.abs(connector_obs.obs_field(obs, 'f_z_n')) < 1e-3)
 
 
-def test_config_goal_noise_is_uniform_within_its_bound():
-    noisy = insertion.InsertionEnv(insertion.InsertionConfig(task='usb', goal_noise_mm=1.0))
-    states = jax.jit(jax.vmap(noisy.reset))(jax.random.split(jax.random.PRNGKey(2), 512))
+def test_config_goal_noise_is_uniform_within_its_bound(sim):
+    states = sim.vreset(jax.random.split(jax.random.PRNGKey(2), 512))
     offset_mm = np.asarray(states.info['goal_observed'] - states.info['goal']) * 1e3
     assert np.all(np.abs(offset_mm[:, :2]) <= 1.0 + 1e-4)
     assert np.all(offset_mm[:, 2] == 0.0)  # only the horizontal goal is perturbed
     assert abs(offset_mm[:, :2].std() - 1 / np.sqrt(3)) < 0.05  # uniform on [-1, 1]
     # The observation is relative to the perturbed goal, the socket did not move.
     rel = np.asarray(connector_obs.obs_field(states.obs, 'ee_pos_rel_goal_mm'))
-    tip = np.asarray(jax.vmap(noisy.tip_position)(states.data)) * 1e3
+    tip = np.asarray(jax.vmap(sim.env.tip_position)(states.data)) * 1e3
     np.testing.assert_allclose(rel, tip - np.asarray(states.info['goal_observed']) * 1e3, atol=1e-3)
+
+
+def test_dense_reward_through_step_is_eq2_and_flips_once_connected(sim):
+    """Through `step`, the reward is eq. 2 of the state after each step, with x*
+    the goal the robot was told, and the force term's sign flips once connected.
+
+    Driven by the P-controller pressing 1 mm further down (about 4 N more on
+    the z compliance): the plug caught on the chamfer, told a goal 0.9 mm off
+    the socket's, is pushed up by contact before it connects; the aligned plug
+    connects and then presses onto the floor.
+    """
+    dense = sim.env.config.dense
+    press = jnp.array([0.0, 0.0, -1e-3])
+    force_terms = {False: [], True: []}  # connected -> [(f_z, force term)]
+    for row in (CHAMFER, INSERTS):
+        state = sim.start(row)
+        told = np.asarray(state.info['goal_observed'], np.float64)
+        for _ in range(14):
+            state = sim.step(state, controllers.p_controller_action(state.obs) + press)
+            error_m = np.asarray(sim.env.tip_position(state.data), np.float64) - told
+            f_z = float(connector_obs.obs_field(state.obs, 'f_z_n')[0])
+            connected = bool(state.info['success'])
+            phi = -dense.phi if connected else dense.phi
+            by_hand = (
+                -dense.alpha * np.sum(np.abs(error_m))
+                - dense.beta / (np.linalg.norm(error_m) + dense.eps_m)
+                - phi * f_z
+            )
+            assert float(state.reward) == pytest.approx(by_hand, rel=1e-4, abs=1e-5)
+            assert float(state.metrics['reward/force']) == pytest.approx(-phi * f_z, rel=1e-5)
+            force_terms[connected].append((f_z, float(state.metrics['reward/force'])))
+    # Contact pushing the plug up (f_z > 0) costs reward before connection and
+    # pays once connected.
+    assert any(f > 1.0 and term < 0 for f, term in force_terms[False]), force_terms[False]
+    assert any(f > 1.0 and term > 0 for f, term in force_terms[True]), force_terms[True]
+
+
+def test_nan_action_gives_finite_metrics_and_flags_the_divergence(sim):
+    """A diverged step hides its NaNs from the learner and from evaluation means."""
+    before = sim.step(sim.start(MISSES), jnp.zeros(3))
+    after = sim.step(before, jnp.full(3, jnp.nan))
+    assert float(after.metrics['nonfinite']) == 1.0
+    for name, value in after.metrics.items():
+        assert np.isfinite(float(value)), name
+    np.testing.assert_array_equal(after.obs, 0.0)
+    assert float(after.reward) == 0.0
+    assert bool(after.done) and bool(sim.env.terminal(after)) and not bool(sim.env.success(after))
+    # Physical metrics keep the last finite step's values; reward terms are 0.
+    assert float(after.metrics['distance_mm']) == float(before.metrics['distance_mm'])
+    assert float(after.metrics['f_z_n']) == float(before.metrics['f_z_n'])
+    assert float(after.metrics['reward/force']) == 0.0
+
+
+def test_specs_and_success_follow_the_state(sim):
+    env = sim.env
+    assert env.observation_spec == jax.ShapeDtypeStruct((connector_obs.OBS_DIM,), jnp.float32)
+    assert env.action_spec == jax.ShapeDtypeStruct((insertion.ACTION_DIM,), jnp.float32)
+    assert sim.starts.obs.shape[1:] == env.observation_spec.shape
+    assert sim.starts.obs.dtype == env.observation_spec.dtype
+    np.testing.assert_array_equal(jax.vmap(env.success)(sim.starts), False)
 
 
 @pytest.mark.parametrize(
@@ -107,11 +233,11 @@ def test_bad_config_is_rejected_with_the_value(kwargs, message):
         insertion.InsertionConfig(**kwargs)
 
 
-def test_mjx_keeps_the_contact_budget(env):
+def test_mjx_keeps_the_contact_budget(sim):
     """MJX reads the scene's budget: its contact arrays hold exactly that many."""
-    data = mjx.make_data(env.mjx_model)
-    assert data._impl.contact.dist.shape == (env.config.max_contact_points,)
-    assert env.config.max_contact_points == mjcf.MAX_CONTACT_POINTS
+    data = mjx.make_data(sim.env.mjx_model)
+    assert data._impl.contact.dist.shape == (sim.env.config.max_contact_points,)
+    assert sim.env.config.max_contact_points == mjcf.MAX_CONTACT_POINTS
 
 
 def test_obs_field_names_are_checked():

@@ -56,24 +56,23 @@ def test_plug_never_passes_through_a_wall(usb_runs):
 def test_set_point_stays_in_the_workspace(usb_rig):
     """Pushed sideways as far as it goes and down, the plug lands on the rim.
 
-    The set-point is clipped to `workspace_mm` around the observed goal, so the
-    plug stays over the socket's walls: it neither leaves the socket's footprint
-    nor passes through a wall.
+    A P-controller with negative horizontal gains runs away from the goal in
+    the direction each episode starts off (its move saturates at
+    `max_action_m` within a few steps) while it pushes down at full speed. The
+    set-point is clipped to `workspace_mm` around the observed goal, so the
+    plug stays over the socket's walls: it neither leaves the socket's
+    footprint nor passes through a wall.
     """
-    env = usb_rig.env
-    step = jax.jit(env.step)
-    state = jax.jit(env.reset)(KEY, jax.numpy.zeros(2))
-    push = jax.numpy.array([1.0, 1.0, -1.0]) * env.config.max_action_m
-    for _ in range(12):
-        state = step(state, push)
-    tip_mm = np.asarray(env.tip_position(state.data)) * 1e3
-    reach = env.config.workspace_mm
-    assert np.all(tip_mm[:2] <= reach + 0.5), tip_mm
-    assert np.all(tip_mm[:2] >= reach - 1.0), tip_mm  # it did go as far as allowed
-    depth = float(state.metrics['depth_to_go_mm'])
-    assert depth > connectors.USB.insertion_depth_mm - 0.5  # resting on the rim
-    assert float(state.metrics['max_penetration_mm']) < 0.5
-    assert float(state.metrics['f_z_n']) > 10.0  # pressed onto it
+    away = evaluate.p_controller_params(kp=(-100.0, -100.0, 100.0))
+    out = usb_rig.run(away, KEY, usb_rig.offsets())
+    reach = usb_rig.env.config.workspace_mm
+    tip_xy_mm = np.abs(np.asarray(out.tip_mm[-1, :, :2]))  # the goal is at x = y = 0
+    assert np.all(tip_xy_mm <= reach + 0.5), tip_xy_mm
+    assert np.all(tip_xy_mm >= reach - 1.0), tip_xy_mm  # it did go as far as allowed
+    depth = np.asarray(out.metrics['depth_to_go_mm'][-1])
+    assert np.all(depth > connectors.USB.insertion_depth_mm - 0.5)  # resting on the rim
+    assert float(np.max(out.metrics['max_penetration_mm'])) < 0.5
+    assert np.all(np.asarray(out.metrics['f_z_n'][-1]) > 10.0)  # pressed onto it
 
 
 @pytest.mark.parametrize('task', connectors.task_names())
