@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from insertion_jax.envs import connectors, scene
+from insertion_jax.envs import assembly_scene, connectors, mjcf, scene
 
 
 def test_registry_lists_tasks_in_difficulty_order():
@@ -82,3 +82,44 @@ def test_keyed_and_pinned_connectors_have_their_features():
     model_e_pairs = scene.contact_pairs(connectors.MODEL_E)
     assert any(a == 'plug_key0' and b.startswith('key0_back') for a, b, _ in model_e_pairs)
     assert any(cls == 'seal' for _, _, cls in model_e_pairs)
+
+
+def test_chamfer_bevel_runs_from_the_wall_edge_to_the_top():
+    """The chamfer box's bevel face holds the wall's inner top edge (z = -chamfer
+    at the wall face) and the point `chamfer` outward of it at the top (z = 0)."""
+    normal_in = np.array([0.6, 0.8])
+    face_point = np.array([0.01, -0.02])
+    chamfer = 0.4e-3
+    wall, bevel_box = mjcf.wall_with_chamfer(
+        'w',
+        face_point,
+        np.array([-0.8, 0.6]),
+        normal_in,
+        half_length=5e-3,
+        depth=10e-3,
+        chamfer=chamfer,
+        thickness=4e-3,
+    )
+    assert wall.name == 'w_wall' and bevel_box.name == 'w_chamfer'
+    rot, centre, size = bevel_box.rot, bevel_box.pos, bevel_box.size
+    material = rot[:, 2]  # the box's z axis points into the socket material
+    edge = np.array([*face_point, -chamfer])
+    top = np.array([*(face_point - normal_in * chamfer), 0.0])
+    for point in (edge, top):
+        assert (point - centre) @ material == pytest.approx(-size[2], abs=1e-12)
+    # The wall's inner face passes through the face point, below the chamfer.
+    inner = wall.pos + wall.rot[:, 1] * wall.size[1]
+    assert (inner[:2] - face_point) @ normal_in == pytest.approx(0.0, abs=1e-12)
+    assert wall.pos[2] + wall.size[2] == pytest.approx(-chamfer)
+
+
+def test_rotation_refuses_axes_that_are_not_orthogonal():
+    with pytest.raises(ValueError, match='not orthogonal'):
+        mjcf.rotation(np.array([1.0, 0.0]), np.array([1.0, 1.0]), mjcf.UP)
+
+
+@pytest.mark.parametrize('task', assembly_scene.TASKS)
+def test_assembly_scene_compiles_with_explicit_pairs(task):
+    model = assembly_scene.build_model(task)
+    assert np.all(model.geom_contype == 0) and np.all(model.geom_conaffinity == 0)
+    assert model.npair == len(assembly_scene.contact_pairs(task))

@@ -6,6 +6,8 @@ one step, the batched step, and the batched reset with and without goal offsets.
 """
 
 import dataclasses
+import subprocess
+import sys
 from typing import Callable, List
 
 import jax
@@ -20,6 +22,7 @@ from insertion_jax.envs import (
     controllers,
     insertion,
     mjcf,
+    registry,
     rewards,
     scene,
 )
@@ -214,6 +217,36 @@ def test_specs_and_success_follow_the_state(sim):
     assert sim.starts.obs.shape[1:] == env.observation_spec.shape
     assert sim.starts.obs.dtype == env.observation_spec.dtype
     np.testing.assert_array_equal(jax.vmap(env.success)(sim.starts), False)
+
+
+@pytest.mark.parametrize('kind', sorted(registry.ENVS))
+def test_every_registered_env_implements_the_protocol(kind):
+    config_cls, env_cls = registry.ENVS[kind]
+    env = env_cls(config_cls())  # builds the model, compiles nothing
+    assert isinstance(env, base.Env)
+    assert env.observation_spec == jax.ShapeDtypeStruct((env.obs_dim,), jnp.float32)
+    assert env.action_spec == jax.ShapeDtypeStruct((env.action_dim,), jnp.float32)
+    assert len(env.obs_scale) == env.obs_dim and env.action_scale.shape == (env.action_dim,)
+
+
+def test_point_reach_state_matches_its_specs():
+    env = registry.make_env(registry.config_from_dict({'kind': 'point_reach'}))
+    state = env.reset(jax.random.PRNGKey(0))
+    state = env.step(state, -state.obs[:2])  # straight at the goal
+    assert state.obs.shape == env.observation_spec.shape
+    assert state.obs.dtype == env.observation_spec.dtype
+    assert env.success(state).dtype == jnp.bool_
+    assert bool(env.success(state)) == (float(state.metrics['distance']) < 0.1)
+
+
+def test_controllers_import_without_mujoco():
+    """The exported policy imports the P-controller: it must not pull in MuJoCo."""
+    code = (
+        'import sys, insertion_jax.envs.controllers; '
+        "print(sorted(m for m in ('mujoco', 'flax', 'optax') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]', out.stdout + out.stderr
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -55,11 +55,13 @@ class State:
     info: Dict[str, Any]
 
 
+@runtime_checkable
 class Env(Protocol):
     """The task interface: what the training loop, evaluator and recorder use.
 
     Every function is pure (jit- and vmap-able; no Python state changes), and
-    works on one environment: batch with `jax.vmap`.
+    works on one environment: batch with `jax.vmap`. `isinstance(env, Env)`
+    checks that the members exist (not their signatures).
 
     Attributes:
       obs_dim: size of one observation.
