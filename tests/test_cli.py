@@ -70,7 +70,7 @@ def test_evaluate_prints_json_on_its_last_line():
         ('--task=peg_in_hole --reward=dense', '--reward applies to the connector tasks'),
         ('--task=point_reach --mode=residual', 'mode=residual needs a hand-designed controller'),
         ('--structure=two_shots', 'value should be one of <none|one_shot_all'),
-        ('--mode=hybrid', 'value should be one of <residual|pure|lfd>'),
+        ('--mode=hybrid', 'value should be one of <pure|residual|lfd>'),
         ('--obs=image', '--obs=image is not available yet'),
         ('--num_envs=0', '--num_envs=0'),
         ('--total_steps=-5', '--total_steps=-5'),

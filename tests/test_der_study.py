@@ -55,7 +55,7 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
     assert len(summary['configurations']) == 8
     for name in ('der_study.png', 'summary.md', 'summary.json', 'demos.npz', 'study.json'):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    with pytest.raises(ValueError, match='another configuration'):
+    with pytest.raises(ValueError, match='holds a run with a different configuration'):
         der_study.run_study(der_study.StudyConfig(num_seeds=2), out, log=lines.append)
 
 
