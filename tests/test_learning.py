@@ -1,10 +1,14 @@
-"""Residual SAC learns the sparse-reward USB insertion (the real MJX task).
+"""Residual SAC learns the sparse-reward USB insertion under goal noise (the real MJX task).
 
 A budget that fits CI: one seed, 16 environments, about 10k environment
-steps. The untrained SAC policy explores with a wide residual and connects in
-few training episodes; by the end the training episodes, still exploring
-under +-1 mm goal noise, mostly connect, and the deterministic policy keeps
-the exact-goal success.
+steps, training under +-1 mm goal noise. The untrained SAC policy explores
+with a wide residual and connects in few training episodes; by the end the
+training episodes, still exploring, mostly connect. What residual RL adds
+over the P-controller it starts from is success when the goal it is told is
+off: the P-controller alone connects about half of the noisy USB episodes
+(it jams on the socket rim); the learned residual presses down harder and
+lets the chamfer guide the plug in. The evaluation runs both on the same 25
+noisy episodes.
 """
 
 import json
@@ -28,12 +32,17 @@ CONFIG = config.TrainConfig(
 RUN = runner.RunConfig(total_steps=10_560, num_seeds=1, eval_every=10_560, eval_episodes=25)
 
 
-def test_residual_sac_learns_sparse_usb(tmp_path):
+def test_residual_sac_beats_the_p_controller_under_goal_noise(tmp_path):
     out = str(tmp_path / 'usb')
     summary = runner.train(CONFIG, RUN, out, log=lambda line: None)
     with open(os.path.join(out, 'metrics.jsonl')) as f:
-        success = np.array([json.loads(line)['success'] for line in f])
-    first, last = success[:3].mean(), success[-3:].mean()
+        success = np.array([json.loads(line)['success'] for line in f], float)
+    first, last = np.nanmean(success[:3]), np.nanmean(success[-3:])
     assert first < 0.4, success
     assert last >= 0.7, success
-    assert summary['mean']['success_exact'] >= 0.9
+    learned = summary['mean']['success_noisy']
+    p_controller = summary['p_controller']['success_noisy']
+    # 25 paired episodes: a gain of 5 episodes or more is not sampling noise
+    # (the P-controller's own rate moves by about +-10 points between sets).
+    assert learned >= p_controller + 0.2, (learned, p_controller)
+    assert summary['mean']['success_exact'] >= summary['p_controller']['success_exact'] - 0.04
