@@ -1,8 +1,10 @@
 """Assembly tasks: aligned pieces assemble, misaligned ones jam, nothing diverges;
 the human-like demonstrator and the demonstrations file format.
 
-Every test of a task shares one compiled recorder (`demos.make_recorder`): the
-drivers below are `HumanDemonstrator` settings, a pytree, not new programs.
+Every test of a task shares one compiled recorder
+(`demonstrations.make_recorder`, the one `experiments.record_demos` runs) and
+one batched reset from given poses: the drivers below are `HumanDemonstrator`
+settings, a pytree, not new programs.
 """
 
 import json
@@ -17,6 +19,7 @@ import pytest
 
 from insertion_jax.envs import assembly, registry
 from insertion_jax.replay import demos
+from insertion_jax.training import demonstrations
 
 B = 8  # episodes per recorder call: every call in this module has this batch
 
@@ -44,6 +47,7 @@ RANDOM = demos.HumanDemonstrator(
 )
 
 _ENVS = {}
+_RESETS = {}
 
 
 def env_of(task):
@@ -52,18 +56,28 @@ def env_of(task):
     return _ENVS[task]
 
 
+def starts(task, key, poses):
+    """B start states from `poses` ('yaw_deg' (B,), 'ground_xy_mm' (B, 2))."""
+    if task not in _RESETS:
+        _RESETS[task] = jax.jit(jax.vmap(env_of(task).reset))
+    return _RESETS[task](jax.random.split(key, B), poses['yaw_deg'], poses['ground_xy_mm'])
+
+
+def record(task, driver, key, poses):
+    """(Demonstrations, success (B,), metrics (B, T)) of `driver` from `poses`."""
+    key_start, key_run = jax.random.split(key)
+    states = starts(task, key_start, poses)
+    return jax.device_get(demonstrations.make_recorder(env_of(task))(driver, key_run, states))
+
+
 def run(task, driver, yaw_deg, ground_xy_mm=None, seed=0):
-    env = env_of(task)
     yaw = jnp.broadcast_to(jnp.asarray(yaw_deg, jnp.float32), (B,))
     xy = (
         jnp.zeros((B, 2))
         if ground_xy_mm is None
         else jnp.broadcast_to(jnp.asarray(ground_xy_mm, jnp.float32), (B, 2))
     )
-    out = demos.make_recorder(env)(
-        driver, jax.random.PRNGKey(seed), {'yaw_deg': yaw, 'ground_xy_mm': xy}
-    )
-    return jax.device_get(out)
+    return record(task, driver, jax.random.PRNGKey(seed), {'yaw_deg': yaw, 'ground_xy_mm': xy})
 
 
 def assert_sound(metrics, lengths, max_penetration_mm=0.5):
@@ -143,12 +157,12 @@ def test_nan_commands_give_finite_metrics_and_flag_the_divergence():
 
 def test_observation_layout():
     env = env_of('lap_joint')
-    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
-    obs = np.asarray(state.obs)
-    assert obs.shape == (13,)
-    np.testing.assert_allclose(obs[:3], [0.0, 0.0, 50.0], atol=1e-3)  # 10 mm above the beam
-    assert abs(np.linalg.norm(obs[3:7]) - 1.0) < 1e-5  # a unit quaternion
-    np.testing.assert_allclose(obs[7:], 0.0, atol=1e-6)  # F/T bias removed at reset
+    poses = demos.draw_poses(env, jax.random.PRNGKey(0), B)  # the ground beam varies
+    obs = np.asarray(starts('lap_joint', jax.random.PRNGKey(1), poses).obs)
+    assert obs.shape == (B, 13) and env.observation_spec.shape == (13,)
+    np.testing.assert_allclose(obs[:, :3], [[0.0, 0.0, 50.0]] * B, atol=1e-3)  # 10 mm above
+    np.testing.assert_allclose(np.linalg.norm(obs[:, 3:7], axis=1), 1.0, atol=1e-5)  # unit quat
+    np.testing.assert_allclose(obs[:, 7:], 0.0, atol=1e-6)  # F/T bias removed at reset
     assert registry.kind_of(env.config) == 'assembly'
     with pytest.raises(ValueError, match="AssemblyConfig.task='mortise' is unknown"):
         assembly.AssemblyConfig(task='mortise')
@@ -159,13 +173,9 @@ def test_observation_layout():
 def test_human_demonstrator_succeeds_slowly_and_unevenly(task):
     env = env_of(task)
     poses = demos.draw_poses(env, jax.random.PRNGKey(5), B)
-    human, success, metrics = jax.device_get(
-        demos.make_recorder(env)(demos.HumanDemonstrator(), jax.random.PRNGKey(6), poses)
-    )
+    human, success, metrics = record(task, demos.HumanDemonstrator(), jax.random.PRNGKey(6), poses)
     assert success.mean() >= 7 / 8, success
-    precise, p_success, _ = jax.device_get(
-        demos.make_recorder(env)(PRECISE, jax.random.PRNGKey(6), poses)
-    )
+    precise, p_success, _ = record(task, PRECISE, jax.random.PRNGKey(6), poses)
     assert np.all(p_success)
     ok = success & p_success
     assert np.mean(human.lengths[ok]) > np.mean(precise.lengths[ok])  # slower
@@ -177,7 +187,7 @@ def test_human_demonstrator_succeeds_slowly_and_unevenly(task):
 @pytest.fixture(scope='module')
 def peg_file(tmp_path_factory):
     env = env_of('peg_in_hole')
-    recorded, info = demos.record(env, 3, jax.random.PRNGKey(1), batch=B)
+    recorded, info = demonstrations.record(env, 3, jax.random.PRNGKey(1), batch=B)
     path = str(tmp_path_factory.mktemp('demos') / 'peg.npz')
     demos.save(path, recorded, 'peg_in_hole', registry.config_to_dict(env.config), np.ones(3, bool))
     return path, recorded, info

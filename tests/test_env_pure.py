@@ -197,7 +197,7 @@ def test_dense_reward_through_step_is_eq2_and_flips_once_connected(sim):
 def test_nan_action_gives_finite_metrics_and_flags_the_divergence(sim):
     """A diverged step hides its NaNs from the learner and from evaluation means."""
     before = sim.step(sim.start(MISSES), jnp.zeros(3))
-    after = sim.step(before, jnp.full(3, jnp.nan))
+    after = sim.step(before, jnp.full(3, jnp.nan, jnp.float32))  # not weak-typed: no retrace
     assert float(after.metrics['nonfinite']) == 1.0
     for name, value in after.metrics.items():
         assert np.isfinite(float(value)), name
@@ -208,6 +208,7 @@ def test_nan_action_gives_finite_metrics_and_flags_the_divergence(sim):
     assert float(after.metrics['distance_mm']) == float(before.metrics['distance_mm'])
     assert float(after.metrics['f_z_n']) == float(before.metrics['f_z_n'])
     assert float(after.metrics['reward/force']) == 0.0
+    assert len(sim.traces) == 1  # every test of the module shares the one step program
 
 
 def test_specs_and_success_follow_the_state(sim):
