@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments import common  # noqa: E402
-from insertion_jax.envs import connectors, insertion, scene  # noqa: E402
+from insertion_jax.envs import connectors, insertion, mjcf, scene  # noqa: E402
 from insertion_jax.training import evaluate  # noqa: E402
 
 _TASK = flags.DEFINE_enum('task', 'all', ['all', *connectors.task_names()], 'Connector task.')
@@ -61,7 +61,7 @@ def _options(cutaway: bool):
     """Close-up: everything but the O-ring; cut-away: camera-side walls hidden."""
     opt = mujoco.MjvOption()
     opt.geomgroup[:] = 1
-    opt.geomgroup[scene.CAMERA_SIDE_GROUP if cutaway else scene.SEAL_GROUP] = 0
+    opt.geomgroup[mjcf.CAMERA_SIDE_GROUP if cutaway else scene.SEAL_GROUP] = 0
     return opt
 
 

@@ -94,7 +94,6 @@ HINGE_JOINTS = ('ee_rx', 'ee_ry', 'ee_rz')
 # Geom groups, for pictures: the socket's -y (camera-side) walls, hidden in
 # cut-aways (the group every scene uses for them); the O-ring, which bulges
 # through the walls' outer faces and is shown only in cut-aways.
-CAMERA_SIDE_GROUP = mjcf.CAMERA_SIDE_GROUP
 SEAL_GROUP = 4
 
 _WALL_THICKNESS_MM = 4.0
@@ -170,7 +169,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom],
             )
         )
     for sign, side in ((1, 'py'), (-1, 'ny')):
-        group = 1 if sign > 0 else CAMERA_SIDE_GROUP
+        group = 1 if sign > 0 else mjcf.CAMERA_SIDE_GROUP
         edges = [-reach] + [v for cut in sorted(cuts) for v in cut] * (sign > 0) + [reach]
         for i in range(0, len(edges), 2):
             x0, x1 = edges[i], edges[i + 1]
@@ -220,7 +219,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom],
                     f'pin{p}_hole_{tag}',
                     (x, y, bottom, x, y, -depth - post_r),
                     post_r,
-                    group=CAMERA_SIDE_GROUP if tag == 'ny' else 1,
+                    group=mjcf.CAMERA_SIDE_GROUP if tag == 'ny' else 1,
                 )
             )
     return shell, seals, holes

@@ -1,4 +1,4 @@
-"""Demonstrations: the file format, a scripted human-like demonstrator, recording.
+"""Demonstrations: the file format, its validating loader, a scripted human-like demonstrator.
 
 File format (version 1): one `.npz` holding D episodes, their steps
 concatenated (N = sum of the lengths):
@@ -32,12 +32,12 @@ visual inspection, without haptics), corrects a fraction of the error per
 step with a gain drawn per episode, shakes the stick (`jitter`), lets go of
 it now and then (`pause_prob`), only descends once the parts look aligned to
 the eye (`*_tolerance`), and lifts a little when it feels stuck. It is slow
-and noisy, not optimal, and it succeeds on both assembly tasks.
+and noisy, not optimal, and it succeeds on both assembly tasks. It is
+recorded by `training.demonstrations.record` (the one rollout, `acting.py`).
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -50,7 +50,6 @@ import numpy as np
 from flax import struct
 
 from insertion_jax import checks, types
-from insertion_jax.replay import nstep
 
 FORMAT_VERSION = 1
 KEYS = (
@@ -381,100 +380,4 @@ def draw_poses(env, key: jax.Array, episodes: int) -> Dict[str, jax.Array]:
         'ground_xy_mm': jax.random.uniform(
             key_xy, (episodes, 2), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm
         ),
-    }
-
-
-def record_episodes(env, demonstrator: HumanDemonstrator, key: jax.Array, poses):
-    """Runs one demonstration per row of `poses` (`draw_poses`), each until it ends.
-
-    Returns (Demonstrations padded to env.horizon, success (B,) bool, the
-    per-step metrics (B, T) of the env while each episode ran). Use
-    `make_recorder` for the jitted version.
-    """
-    episodes = poses['yaw_deg'].shape[0]
-    key_reset, key_memory, key_run = jax.random.split(key, 3)
-    states = jax.vmap(env.reset)(
-        jax.random.split(key_reset, episodes), poses['yaw_deg'], poses['ground_xy_mm']
-    )
-    memory = jax.vmap(demonstrator.init)(jax.random.split(key_memory, episodes))
-    scale = env.action_scale
-
-    def where_alive(alive, new, old):
-        return jax.tree.map(
-            lambda n, o: jnp.where(alive.reshape(alive.shape + (1,) * (n.ndim - 1)), n, o), new, old
-        )
-
-    def step(carry, step_key):
-        states, memory, alive, success = carry
-        keys = jax.random.split(step_key, episodes)
-        stick, memory = jax.vmap(demonstrator.act, in_axes=(None, 0, 0, 0))(
-            env, states, memory, keys
-        )
-        nxt = jax.vmap(env.step)(states, stick * scale)
-        record = nstep.Step(
-            obs=states.obs,
-            action=stick,
-            reward=nxt.reward,
-            terminal=jax.vmap(env.terminal)(nxt),
-            next_obs=nxt.obs,
-        )
-        record = where_alive(alive, record, jax.tree.map(jnp.zeros_like, record))
-        success = success | (alive & nxt.info['success'])
-        states = where_alive(alive, nxt, states)  # a finished episode stays as it ended
-        return (states, memory, alive & ~nxt.done, success), (record, alive, nxt.metrics)
-
-    init = (states, memory, jnp.ones((episodes,), bool), jnp.zeros((episodes,), bool))
-    final, (steps, alive, metrics) = jax.lax.scan(
-        step, init, jax.random.split(key_run, env.horizon)
-    )
-    lengths = jnp.sum(alive, axis=0).astype(jnp.int32)
-    batch_major = functools.partial(jax.tree.map, lambda x: jnp.swapaxes(x, 0, 1))
-    demos = Demonstrations(steps=batch_major(steps), lengths=lengths)
-    return demos, final[3], batch_major(metrics)
-
-
-@functools.lru_cache(maxsize=8)
-def make_recorder(env):
-    """Jitted `(demonstrator, key, poses) -> record_episodes(...)`; one compile
-    per environment and batch size, whatever the demonstrator's settings."""
-    return jax.jit(functools.partial(record_episodes, env))
-
-
-def record(
-    env,
-    num: int,
-    key: jax.Array,
-    demonstrator: Optional[HumanDemonstrator] = None,
-    batch: int = 16,
-    max_batches: int = 20,
-) -> Tuple[Demonstrations, Dict[str, float]]:
-    """`num` successful demonstrations (batches of `batch` episodes until enough).
-
-    `demonstrator` defaults to `HumanDemonstrator()`.
-    Returns (Demonstrations, {'demonstrator_success_rate', 'mean_length'}).
-    Raises RuntimeError if `max_batches` batches do not give `num` successes.
-    """
-    demonstrator = (demonstrator or HumanDemonstrator()).validate()
-    checks.positive_int('record', num=num, batch=batch, max_batches=max_batches)
-    recorder = make_recorder(env)
-    kept, tried, succeeded = [], 0, 0
-    for batch_key in jax.random.split(key, max_batches):
-        key_pose, key_run = jax.random.split(batch_key)
-        demos, success, _ = jax.device_get(
-            recorder(demonstrator, key_run, draw_poses(env, key_pose, batch))
-        )
-        tried, succeeded = tried + batch, succeeded + int(np.sum(success))
-        for e in np.flatnonzero(success):
-            kept.append(jax.tree.map(lambda x, e=e: x[e], demos))
-        if len(kept) >= num:
-            break
-    if len(kept) < num:
-        raise RuntimeError(
-            f'The demonstrator succeeded in {succeeded} of {tried} episodes, fewer than the '
-            f'{num} asked for.'
-        )
-    demos = jax.tree.map(lambda *xs: np.stack(xs), *kept[:num])
-    return demos, {
-        'demonstrator_success_rate': succeeded / tried,
-        'mean_length': float(np.mean(demos.lengths)),
     }
