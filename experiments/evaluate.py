@@ -7,7 +7,7 @@ r"""Evaluates the P-controller or a trained policy on any registered task.
 
 --policy is 'p_controller' (connector tasks) or the directory of a training
 run (its task and action composition come from the run's config.json, so
---task is ignored; its demonstrations are not needed). Connector tasks run
+--task is ignored, and its demonstrations are not needed). Connector tasks run
 the residual-RL paper's protocol at --goal_noise_mm (0: the exact goal); the
 other tasks run N episodes with their own randomization (goal_noise_mm is
 null in the output). Prints a one-line summary and, with --json, one JSON
@@ -28,7 +28,9 @@ from insertion_jax.training import evaluate, run_dir, runner
 
 POLICIES = ('p_controller',)
 
-_TASK = flags.DEFINE_enum('task', 'usb', list(common.CONNECTORS), 'Connector task (p_controller).')
+_TASK = flags.DEFINE_enum(
+    'task', 'usb', list(common.TASKS), 'Task (p_controller: a connector; a run: its own).'
+)
 _POLICY = flags.DEFINE_string(
     'policy', 'p_controller', f'Policy to evaluate; one of: {", ".join(POLICIES)}, or a run dir.'
 )
@@ -52,6 +54,11 @@ def main(argv):
         raise app.UsageError(
             f'--policy={_POLICY.value!r} is not available; valid policies: '
             f'{", ".join(POLICIES)}, or the directory of a training run.'
+        )
+    if not is_run and _TASK.value not in common.CONNECTORS:
+        raise app.UsageError(
+            f'--policy=p_controller needs a connector task ({", ".join(common.CONNECTORS)}); '
+            f'task {_TASK.value!r} has no P-controller: evaluate a training run instead.'
         )
     common.enable_compilation_cache()
     if is_run:

@@ -37,7 +37,12 @@ from insertion_jax.training import demonstrations, runner
 
 _TASK = flags.DEFINE_enum('task', 'usb', list(common.TASKS), 'Task.')
 _ALGO = flags.DEFINE_enum('algo', 'sac', list(agent_registry.ALGOS), 'Agent.')
-_MODE = flags.DEFINE_enum('mode', 'residual', list(config_lib.MODES), 'Residual, pure, RL + LfD.')
+_MODE = flags.DEFINE_enum(
+    'mode',
+    None,
+    list(config_lib.MODES),
+    'Residual, pure, RL + LfD (default: residual where the task has a P-controller, else pure).',
+)
 _REWARD = flags.DEFINE_enum(
     'reward', 'sparse', list(rewards.REWARD_TYPES), 'Reward (connector tasks).'
 )
@@ -136,11 +141,12 @@ def build_configs():
             f'--reward applies to the connector tasks ({", ".join(common.CONNECTORS)}); '
             f'task {_TASK.value!r} has its own reward.'
         )
+    mode = _MODE.value or ('residual' if _TASK.value in common.CONNECTORS else 'pure')
     agent_cls = agent_registry.config_class(_ALGO.value)
     fields = {f.name for f in dataclasses.fields(agent_cls)}
     agent_kwargs = {
         'hidden': hidden,
-        'bc_weight': _BC_WEIGHT.value if _MODE.value == 'lfd' else 0.0,
+        'bc_weight': _BC_WEIGHT.value if mode == 'lfd' else 0.0,
     }
     if _LR.value is not None:
         agent_kwargs.update(
@@ -156,7 +162,7 @@ def build_configs():
             env=env,
             algo=_ALGO.value,
             agent=agent_cls(**agent_kwargs),
-            mode=_MODE.value,
+            mode=mode,
             obs=_OBS.value,
             num_envs=_NUM_ENVS.value,
             unroll_length=_UNROLL.value,

@@ -90,18 +90,18 @@ def test_evaluate_accepts_a_training_run(small_run_dir):
     result = run_module(
         'experiments.evaluate',
         f'--policy={small_run_dir}',
-        '--episodes=3',
+        '--episodes=6',  # the run's own evaluation batch (2 x 3): a cached program
         '--goal_noise_mm=1',
         '--json',
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary['task'] == 'usb' and summary['episodes'] == 3
+    assert summary['task'] == 'usb' and summary['episodes'] == 6
     assert set(summary['per_seed']) == {'0'}
     # The same protocol in this process, on the run's saved policy: the CLI
     # loaded the right parameters and composed the same residual policy.
     components, params, _ = runner.load_run(small_run_dir)
-    out = evaluate.Evaluator(components, 3, 0, {'noisy': 1.0})(params)
+    out = evaluate.Evaluator(components, 6, 0, {'noisy': 1.0})(params)
     assert summary['success_rate'] == pytest.approx(float(out['noisy'][0]))
     assert summary['mean_final_distance_mm'] == pytest.approx(
         float(np.mean(out['distance_noisy_mm'])), rel=1e-5
@@ -138,3 +138,45 @@ def test_apex_ddpg_presets_fill_only_the_flags_left_unset():
     assert config.batch_size == 64  # set on the command line: kept
     assert config.replay.structure == 'all_shots_all' and config.replay.num_buffers == 6
     assert config.agent.actor_lr == 1e-3 and config.agent.hard_target_every == 50_000
+
+
+def test_an_assembly_task_trains_and_evaluates_through_the_clis(tmp_path):
+    """Every registered task runs through experiments.train and experiments.evaluate:
+    Ape-X DDPG with DER on peg_in_hole (pure RL: the task has no P-controller),
+    evaluated over episodes with the task's own randomization."""
+    out = str(tmp_path / 'peg')
+    trained = run_module(
+        'experiments.train',
+        '--task=peg_in_hole',
+        '--algo=apex_ddpg',
+        '--total_steps=40',
+        '--num_envs=2',
+        '--unroll_length=10',
+        '--num_seeds=1',
+        '--hidden=16,16',
+        '--batch_size=16',
+        '--buffer_capacity=1000',
+        '--learning_starts=20',
+        '--eval_every=40',
+        '--eval_episodes=2',
+        f'--out={out}',
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads(open(os.path.join(out, 'summary.json')).read())
+    assert summary['conditions'] == ['random'] and summary['p_controller'] is None
+    config = json.loads(open(os.path.join(out, 'config.json')).read())['train']
+    assert config['mode'] == 'pure' and config['replay']['kind'] == 'der'
+    result = run_module(
+        'experiments.evaluate', '--task=peg_in_hole', f'--policy={out}', '--episodes=2', '--json'
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads(result.stdout.strip().splitlines()[-1])
+    assert evaluation['task'] == 'peg_in_hole' and evaluation['goal_noise_mm'] is None
+    assert evaluation['episodes'] == 2
+    # The same two episodes the run's final evaluation ran (same seed and count).
+    assert evaluation['success_rate'] == summary['mean']['success_random']
+    assert evaluation['mean_final_distance_mm'] > 0
+    refused = run_module('experiments.evaluate', f'--policy={out}', '--goal_noise_mm=1')
+    assert refused.returncode != 0
+    assert '--goal_noise_mm applies to the connector tasks' in refused.stderr
+    assert 'Traceback' not in refused.stderr

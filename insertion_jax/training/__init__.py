@@ -1,1 +1,1 @@
-"""Evaluation (and, later, training loops, checkpoints and export)."""
+"""Training: config, the one rollout, the compiled loop, run directories, evaluation, studies."""

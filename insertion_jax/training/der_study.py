@@ -44,7 +44,11 @@ from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der
 from insertion_jax.training import demonstrations, loop, plots, run_dir
-from insertion_jax.training.config import TrainConfig
+from insertion_jax.training.config import ALGO_PRESETS, TrainConfig
+
+# The loop-side Ape-X DDPG settings (3-step returns, a running observation
+# filter); the study sets its own batch size and always uses DER replay.
+APEX = ALGO_PRESETS['apex_ddpg']
 
 CSV_FIELDS = (
     'task',
@@ -166,9 +170,9 @@ class StudyConfig:
             batch_size=self.batch_size,
             buffer_capacity=self.buffer_capacity,
             learning_starts=self.learning_starts,
-            n_step=3,
+            n_step=APEX['n_step'],
             num_demos=self.num_demos,
-            obs_normalizer='running',
+            obs_normalizer=APEX['obs_normalizer'],
             replay=der.DERConfig(
                 num_buffers=self.num_buffers,
                 zone_fraction=self.zone_fraction,
