@@ -21,7 +21,7 @@ jax.config.update(
 # that later runs reuse.
 
 from insertion_jax.agents import sac  # noqa: E402
-from insertion_jax.envs import insertion  # noqa: E402
+from insertion_jax.envs import insertion, point_reach  # noqa: E402
 from insertion_jax.training import config, evaluate, runner  # noqa: E402
 
 # The small training configuration every loop, CLI and regression test shares
@@ -42,6 +42,26 @@ SMALL = config.TrainConfig(
 )
 SMALL_RUN = runner.RunConfig(
     total_steps=3 * 18 * 2, num_seeds=1, eval_every=36, eval_episodes=3, iterations_per_call=2
+)
+
+
+# The loop's mechanics (seeds, warm-up, resume, residual composition, LfD)
+# on a task whose physics compiles in a second: point_reach with its
+# P-controller. Contact physics is not the point of those tests.
+TOY = config.TrainConfig(
+    env=point_reach.PointReachConfig(),
+    algo='sac',
+    agent=sac.SACConfig(hidden=(16, 16)),
+    mode='residual',
+    num_envs=4,
+    unroll_length=5,
+    utd=0.5,
+    batch_size=16,
+    buffer_capacity=400,
+    learning_starts=40,  # two iterations: the first runs the masked warm-up path
+)
+TOY_RUN = runner.RunConfig(
+    total_steps=3 * 2 * 20, num_seeds=1, eval_every=40, eval_episodes=3, iterations_per_call=2
 )
 
 

@@ -68,7 +68,7 @@ def test_evaluate_prints_json_on_its_last_line():
         ('--algo=ppo', 'value should be one of <sac|td3|ddpg|apex_ddpg>'),
         ('--replay=fifo', 'value should be one of <uniform|prioritized|der>'),
         ('--task=peg_in_hole --reward=dense', '--reward applies to the connector tasks'),
-        ('--task=point_reach --mode=residual', 'mode=residual needs a hand-designed controller'),
+        ('--task=peg_in_hole --mode=residual', 'mode=residual needs a hand-designed controller'),
         ('--structure=two_shots', 'value should be one of <none|one_shot_all'),
         ('--mode=hybrid', 'value should be one of <pure|residual|lfd>'),
         ('--obs=image', '--obs=image is not available yet'),

@@ -9,7 +9,10 @@ x in [-1, 1]^2 moves by `step_size` * a per step toward a goal g drawn in
 [-0.5, 0.5]^2; reward -|x - g|; success within `success_radius`. Observation
 (x - g, x), 4 floats. Episodes last `horizon` steps, or end at success when
 `terminate_on_success` (then a step inside the radius also pays
-`success_bonus`).
+`success_bonus`). Its hand-designed controller (for residual RL and the
+scripted demonstrator) is a P-controller that closes `base_gain` of the
+remaining distance per step, so residual and LfD runs exercise the same code
+paths as on the connectors without contact physics.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class PointReachConfig:
     success_radius: float = 0.1
     terminate_on_success: bool = False
     success_bonus: float = 0.0
+    base_gain: float = 0.3
 
     def __post_init__(self):
         checks.positive_int('PointReachConfig', horizon=self.horizon)
@@ -41,6 +45,7 @@ class PointReachConfig:
             'PointReachConfig', step_size=self.step_size, success_radius=self.success_radius
         )
         checks.non_negative('PointReachConfig', success_bonus=self.success_bonus)
+        checks.unit_interval('PointReachConfig', base_gain=self.base_gain)
 
     @property
     def task(self) -> str:
@@ -53,7 +58,7 @@ class PointReachEnv:
     obs_dim = 4
     action_dim = 2
     obs_scale: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
-    has_base_controller = False
+    has_base_controller = True
 
     def __init__(self, config: PointReachConfig = PointReachConfig()):
         self.config = config
@@ -110,4 +115,7 @@ class PointReachEnv:
         return state.info['success']
 
     def base_action(self, obs: jax.Array) -> jax.Array:
-        raise ValueError('point_reach has no hand-designed controller for residual RL.')
+        """The P-controller's command (..., 2): `base_gain` of the way to the goal,
+        from the observed offset x - g (obs[..., :2]), within the unit command box."""
+        move = -self.config.base_gain * obs[..., :2] / self.config.step_size
+        return jnp.clip(move, -1.0, 1.0)
