@@ -26,7 +26,7 @@ calibrate: $(STAMP)
 	$(PY) -m experiments.calibrate
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -29,6 +29,7 @@ from absl import app, flags
 
 from experiments import common
 from insertion_jax.agents import registry as agent_registry
+from insertion_jax.envs import registry as env_registry
 from insertion_jax.envs import rewards
 from insertion_jax.replay import der, prioritized
 from insertion_jax.replay import registry as replay_registry
@@ -41,7 +42,8 @@ _MODE = flags.DEFINE_enum(
     'mode',
     None,
     list(config_lib.MODES),
-    'Residual, pure, RL + LfD (default: residual where the task has a P-controller, else pure).',
+    'Residual, pure, RL + LfD (default: residual where the task has a hand-designed '
+    'controller, else pure).',
 )
 _REWARD = flags.DEFINE_enum(
     'reward', 'sparse', list(rewards.REWARD_TYPES), 'Reward (connector tasks).'
@@ -141,7 +143,9 @@ def build_configs():
             f'--reward applies to the connector tasks ({", ".join(common.CONNECTORS)}); '
             f'task {_TASK.value!r} has its own reward.'
         )
-    mode = _MODE.value or ('residual' if _TASK.value in common.CONNECTORS else 'pure')
+    env = common.env_config(_TASK.value, _REWARD.value, _TRAIN_GOAL_NOISE.value)
+    has_controller = env_registry.env_class(env).has_base_controller
+    mode = _MODE.value or ('residual' if has_controller else 'pure')
     agent_cls = agent_registry.config_class(_ALGO.value)
     fields = {f.name for f in dataclasses.fields(agent_cls)}
     agent_kwargs = {
@@ -157,7 +161,6 @@ def build_configs():
         _ALGO.value, {holder.name: holder.value for holder in _PRESETTABLE}, given
     )
     try:
-        env = common.env_config(_TASK.value, _REWARD.value, _TRAIN_GOAL_NOISE.value)
         train_config = config_lib.TrainConfig(
             env=env,
             algo=_ALGO.value,

@@ -65,6 +65,29 @@ TOY_RUN = runner.RunConfig(
 )
 
 
+# How `make test` spreads the files over its two workers (pytest-xdist,
+# --dist loadgroup): each file is a group, except that the files sharing the
+# SMALL run (`small_run_dir`, a session fixture per worker) share a worker,
+# and the heaviest groups start first so that no worker is left with a long
+# file at the end.
+SHARED_WORKER = {'test_regression': 'test_cli'}
+HEAVIEST_FIRST = ('test_learning', 'test_cli', 'test_assembly', 'test_der_study', 'test_physics')
+
+
+def pytest_collection_modifyitems(config, items):
+    def group(item):
+        name = item.module.__name__.rsplit('.', 1)[-1]
+        return SHARED_WORKER.get(name, name)
+
+    def rank(item):
+        name = group(item)
+        return HEAVIEST_FIRST.index(name) if name in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+
 class TaskRig:
     """One task's environment and its compiled rollout (P-controller + noise policy)."""
 

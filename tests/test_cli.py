@@ -29,7 +29,10 @@ def run_module(*args, timeout=600):
 @pytest.mark.parametrize(
     'flag, message',
     [
-        ('--task=hdmi', 'value should be one of <usb|dsub|model_e>'),
+        (
+            '--task=hdmi',
+            'value should be one of <usb|dsub|model_e|peg_in_hole|lap_joint|point_reach>',
+        ),
         ('--episodes=-3', '--episodes=-3: -3 is not a positive integer'),
         ('--goal_noise_mm=-1', '--goal_noise_mm=-1'),
         ('--policy=sac', "--policy='sac' is not available; valid policies: p_controller"),
@@ -140,43 +143,53 @@ def test_apex_ddpg_presets_fill_only_the_flags_left_unset():
     assert config.agent.actor_lr == 1e-3 and config.agent.hard_target_every == 50_000
 
 
-def test_an_assembly_task_trains_and_evaluates_through_the_clis(tmp_path):
-    """Every registered task runs through experiments.train and experiments.evaluate:
-    Ape-X DDPG with DER on peg_in_hole (pure RL: the task has no P-controller),
-    evaluated over episodes with the task's own randomization."""
-    out = str(tmp_path / 'peg')
+def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_path):
+    """Every registered task runs through experiments.train and experiments.evaluate,
+    not only the connectors: Ape-X DDPG with its DER preset on point_reach
+    (pure JAX, so it compiles in seconds; the assembly tasks take the same
+    path), evaluated over episodes with the task's own randomization."""
+    out = str(tmp_path / 'reach')
     trained = run_module(
         'experiments.train',
-        '--task=peg_in_hole',
+        '--task=point_reach',
         '--algo=apex_ddpg',
-        '--total_steps=40',
-        '--num_envs=2',
-        '--unroll_length=10',
+        '--structure=one_shot_all',
+        '--num_demos=2',
+        '--total_steps=120',
+        '--num_envs=4',
+        '--unroll_length=15',
         '--num_seeds=1',
         '--hidden=16,16',
         '--batch_size=16',
-        '--buffer_capacity=1000',
-        '--learning_starts=20',
-        '--eval_every=40',
-        '--eval_episodes=2',
+        '--buffer_capacity=2000',
+        '--learning_starts=60',
+        '--eval_every=60',
+        '--eval_episodes=4',
         f'--out={out}',
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     summary = json.loads(open(os.path.join(out, 'summary.json')).read())
-    assert summary['conditions'] == ['random'] and summary['p_controller'] is None
+    assert summary['conditions'] == ['random']
     config = json.loads(open(os.path.join(out, 'config.json')).read())['train']
-    assert config['mode'] == 'pure' and config['replay']['kind'] == 'der'
+    # No --mode: point_reach has a P-controller, so residual is the default there;
+    # the preset filled the replay (DER, with the structure asked for) and n-step.
+    assert config['mode'] == 'residual' and config['n_step'] == 3
+    assert config['replay']['kind'] == 'der' and config['replay']['structure'] == 'one_shot_all'
     result = run_module(
-        'experiments.evaluate', '--task=peg_in_hole', f'--policy={out}', '--episodes=2', '--json'
+        'experiments.evaluate', '--task=point_reach', f'--policy={out}', '--episodes=4', '--json'
     )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.loads(result.stdout.strip().splitlines()[-1])
-    assert evaluation['task'] == 'peg_in_hole' and evaluation['goal_noise_mm'] is None
-    assert evaluation['episodes'] == 2
-    # The same two episodes the run's final evaluation ran (same seed and count).
+    assert evaluation['task'] == 'point_reach' and evaluation['goal_noise_mm'] is None
+    assert evaluation['episodes'] == 4
+    # The same four episodes the run's final evaluation ran (same seed and count).
     assert evaluation['success_rate'] == summary['mean']['success_random']
-    assert evaluation['mean_final_distance_mm'] > 0
     refused = run_module('experiments.evaluate', f'--policy={out}', '--goal_noise_mm=1')
     assert refused.returncode != 0
     assert '--goal_noise_mm applies to the connector tasks' in refused.stderr
     assert 'Traceback' not in refused.stderr
+    no_controller = run_module(
+        'experiments.evaluate', '--task=peg_in_hole', '--policy=p_controller'
+    )
+    assert no_controller.returncode != 0
+    assert "task 'peg_in_hole' has no P-controller" in no_controller.stderr
