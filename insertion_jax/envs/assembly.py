@@ -159,7 +159,7 @@ def peg_yaw_error(yaw: jax.Array) -> jax.Array:
     return yaw - quarter * jnp.round(yaw / quarter)
 
 
-class AssemblyEnv:
+class AssemblyEnv(base.VectorTask):
     """One assembly task on MJX (a `base.Env`); see the module docstring."""
 
     obs_dim = OBS_DIM
@@ -199,18 +199,6 @@ class AssemblyEnv:
         self.action_scale = jnp.concatenate([jnp.full((3,), speed, jnp.float32), rate])
 
     # ------------------------------------------------------- task interface
-    @property
-    def horizon(self) -> int:
-        return self.config.horizon
-
-    @property
-    def observation_spec(self) -> jax.ShapeDtypeStruct:
-        return base.vector_spec(OBS_DIM)
-
-    @property
-    def action_spec(self) -> jax.ShapeDtypeStruct:
-        return base.vector_spec(ACTION_DIM)
-
     def terminal(self, state: State) -> jax.Array:
         """Assembled (the episode ends with the bonus) or diverged."""
         return state.done & (state.info['success'] | (state.metrics['nonfinite'] > 0))

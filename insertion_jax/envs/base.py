@@ -121,6 +121,24 @@ def vector_spec(size: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((size,), jnp.float32)
 
 
+class VectorTask:
+    """The parts of `Env` that follow from a task's sizes and config, written once:
+    `horizon` (`config.horizon`) and the specs of one observation and one
+    action (float32 vectors of `obs_dim` and `action_dim`). The tasks inherit it."""
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def observation_spec(self) -> jax.ShapeDtypeStruct:
+        return vector_spec(self.obs_dim)
+
+    @property
+    def action_spec(self) -> jax.ShapeDtypeStruct:
+        return vector_spec(self.action_dim)
+
+
 def physics_step(
     model: mjx.Model,
     data: mjx.Data,

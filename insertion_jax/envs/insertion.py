@@ -118,7 +118,7 @@ class InsertionConfig:
         return 1.0 / (self.control_hz * self.substeps)
 
 
-class InsertionEnv:
+class InsertionEnv(base.VectorTask):
     """One connector-insertion task on MJX; see the module docstring.
 
     It implements `base.Env`: agent actions in
@@ -176,20 +176,8 @@ class InsertionEnv:
 
     # ------------------------------------------------------- task interface
     @property
-    def horizon(self) -> int:
-        return self.config.horizon
-
-    @property
     def action_scale(self) -> jax.Array:
         return jnp.full((ACTION_DIM,), self.config.max_action_m, jnp.float32)
-
-    @property
-    def observation_spec(self) -> jax.ShapeDtypeStruct:
-        return base.vector_spec(OBS_DIM)
-
-    @property
-    def action_spec(self) -> jax.ShapeDtypeStruct:
-        return base.vector_spec(ACTION_DIM)
 
     def terminal(self, state: State) -> jax.Array:
         """Ended without bootstrap: only a diverged simulation (else a time limit)."""

@@ -52,7 +52,7 @@ class PointReachConfig:
         return 'point_reach'
 
 
-class PointReachEnv:
+class PointReachEnv(base.VectorTask):
     """See the module docstring."""
 
     obs_dim = 4
@@ -63,18 +63,6 @@ class PointReachEnv:
     def __init__(self, config: PointReachConfig = PointReachConfig()):
         self.config = config
         self.action_scale = jnp.ones((self.action_dim,), jnp.float32)
-
-    @property
-    def horizon(self) -> int:
-        return self.config.horizon
-
-    @property
-    def observation_spec(self) -> jax.ShapeDtypeStruct:
-        return base.vector_spec(self.obs_dim)
-
-    @property
-    def action_spec(self) -> jax.ShapeDtypeStruct:
-        return base.vector_spec(self.action_dim)
 
     def reset(self, key: jax.Array) -> State:
         key_x, key_g = jax.random.split(key)
