@@ -75,7 +75,7 @@ def condition_label(condition: str, noise_mm: float = 1.0) -> str:
     return {
         'exact': 'exact goal',
         'noisy': f'±{noise_mm:g} mm goal noise',
-        'random': 'success',
+        'random': 'success (task randomization)',
     }.get(condition, condition)
 
 
