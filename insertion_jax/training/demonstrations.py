@@ -45,6 +45,11 @@ class ScriptedController:
 
     noise: float = 0.3
 
+    def validate(self) -> 'ScriptedController':
+        """Raises ValueError unless `noise` lies in [0, 1]; returns self."""
+        checks.unit_interval('ScriptedController', noise=self.noise)
+        return self
+
     def init(self, key: jax.Array) -> Dict[str, jax.Array]:
         del key
         return {}
@@ -60,7 +65,7 @@ class ScriptedController:
 def default_demonstrator(env: env_base.Env, noise: float = 0.3):
     """The scripted controller where the task has one, else the human-like demonstrator."""
     if env.has_base_controller:
-        return ScriptedController(noise=noise)
+        return ScriptedController(noise=noise).validate()
     return demos_lib.HumanDemonstrator().validate()
 
 
@@ -134,8 +139,7 @@ def record(
     `max_batches` batches do not give `num` successes (DemonstratorError).
     """
     demonstrator = demonstrator if demonstrator is not None else default_demonstrator(env)
-    if hasattr(demonstrator, 'validate'):
-        demonstrator.validate()
+    demonstrator.validate()
     checks.positive_int('record', num=num, batch=batch, max_batches=max_batches)
     recorder = make_recorder(env)
     kept, tried, succeeded = [], 0, 0
