@@ -26,7 +26,7 @@ calibrate: $(STAMP)
 	$(PY) -m experiments.calibrate
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -18,7 +18,11 @@ from absl import app, flags
 from experiments import common
 from insertion_jax.training import demonstrations, der_study
 
-_TASK = flags.DEFINE_string('task', 'peg_in_hole', 'Assembly task: peg_in_hole or lap_joint.')
+_TASK = flags.DEFINE_string(
+    'task',
+    'peg_in_hole',
+    'Assembly task: peg_in_hole or lap_joint; point_reach checks the pipeline in seconds.',
+)
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per configuration.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'First seed.')
 _OUT = flags.DEFINE_string('out', 'runs/der_peg_in_hole', 'Output directory.')

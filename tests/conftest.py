@@ -74,18 +74,36 @@ SHARED_WORKER = {'test_regression': 'test_cli'}
 HEAVIEST_FIRST = ('test_learning', 'test_cli', 'test_assembly', 'test_der_study', 'test_physics')
 
 
-def pytest_collection_modifyitems(config, items):
-    def group(item):
-        name = item.module.__name__.rsplit('.', 1)[-1]
-        return SHARED_WORKER.get(name, name)
+def _group(item) -> str:
+    name = item.module.__name__.rsplit('.', 1)[-1]
+    return SHARED_WORKER.get(name, name)
 
+
+def pytest_itemcollected(item):
+    # Marked as each test is collected: xdist reads the group in its own
+    # pytest_collection_modifyitems, which runs before this file's.
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def pytest_collection_modifyitems(config, items):
     def rank(item):
-        name = group(item)
+        name = _group(item)
         return HEAVIEST_FIRST.index(name) if name in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
 
     items.sort(key=rank)  # stable: the order within a file is kept
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+
+def pytest_collection_finish(session):
+    """Fails loudly where xdist ignored the groups (pytest-xdist 3.8 tags node
+    ids in a way pytest 9 no longer reads): the tests would still pass, each
+    worker compiling the shared programs again."""
+    if getattr(session.config.option, 'loadgroup', False):
+        ungrouped = [item.nodeid for item in session.items if '@' not in item.nodeid]
+        if ungrouped:
+            raise pytest.UsageError(
+                f'--dist loadgroup left {len(ungrouped)} tests ungrouped (e.g. '
+                f'{ungrouped[0]}): use the pytest version setup.cfg pins.'
+            )
 
 
 class TaskRig:

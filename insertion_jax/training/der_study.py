@@ -1,7 +1,8 @@
 """The DER paper's ablation: four buffer structures, each with and without DER.
 
 `run_study(config, out_dir)` trains Ape-X DDPG with DER replay on one assembly
-task in every configuration (structure x DER on/off) and every seed at once:
+task (or on point_reach, which runs the whole pipeline in seconds as a check
+of the machinery, not a result) in every configuration (structure x DER on/off) and every seed at once:
 the structure only decides what the demonstration zones hold at the start,
 and DER on/off is a flag in the replay state, so all configurations run as
 one vmapped batch through one compiled training function (seeds and
@@ -39,7 +40,7 @@ import numpy as np
 
 from insertion_jax import checks
 from insertion_jax.agents import ddpg
-from insertion_jax.envs import assembly, assembly_scene
+from insertion_jax.envs import assembly, assembly_scene, point_reach
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der
@@ -64,12 +65,18 @@ CSV_FIELDS = (
 )
 
 
+# The paper's assembly tasks, and point_reach: the same pipeline without
+# contact physics (its scripted P-controller records the demonstrations).
+STUDY_TASKS = tuple(assembly_scene.TASKS) + ('point_reach',)
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """What `run_study` runs.
 
     Attributes:
-      task: 'peg_in_hole' or 'lap_joint'.
+      task: 'peg_in_hole' or 'lap_joint' (the paper's tasks), or 'point_reach'
+        (no physics: the study's machinery in seconds).
       structures: DER structures to compare.
       der_modes: DER off (False) and/or on (True).
       num_seeds, seed: seeds seed .. seed + num_seeds - 1, shared by every
@@ -115,10 +122,10 @@ class StudyConfig:
 
     def __post_init__(self):
         owner = 'StudyConfig'
-        if self.task not in assembly_scene.TASKS:
+        if self.task not in STUDY_TASKS:
             raise ValueError(
                 f'{owner}.task={self.task!r} is not an assembly task; valid: '
-                f'{", ".join(assembly_scene.TASKS)}.'
+                f'{", ".join(STUDY_TASKS)}.'
             )
         bad = [s for s in self.structures if s not in der.STRUCTURES]
         if bad or not self.structures:
@@ -155,12 +162,18 @@ class StudyConfig:
     def network(self) -> Tuple[int, ...]:
         if self.hidden is not None:
             return tuple(self.hidden)
-        return (64, 64) if self.task == 'peg_in_hole' else (256, 256)
+        return (256, 256) if self.task == 'lap_joint' else (64, 64)
+
+    @property
+    def env_config(self) -> Any:
+        if self.task == 'point_reach':
+            return point_reach.PointReachConfig()
+        return assembly.AssemblyConfig(task=self.task)
 
     def train_config(self, structure: str = 'none', der_on: bool = True) -> TrainConfig:
         """The training configuration of one (structure, DER on/off) configuration."""
         return TrainConfig(
-            env=assembly.AssemblyConfig(task=self.task),
+            env=self.env_config,
             algo='apex_ddpg',
             agent=ddpg.ApeXDDPGConfig(hidden=self.network, hard_target_every=self.target_every),
             mode='pure',
@@ -256,9 +269,10 @@ def read_rows(path: str) -> List[Dict[str, Any]]:
 
 def load_demonstrations(config: StudyConfig, out_dir: str, demos_path: Optional[str], log):
     """The study's demonstrations: `demos_path`, else OUT/demos.npz, else recorded
-    with the human-like demonstrator (and saved there). Only successful
+    with the task's demonstrator (`demonstrations.default_demonstrator`: the
+    human-like one on the assembly tasks) and saved there. Only successful
     episodes are used."""
-    env = env_registry.make_env(assembly.AssemblyConfig(task=config.task))
+    env = env_registry.make_env(config.env_config)
     path = demos_path or os.path.join(out_dir, 'demos.npz')
     if os.path.exists(path):
         demos, _ = demos_lib.load(path, config.task, env.obs_dim, env.action_dim, env.horizon)
@@ -271,7 +285,7 @@ def load_demonstrations(config: StudyConfig, out_dir: str, demos_path: Optional[
         return jax.tree.map(lambda x: x[: config.num_demos], demos)
     if demos_path:
         raise FileNotFoundError(f'No demonstrations file at {demos_path!r}.')
-    log(f'Recording {config.num_demos} demonstrations with the human-like demonstrator...')
+    log(f'Recording {config.num_demos} demonstrations with the task\'s demonstrator...')
     demos, info = demonstrations.record(
         env, config.num_demos, jax.random.PRNGKey(config.seed), batch=8
     )

@@ -239,7 +239,7 @@ class RunDir:
         restored = self.restore(like_state)
         if restored is None:
             records.remove()
-            return like_state, 0, 0.0
+            return checkpoint.committed(like_state), 0, 0.0
         state, progress = restored
         done = int(progress['iterations'])
         records.truncate_after(done)
