@@ -285,7 +285,7 @@ def load_demonstrations(config: StudyConfig, out_dir: str, demos_path: Optional[
         return jax.tree.map(lambda x: x[: config.num_demos], demos)
     if demos_path:
         raise FileNotFoundError(f'No demonstrations file at {demos_path!r}.')
-    log(f'Recording {config.num_demos} demonstrations with the task\'s demonstrator...')
+    log(f"Recording {config.num_demos} demonstrations with the task's demonstrator...")
     demos, info = demonstrations.record(
         env, config.num_demos, jax.random.PRNGKey(config.seed), batch=8
     )
