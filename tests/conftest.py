@@ -22,27 +22,26 @@ jax.config.update(
 
 from insertion_jax.agents import sac  # noqa: E402
 from insertion_jax.envs import insertion, point_reach  # noqa: E402
+from insertion_jax.envs import registry as env_registry  # noqa: E402
 from insertion_jax.training import config, evaluate, runner  # noqa: E402
 
-# The small training configuration every loop, CLI and regression test shares
-# (its compiled functions are cached per process by loop.make_components /
-# make_train_fn). Updates start in the second iteration, so the first device
-# call (two iterations) runs the masked warm-up path and the real one.
-SMALL = config.TrainConfig(
-    env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0, horizon=12),
+# Residual SAC on USB under +-1 mm goal noise: test_learning trains it for
+# 10,560 steps; the SMALL run (what the CLI and regression tests read) runs
+# the same configuration for four iterations of 480 steps (updates from the
+# second on, once 960 steps are stored). One configuration, so the two share every compiled program: the
+# initialization, the training iteration, and the evaluation and
+# P-controller rollouts (25 episodes per condition, like the paper's).
+USB_SAC = config.TrainConfig(
+    env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0),
     algo='sac',
-    agent=sac.SACConfig(hidden=(16, 16)),
+    agent=sac.SACConfig(hidden=(64, 64)),
     mode='residual',
-    num_envs=3,
-    unroll_length=6,
+    num_envs=16,
     utd=0.5,
-    batch_size=16,
-    buffer_capacity=200,
-    learning_starts=36,
+    learning_starts=960,
 )
-SMALL_RUN = runner.RunConfig(
-    total_steps=3 * 18 * 2, num_seeds=1, eval_every=36, eval_episodes=3, iterations_per_call=2
-)
+SMALL = USB_SAC
+SMALL_RUN = runner.RunConfig(total_steps=4 * 480, num_seeds=1, eval_every=4 * 480)
 
 
 # The loop's mechanics (seeds, warm-up, resume, residual composition, LfD)
@@ -70,8 +69,8 @@ TOY_RUN = runner.RunConfig(
 # SMALL run (`small_run_dir`, a session fixture per worker) share a worker,
 # and the heaviest groups start first so that no worker is left with a long
 # file at the end.
-SHARED_WORKER = {'test_regression': 'test_cli'}
-HEAVIEST_FIRST = ('test_learning', 'test_cli', 'test_assembly', 'test_der_study', 'test_physics')
+SHARED_WORKER = {'test_regression': 'test_cli', 'test_learning': 'test_cli'}
+HEAVIEST_FIRST = ('test_cli', 'test_assembly', 'test_physics', 'test_env_pure', 'test_loop')
 
 
 def _group(item) -> str:
@@ -107,13 +106,23 @@ def pytest_collection_finish(session):
 
 
 class TaskRig:
-    """One task's environment and its compiled rollout (P-controller + noise policy)."""
+    """One task's environment and its P-controller rollout
+    (`evaluate.p_controller_rollout`: gains and uniform action noise are
+    parameters, so every physics test of a task runs one program).
+
+    50 episodes: the batch of a training run's P-controller reference (2
+    conditions x 25), so on USB this is the program test_learning and the
+    SMALL run compile.
+    """
 
     def __init__(self, task: str, episodes: int):
         self.task = task
         self.episodes = episodes
-        self.env = insertion.InsertionEnv(insertion.InsertionConfig(task=task))
-        self.run = evaluate.make_rollout_fn(self.env, evaluate.p_controller_policy)
+        self.env = env_registry.make_env(insertion.InsertionConfig(task=task))
+        self._run = evaluate.p_controller_rollout(self.env, episodes)
+
+    def run(self, params, key, goal_offset_mm):
+        return self._run(params, key, {'goal_offset_mm': goal_offset_mm})
 
     def offsets(self, x_mm: float = 0.0, y_mm: float = 0.0):
         return jax.numpy.tile(jax.numpy.array([x_mm, y_mm]), (self.episodes, 1))
@@ -122,7 +131,7 @@ class TaskRig:
 _RIGS = {}
 
 
-def rig(task: str, episodes: int = 25) -> TaskRig:
+def rig(task: str, episodes: int = 50) -> TaskRig:
     if task not in _RIGS:
         _RIGS[task] = TaskRig(task, episodes)
     return _RIGS[task]
@@ -151,7 +160,7 @@ def small_run_dir(tmp_path_factory):
 # vm.max_map_count of them (65,530 by default). A whole-suite pytest process
 # that kept every executable alive crossed that limit after about a hundred
 # tests, and LLVM aborted inside a compile or a cache write (BUILD_NOTES.md,
-# pitfalls). So each test module's compiled code is released when it ends:
+# pitfalls). So each group of test files releases its compiled code when it ends:
 # JAX's caches and every functools cache in the package and the tests.
 
 
@@ -179,10 +188,12 @@ def release_compiled_code() -> None:
 _PEAK = {'regions': 0, 'where': ''}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _release_compiled_code_per_module():
-    yield
-    release_compiled_code()
+@pytest.hookimpl(trylast=True)  # after the item's fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """Releases the compiled code when a group of files (one worker's share,
+    `SHARED_WORKER`) ends; files of one group share their programs."""
+    if nextitem is None or _group(nextitem) != _group(item):
+        release_compiled_code()
 
 
 @pytest.fixture(autouse=True)

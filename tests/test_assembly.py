@@ -2,9 +2,10 @@
 the human-like demonstrator and the demonstrations file format.
 
 Every test of a task shares one compiled recorder
-(`demonstrations.make_recorder`, the one `experiments.record_demos` runs) and
-one batched reset from given poses: the drivers below are `HumanDemonstrator`
-settings, a pytree, not new programs.
+(`demonstrations.make_recorder`) and one batched reset from given poses
+(`demonstrations.reset_fn`), the two programs `experiments.record_demos` runs
+with a batch of B: the drivers below are `HumanDemonstrator` settings, a
+pytree, not new programs.
 """
 
 import json
@@ -47,7 +48,6 @@ RANDOM = demos.HumanDemonstrator(
 )
 
 _ENVS = {}
-_RESETS = {}
 
 
 def env_of(task):
@@ -57,10 +57,14 @@ def env_of(task):
 
 
 def starts(task, key, poses):
-    """B start states from `poses` ('yaw_deg' (B,), 'ground_xy_mm' (B, 2))."""
-    if task not in _RESETS:
-        _RESETS[task] = jax.jit(jax.vmap(env_of(task).reset))
-    return _RESETS[task](jax.random.split(key, B), poses['yaw_deg'], poses['ground_xy_mm'])
+    """B start states from `poses` ('yaw_deg' (B,), 'ground_xy_mm' (B, 2)): the
+    program `demonstrations.start_states` runs, with the poses given."""
+    return demonstrations.reset_fn(env_of(task))(jax.random.split(key, B), **poses)
+
+
+def draw_poses(task, key):
+    """B start poses drawn as the task draws them."""
+    return jax.vmap(env_of(task).reset_args)(jax.random.split(key, B))
 
 
 def record(task, driver, key, poses):
@@ -157,7 +161,7 @@ def test_nan_commands_give_finite_metrics_and_flag_the_divergence():
 
 def test_observation_layout():
     env = env_of('lap_joint')
-    poses = demos.draw_poses(env, jax.random.PRNGKey(0), B)  # the ground beam varies
+    poses = draw_poses('lap_joint', jax.random.PRNGKey(0))  # the ground beam varies
     obs = np.asarray(starts('lap_joint', jax.random.PRNGKey(1), poses).obs)
     assert obs.shape == (B, 13) and env.observation_spec.shape == (13,)
     np.testing.assert_allclose(obs[:, :3], [[0.0, 0.0, 50.0]] * B, atol=1e-3)  # 10 mm above
@@ -171,8 +175,7 @@ def test_observation_layout():
 # ------------------------------------------------------------ demonstrator
 @pytest.mark.parametrize('task', assembly_tasks)
 def test_human_demonstrator_succeeds_slowly_and_unevenly(task):
-    env = env_of(task)
-    poses = demos.draw_poses(env, jax.random.PRNGKey(5), B)
+    poses = draw_poses(task, jax.random.PRNGKey(5))
     human, success, metrics = record(task, demos.HumanDemonstrator(), jax.random.PRNGKey(6), poses)
     assert success.mean() >= 7 / 8, success
     precise, p_success, _ = record(task, PRECISE, jax.random.PRNGKey(6), poses)

@@ -1,4 +1,4 @@
-"""The evaluation protocol: 25 executions, exact and +-1 mm goal noise (USB)."""
+"""The evaluation protocol: N executions, exact and +-1 mm goal noise (USB)."""
 
 import jax
 import numpy as np
@@ -12,8 +12,8 @@ def test_usb_p_controller_exact_goal_and_noise(usb_rig):
     params = evaluate.p_controller_params()
     exact = evaluate.summarize(usb_rig.run(params, key_env, unit * 0.0), 'usb', 'p', 0.0, 0)
     noisy = evaluate.summarize(usb_rig.run(params, key_env, unit * 1.0), 'usb', 'p', 1.0, 0)
-    assert exact.successes >= 23, exact
-    assert noisy.successes < 20, noisy
+    assert exact.success_rate >= 0.92, exact  # 23 of the paper's 25
+    assert noisy.success_rate < 0.8, noisy
     assert noisy.mean_final_distance_mm > exact.mean_final_distance_mm
 
 

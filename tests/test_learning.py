@@ -16,25 +16,17 @@ import os
 
 import numpy as np
 
-from insertion_jax.agents import sac
-from insertion_jax.envs import insertion
-from insertion_jax.training import config, runner
+from insertion_jax.training import runner
+from tests.conftest import USB_SAC
 
-CONFIG = config.TrainConfig(
-    env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0),
-    algo='sac',
-    agent=sac.SACConfig(hidden=(64, 64)),
-    mode='residual',
-    num_envs=16,
-    utd=0.5,
-    learning_starts=960,
-)
+# The SMALL run (conftest) is this configuration for four iterations: the two
+# share their compiled programs.
 RUN = runner.RunConfig(total_steps=10_560, num_seeds=1, eval_every=10_560, eval_episodes=25)
 
 
 def test_residual_sac_beats_the_p_controller_under_goal_noise(tmp_path):
     out = str(tmp_path / 'usb')
-    summary = runner.train(CONFIG, RUN, out, log=lambda line: None)
+    summary = runner.train(USB_SAC, RUN, out, log=lambda line: None)
     with open(os.path.join(out, 'metrics.jsonl')) as f:
         success = np.array([json.loads(line)['success'] for line in f], float)
     first, last = np.nanmean(success[:3]), np.nanmean(success[-3:])

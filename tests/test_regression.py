@@ -1,11 +1,10 @@
 """The metrics of a short fixed-seed residual SAC run do not move when code is reshaped.
 
 `tests/data/small_run_metrics.jsonl` is the `metrics.jsonl` that the shared
-SMALL run (residual SAC on USB, one seed, three device calls of two
-iterations, updates from the second iteration on, evaluations included)
-wrote at commit f40d199, before the training package was split into
-config / acting / loop / run_dir (that commit's code, with SMALL's
-learning_starts set to today's 36). Every
+SMALL run (conftest: residual SAC on USB, the learning test's configuration,
+one seed, four iterations of 480 steps, updates from the second on, one
+evaluation at the end) wrote with the code of commit f40d199, before the
+training package was split into config / acting / loop / run_dir. Every
 record must match it: the same keys, integers exactly, floats to float32
 rounding. A real change of behaviour (another key split, another update
 order, another reward) moves these numbers by far more than that; a change

@@ -238,6 +238,20 @@ class AssemblyEnv(base.VectorTask):
         return yaw - info['ground_yaw']
 
     # ------------------------------------------------------------ interface
+    def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
+        """The start pose `reset(key)` draws: 'yaw_deg' () (the peg's yaw or the
+        ground beam's) and 'ground_xy_mm' (2,) (the ground beam's offset; the
+        peg-in-hole task ignores it)."""
+        cfg = self.config
+        key_yaw, key_xy = jax.random.split(key)
+        low, high = cfg.yaw_range
+        return {
+            'yaw_deg': jax.random.uniform(key_yaw, (), minval=low, maxval=high),
+            'ground_xy_mm': jax.random.uniform(
+                key_xy, (2,), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm
+            ),
+        }
+
     def reset(
         self,
         key: jax.Array,
@@ -253,10 +267,9 @@ class AssemblyEnv(base.VectorTask):
           ground_xy_mm: (2,) the ground beam's offset (lap joint), instead of a draw.
         """
         cfg = self.config
-        key_yaw, key_xy = jax.random.split(key)
-        low, high = cfg.yaw_range
+        drawn = self.reset_args(key)
         if yaw_deg is None:
-            yaw_deg = jax.random.uniform(key_yaw, (), minval=low, maxval=high)
+            yaw_deg = drawn['yaw_deg']
         yaw = jnp.deg2rad(jnp.asarray(yaw_deg, jnp.float32))
         data = mjx.make_data(self.mjx_model)
         start = jnp.array([0.0, 0.0, self._start_z, 0.0, 0.0, 0.0])
@@ -265,9 +278,7 @@ class AssemblyEnv(base.VectorTask):
             goal, ground_yaw = self.nominal_goal, jnp.zeros(())
         else:
             if ground_xy_mm is None:
-                ground_xy_mm = jax.random.uniform(
-                    key_xy, (2,), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm
-                )
+                ground_xy_mm = drawn['ground_xy_mm']
             xy = jnp.asarray(ground_xy_mm, jnp.float32) * 1e-3
             goal = jnp.concatenate([xy, jnp.zeros(1)])
             ground_yaw = yaw

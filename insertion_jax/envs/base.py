@@ -99,6 +99,10 @@ class Env(Protocol):
         """Starts an episode from PRNG `key` (tasks may take keyword overrides)."""
         ...
 
+    def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
+        """Keyword arguments of `reset` as `reset(key)` draws them (`VectorTask`)."""
+        ...
+
     def step(self, state: State, command: jax.Array) -> State:
         """Advances one control step with `command` (action_dim,), in physical units."""
         ...
@@ -129,6 +133,13 @@ class VectorTask:
     @property
     def horizon(self) -> int:
         return self.config.horizon
+
+    def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
+        """Per-episode keyword arguments of `reset` as `reset(key)` draws them:
+        `reset(key, **reset_args(key))` is `reset(key)`, and a caller may change
+        them (a start pose). None by default; the assembly tasks draw a pose."""
+        del key
+        return {}
 
     @property
     def observation_spec(self) -> jax.ShapeDtypeStruct:

@@ -368,16 +368,3 @@ class HumanDemonstrator:
         )
         stick = jnp.where(pause > 0, 0.0, stick)
         return jnp.clip(stick, -1.0, 1.0), {**memory, 'pause': pause}
-
-
-def draw_poses(env, key: jax.Array, episodes: int) -> Dict[str, jax.Array]:
-    """Start poses as the task draws them: 'yaw_deg' (B,), 'ground_xy_mm' (B, 2)."""
-    cfg = env.config
-    key_yaw, key_xy = jax.random.split(key)
-    low, high = cfg.yaw_range
-    return {
-        'yaw_deg': jax.random.uniform(key_yaw, (episodes,), minval=low, maxval=high),
-        'ground_xy_mm': jax.random.uniform(
-            key_xy, (episodes, 2), minval=-cfg.ground_xy_mm, maxval=cfg.ground_xy_mm
-        ),
-    }

@@ -70,8 +70,20 @@ def default_demonstrator(env: env_base.Env, noise: float = 0.3):
 
 
 def start_states(env: env_base.Env, key: jax.Array, episodes: int) -> env_base.State:
-    """`episodes` start states, drawn with the task's own randomization."""
-    return jax.vmap(env.reset)(jax.random.split(key, episodes))
+    """`episodes` start states, drawn with the task's own randomization.
+
+    The draws (`env.reset_args`, a start pose on the assembly tasks) are made
+    outside the compiled reset, so that starts from given poses (the physics
+    tests) run the same program (`reset_fn`).
+    """
+    keys = jax.random.split(key, episodes)
+    return reset_fn(env)(keys, **jax.vmap(env.reset_args)(keys))
+
+
+@functools.lru_cache(maxsize=8)
+def reset_fn(env: env_base.Env):
+    """Jitted `(keys (B,), **reset_args (B, ...)) -> B start states`."""
+    return jax.jit(jax.vmap(env.reset))
 
 
 def record_episodes(
@@ -116,11 +128,6 @@ def make_recorder(env: env_base.Env):
     return jax.jit(functools.partial(record_episodes, env))
 
 
-@functools.lru_cache(maxsize=8)
-def _start_fn(env: env_base.Env, episodes: int):
-    return jax.jit(functools.partial(start_states, env, episodes=episodes))
-
-
 def record(
     env: env_base.Env,
     num: int,
@@ -145,7 +152,7 @@ def record(
     kept, tried, succeeded = [], 0, 0
     for batch_key in jax.random.split(key, max_batches):
         key_start, key_run = jax.random.split(batch_key)
-        states = _start_fn(env, batch)(key_start)
+        states = start_states(env, key_start, batch)
         demos, success, _ = jax.device_get(recorder(demonstrator, key_run, states))
         tried, succeeded = tried + batch, succeeded + int(np.sum(success))
         for e in np.flatnonzero(success):

@@ -27,6 +27,7 @@ from flax import struct
 
 from insertion_jax.envs import base as env_base
 from insertion_jax.envs import controllers, insertion
+from insertion_jax.envs import registry as env_registry
 from insertion_jax.training import acting, loop
 
 Policy = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -66,6 +67,7 @@ class Rollout:
       ever_success: (B,) bool, success at any step.
       final_distance_mm: (B,) distance of the tool point to the true goal
         (NaN for a task that reports no `distance_mm`).
+      final_obs: (B, obs_dim) the last observation.
       tip_mm: (T, B, 3) tool-point positions (`with_path`), else None.
       qpos: (T + 1, B, nq) joint positions from the reset on (`with_path`), else None.
     """
@@ -74,6 +76,7 @@ class Rollout:
     success: jax.Array
     ever_success: jax.Array
     final_distance_mm: jax.Array
+    final_obs: jax.Array
     tip_mm: Any = None
     qpos: Any = None
 
@@ -140,6 +143,7 @@ def rollout(
         success=jax.vmap(env.success)(final),
         ever_success=jnp.any(trajectory.success & trajectory.alive, axis=0),
         final_distance_mm=distance,
+        final_obs=final.obs,
         tip_mm=tip_mm,
         qpos=qpos,
     )
@@ -227,8 +231,8 @@ def evaluate_p_controller(
     if episodes <= 0:
         raise ValueError(f'episodes={episodes!r} must be a positive integer.')
     config = config or insertion.InsertionConfig(task=task)
-    env = insertion.InsertionEnv(dataclasses.replace(config, task=task))
-    run = make_rollout_fn(env, p_controller_policy, with_path=False)
+    env = env_registry.make_env(dataclasses.replace(config, task=task))
+    run = p_controller_rollout(env, episodes)
     params = p_controller_params()
     key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed))
     # Paired design: every noise level sees the same start states, friction
@@ -236,9 +240,21 @@ def evaluate_p_controller(
     unit_offsets = goal_offsets_mm(key_goal, episodes, 1.0)
     results = []
     for noise in goal_noise_levels_mm:
-        out = run(params, key_env, unit_offsets * noise)
+        out = run(params, key_env, {'goal_offset_mm': unit_offsets * noise})
         results.append(summarize(out, task, 'p_controller', noise, seed))
     return results
+
+
+def p_controller_rollout(env: insertion.InsertionEnv, episodes: int):
+    """The connector P-controller's jitted rollout
+    `(p_controller_params, key, {'goal_offset_mm': (episodes, 2)}) -> Rollout`.
+
+    One program per task and batch, whatever the gains, noise and offsets:
+    `evaluate_p_controller`, the P-controller reference of a training run's
+    evaluations (`Evaluator.reference`, batch 2 x episodes) and the physics
+    tests all run it.
+    """
+    return _single_rollout(env, p_controller_policy, episodes)
 
 
 @functools.lru_cache(maxsize=16)
@@ -311,6 +327,12 @@ class Evaluator:
         condition (None for a task without one)."""
         if not self.env.has_base_controller:
             return None
-        run = _single_rollout(self.env, base_controller_policy(self.env), self.total)
-        out = jax.device_get(run(None, self.key, self.reset_args))
+        if has_goal_noise(self.env):  # a connector: the paper's P-controller (eq. 5)
+            run, params = p_controller_rollout(self.env, self.total), p_controller_params()
+        else:
+            run, params = (
+                _single_rollout(self.env, base_controller_policy(self.env), self.total),
+                None,
+            )
+        out = jax.device_get(run(params, self.key, self.reset_args))
         return {name: float(v) for name, v in self._per_condition(out.success).items()}

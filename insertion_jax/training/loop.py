@@ -292,6 +292,7 @@ def run_iterations(
 
 
 @functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)
 def make_train_fn(components: Components, num_iterations: int):
     """The compiled train function: jitted `state -> (state, metrics)` running
     `num_iterations` iterations of every seed (leading seed axis on state and
