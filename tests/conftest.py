@@ -65,11 +65,15 @@ TOY_RUN = runner.RunConfig(
 
 
 # How `make test` spreads the files over its two workers (pytest-xdist,
-# --dist loadgroup): each file is a group, except that the files sharing the
-# SMALL run (`small_run_dir`, a session fixture per worker) share a worker,
-# and the heaviest groups start first so that no worker is left with a long
-# file at the end.
-SHARED_WORKER = {'test_regression': 'test_cli', 'test_learning': 'test_cli'}
+# --dist loadgroup): each file is a group, except that files sharing compiled
+# programs share a worker (the residual-SAC USB programs of the SMALL run and
+# test_learning; the USB rig), and the heaviest groups start first so that no
+# worker is left with a long group at the end.
+SHARED_WORKER = {
+    'test_regression': 'test_cli',
+    'test_learning': 'test_cli',
+    'test_evaluate': 'test_physics',  # the USB rig
+}
 HEAVIEST_FIRST = ('test_cli', 'test_assembly', 'test_physics', 'test_env_pure', 'test_loop')
 
 
@@ -110,9 +114,9 @@ class TaskRig:
     (`evaluate.p_controller_rollout`: gains and uniform action noise are
     parameters, so every physics test of a task runs one program).
 
-    50 episodes: the batch of a training run's P-controller reference (2
-    conditions x 25), so on USB this is the program test_learning and the
-    SMALL run compile.
+    USB's rig runs 50 episodes, the batch of a training run's P-controller
+    reference (2 conditions x 25): the program test_learning and the SMALL run
+    compile. The other connectors' rigs run the paper's 25.
     """
 
     def __init__(self, task: str, episodes: int):
@@ -131,9 +135,9 @@ class TaskRig:
 _RIGS = {}
 
 
-def rig(task: str, episodes: int = 50) -> TaskRig:
+def rig(task: str) -> TaskRig:
     if task not in _RIGS:
-        _RIGS[task] = TaskRig(task, episodes)
+        _RIGS[task] = TaskRig(task, 50 if task == 'usb' else 25)
     return _RIGS[task]
 
 

@@ -28,24 +28,107 @@ def run_module(*args, timeout=600):
     )
 
 
-@pytest.mark.parametrize(
-    'flag, message',
-    [
-        (
-            '--task=hdmi',
-            'value should be one of <usb|dsub|model_e|peg_in_hole|lap_joint|point_reach>',
-        ),
-        ('--episodes=-3', '--episodes=-3: -3 is not a positive integer'),
-        ('--goal_noise_mm=-1', '--goal_noise_mm=-1'),
-        ('--policy=sac', "--policy='sac' is not available; valid policies: p_controller"),
-    ],
-)
-def test_evaluate_rejects_bad_values_without_a_traceback(flag, message):
-    result = run_module('experiments.evaluate', flag)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert message in output
-    assert 'Traceback' not in output
+# The tests reading the SMALL run come first: the run compiles the USB
+# programs that the subprocesses below (and the physics tests on the other
+# worker) then find in the compilation cache.
+def test_evaluate_accepts_a_training_run(small_run_dir):
+    result = run_module(
+        'experiments.evaluate',
+        f'--policy={small_run_dir}',
+        '--episodes=50',  # the run's own evaluation batch (2 x 25): a cached program
+        '--goal_noise_mm=1',
+        '--json',
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary['task'] == 'usb' and summary['episodes'] == 50
+    assert set(summary['per_seed']) == {'0'}
+    # The same protocol in this process, on the run's saved policy: the CLI
+    # loaded the right parameters and composed the same residual policy.
+    components, params, _ = runner.load_run(small_run_dir)
+    out = evaluate.Evaluator(components, 50, 0, {'noisy': 1.0})(params)
+    assert summary['success_rate'] == pytest.approx(float(out['noisy'][0]))
+    assert summary['mean_final_distance_mm'] == pytest.approx(
+        float(np.mean(out['distance_noisy_mm'])), rel=1e-5
+    )
+
+
+def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
+    out = str(tmp_path / 'compare.png')
+    result = run_module(
+        'experiments.compare',
+        f'--runs={small_run_dir},{small_run_dir}',
+        f'--out={out}',
+        '--threshold=0.0',
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith('| residual SAC')]
+    assert len(rows) == 2
+    assert rows[0].split('|')[4].strip() == '1920'  # its one evaluation, at 1920 env steps
+    assert os.path.getsize(out) > 0
+    missing = run_module('experiments.compare', f'--runs={tmp_path}', f'--out={out}')
+    assert missing.returncode != 0
+    assert 'has no config.json: is it a training run directory?' in missing.stderr
+    assert 'Traceback' not in missing.stderr
+
+
+# One interpreter runs a CLI's `main` through absl's `app.run` once per
+# argument list (flags reset in between), as `python -m` would: an exit is its
+# code and output, anything else is reported with its traceback. It spares a
+# process start (seconds of imports) per bad value.
+_ONE_PROCESS = """
+import contextlib, importlib, io, json, sys, traceback
+from absl import app, flags
+module = importlib.import_module(sys.argv[1])
+results = []
+for argv in json.loads(sys.argv[2]):
+    out, code = io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            app.run(module.main, argv=[sys.argv[1], *argv])
+    except SystemExit as e:
+        code = e.code
+    except BaseException:
+        out.write(traceback.format_exc())
+        code = 'raised'
+    finally:
+        flags.FLAGS.unparse_flags()
+    results.append([code, out.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_in_one_process(module, argvs):
+    """[(exit code, output)] of `python -m module` for each argument list."""
+    result = subprocess.run(
+        [sys.executable, '-c', _ONE_PROCESS, module, json.dumps(argvs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_refused(results, messages):
+    for (code, output), message in zip(results, messages, strict=True):
+        assert code not in (0, None), (message, output)
+        assert message in output, output
+        assert 'Traceback' not in output, output
+
+
+EVALUATE_BAD_VALUES = {
+    '--task=hdmi': 'value should be one of <usb|dsub|model_e|peg_in_hole|lap_joint|point_reach>',
+    '--episodes=-3': '--episodes=-3: -3 is not a positive integer',
+    '--goal_noise_mm=-1': '--goal_noise_mm=-1',
+    '--policy=sac': "--policy='sac' is not available; valid policies: p_controller",
+}
+
+
+def test_evaluate_rejects_bad_values_without_a_traceback():
+    results = run_in_one_process('experiments.evaluate', [[f] for f in EVALUATE_BAD_VALUES])
+    assert_refused(results, list(EVALUATE_BAD_VALUES.values()))
 
 
 def test_evaluate_prints_json_on_its_last_line():
@@ -109,47 +192,6 @@ def test_train_as_a_program_rejects_a_bad_value_without_a_traceback(tmp_path):
     assert 'Traceback' not in result.stdout + result.stderr
 
 
-def test_evaluate_accepts_a_training_run(small_run_dir):
-    result = run_module(
-        'experiments.evaluate',
-        f'--policy={small_run_dir}',
-        '--episodes=50',  # the run's own evaluation batch (2 x 25): a cached program
-        '--goal_noise_mm=1',
-        '--json',
-    )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary['task'] == 'usb' and summary['episodes'] == 50
-    assert set(summary['per_seed']) == {'0'}
-    # The same protocol in this process, on the run's saved policy: the CLI
-    # loaded the right parameters and composed the same residual policy.
-    components, params, _ = runner.load_run(small_run_dir)
-    out = evaluate.Evaluator(components, 50, 0, {'noisy': 1.0})(params)
-    assert summary['success_rate'] == pytest.approx(float(out['noisy'][0]))
-    assert summary['mean_final_distance_mm'] == pytest.approx(
-        float(np.mean(out['distance_noisy_mm'])), rel=1e-5
-    )
-
-
-def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
-    out = str(tmp_path / 'compare.png')
-    result = run_module(
-        'experiments.compare',
-        f'--runs={small_run_dir},{small_run_dir}',
-        f'--out={out}',
-        '--threshold=0.0',
-    )
-    assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith('| residual SAC')]
-    assert len(rows) == 2
-    assert rows[0].split('|')[4].strip() == '1920'  # its one evaluation, at 1920 env steps
-    assert os.path.getsize(out) > 0
-    missing = run_module('experiments.compare', f'--runs={tmp_path}', f'--out={out}')
-    assert missing.returncode != 0
-    assert 'has no config.json: is it a training run directory?' in missing.stderr
-    assert 'Traceback' not in missing.stderr
-
-
 def test_apex_ddpg_presets_fill_only_the_flags_left_unset():
     try:
         flags.FLAGS(['train', '--algo=apex_ddpg', '--batch_size=64', '--structure=all_shots_all'])
@@ -204,12 +246,14 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     assert evaluation['episodes'] == 4
     # The same four episodes the run's final evaluation ran (same seed and count).
     assert evaluation['success_rate'] == summary['mean']['success_random']
-    refused = run_module('experiments.evaluate', f'--policy={out}', '--goal_noise_mm=1')
-    assert refused.returncode != 0
-    assert '--goal_noise_mm applies to the connector tasks' in refused.stderr
-    assert 'Traceback' not in refused.stderr
-    no_controller = run_module(
-        'experiments.evaluate', '--task=peg_in_hole', '--policy=p_controller'
+    refused = run_in_one_process(
+        'experiments.evaluate',
+        [[f'--policy={out}', '--goal_noise_mm=1'], ['--task=peg_in_hole', '--policy=p_controller']],
     )
-    assert no_controller.returncode != 0
-    assert "task 'peg_in_hole' has no P-controller" in no_controller.stderr
+    assert_refused(
+        refused,
+        [
+            '--goal_noise_mm applies to the connector tasks',
+            "task 'peg_in_hole' has no P-controller",
+        ],
+    )

@@ -1,8 +1,10 @@
 """The environment's functions are pure: jit once, vmap-consistent, validated config;
 its reward and metrics are what the papers and the evaluation read.
 
-Every test here shares one USB environment and four compiled programs (`Sim`):
-one step, the batched step, and the batched reset with and without goal offsets.
+Every test here shares one USB environment and three compiled programs (`Sim`):
+one step, the batched step, and a batched reset of 512 worlds with their goal
+offsets given (drawn by `env.reset_args`, as `reset(key)` draws them, except
+for the three starts below).
 """
 
 import dataclasses
@@ -33,6 +35,7 @@ from insertion_jax.envs.base import mjx
 # drops in after about 15 steps); misses the opening and rests on the rim.
 OFFSETS_MM = ((0.0, 0.0), (0.8, -0.4), (2.0, 0.0))
 INSERTS, CHAMFER, MISSES = range(3)
+RESETS = 512  # worlds per batched reset: the three starts, then 509 drawn ones
 
 
 @dataclasses.dataclass
@@ -42,9 +45,13 @@ class Sim:
     env: insertion.InsertionEnv
     step: Callable  # one world; counts its traces in `traces`
     vstep: Callable
-    vreset: Callable  # (keys (B,)[, goal_offset_mm (B, 2)]): two programs
+    vreset: Callable  # (keys (RESETS,), goal_offset_mm (RESETS, 2))
     traces: List[int]
-    starts: base.State  # vreset of OFFSETS_MM, batch (3,)
+    resets: base.State  # vreset of the starts' keys and OFFSETS_MM, then drawn ones
+    starts: base.State  # its first three worlds
+
+    def drawn_offsets(self, keys) -> jax.Array:
+        return jax.vmap(self.env.reset_args)(keys)['goal_offset_mm']
 
     def start(self, i: int) -> base.State:
         return jax.tree.map(lambda x: x[i], self.starts)
@@ -64,14 +71,22 @@ def sim() -> Sim:
         return env.step(state, action)
 
     vreset = jax.jit(jax.vmap(env.reset))
-    keys = jax.random.split(jax.random.PRNGKey(1), len(OFFSETS_MM))
+    keys = jnp.concatenate(
+        [
+            jax.random.split(jax.random.PRNGKey(1), len(OFFSETS_MM)),
+            jax.random.split(jax.random.PRNGKey(3), RESETS - len(OFFSETS_MM)),
+        ]
+    )
+    offsets = jax.vmap(env.reset_args)(keys)['goal_offset_mm']
+    resets = vreset(keys, goal_offset_mm=offsets.at[: len(OFFSETS_MM)].set(jnp.array(OFFSETS_MM)))
     return Sim(
         env=env,
         step=jax.jit(counted_step),
         vstep=jax.jit(jax.vmap(env.step)),
         vreset=vreset,
         traces=traces,
-        starts=vreset(keys, goal_offset_mm=jnp.array(OFFSETS_MM)),
+        resets=resets,
+        starts=jax.tree.map(lambda x: x[: len(OFFSETS_MM)], resets),
     )
 
 
@@ -133,7 +148,7 @@ def test_vmapped_and_unvmapped_agree(sim):
 def test_reset_is_deterministic_and_varies_with_key(sim):
     keys = jax.random.split(jax.random.PRNGKey(2), 512)
     keys = keys.at[1].set(keys[0])
-    states = sim.vreset(keys)
+    states = sim.vreset(keys, goal_offset_mm=sim.drawn_offsets(keys))
     obs = np.asarray(states.obs)
     np.testing.assert_array_equal(obs[0], obs[1])
     assert not np.allclose(obs[0], obs[2])
@@ -148,7 +163,9 @@ def test_reset_is_deterministic_and_varies_with_key(sim):
 
 
 def test_config_goal_noise_is_uniform_within_its_bound(sim):
-    states = sim.vreset(jax.random.split(jax.random.PRNGKey(2), 512))
+    """`reset(key)` perturbs the goal by `reset_args(key)` (one line of `reset`);
+    the draws, and what a reset does with them, are checked here."""
+    states = jax.tree.map(lambda x: x[len(OFFSETS_MM) :], sim.resets)  # the drawn worlds
     offset_mm = np.asarray(states.info['goal_observed'] - states.info['goal']) * 1e3
     assert np.all(np.abs(offset_mm[:, :2]) <= 1.0 + 1e-4)
     assert np.all(offset_mm[:, 2] == 0.0)  # only the horizontal goal is perturbed

@@ -225,6 +225,13 @@ class InsertionEnv(base.VectorTask):
         )
 
     # --------------------------------------------------------------- interface
+    def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
+        """The goal perturbation `reset(key)` draws: 'goal_offset_mm' (2,),
+        uniform within `config.goal_noise_mm` per horizontal axis."""
+        noise = self.config.goal_noise_mm
+        key_goal = jax.random.split(key, 3)[1]
+        return {'goal_offset_mm': jax.random.uniform(key_goal, (2,), minval=-noise, maxval=noise)}
+
     def reset(self, key: jax.Array, goal_offset_mm: jax.Array | None = None) -> State:
         """Starts an episode and returns its initial `State`.
 
@@ -235,7 +242,7 @@ class InsertionEnv(base.VectorTask):
             offsets so that one compiled rollout serves every noise level).
         """
         cfg = self.config
-        key_xy, key_goal, key_mu = jax.random.split(key, 3)
+        key_xy, _, key_mu = jax.random.split(key, 3)
         start_xy = (
             jax.random.uniform(
                 key_xy, (2,), minval=-cfg.reset_xy_range_mm, maxval=cfg.reset_xy_range_mm
@@ -244,9 +251,7 @@ class InsertionEnv(base.VectorTask):
         )
         start = jnp.concatenate([start_xy, self.goal[2:] + cfg.reset_height_mm * 1e-3])
         if goal_offset_mm is None:
-            goal_offset_mm = jax.random.uniform(
-                key_goal, (2,), minval=-cfg.goal_noise_mm, maxval=cfg.goal_noise_mm
-            )
+            goal_offset_mm = self.reset_args(key)['goal_offset_mm']
         goal_offset = jnp.asarray(goal_offset_mm, jnp.float32) * 1e-3
         goal_observed = self.goal + jnp.concatenate([goal_offset, jnp.zeros(1)])
         low, high = self.spec.friction_range

@@ -30,6 +30,7 @@ iterations and the target period together (see BUILD_NOTES.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -218,14 +219,21 @@ def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
     example = loop.example_step(components.env)
     zones = {}
     for structure in config.structures:
-        replay = config.train_config(structure).make_replay()
-        zones[structure] = jax.jit(replay.init)(example, demos if structure != 'none' else None)
+        init = _zone_init(config.train_config(structure))
+        zones[structure] = init(example, demos if structure != 'none' else None)
     parts = []
     for structure, der_on in config.configurations:
         replay = zones[structure].replace(der=jnp.asarray(der_on))
         replay = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), replay)
         parts.append(base.replace(buffer=replay))
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _zone_init(train_config: TrainConfig):
+    """The jitted `init` of a structure's replay (cached: a resumed study in the
+    same process reuses it instead of tracing and compiling it again)."""
+    return jax.jit(train_config.make_replay().init)
 
 
 def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
