@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.envs import assembly, registry
+from insertion_jax.envs import assembly, base, registry
+from insertion_jax.envs.base import mjx
 from insertion_jax.replay import demos
 from insertion_jax.training import demonstrations
+from tests import conftest
 
 B = 8  # episodes per recorder call: every call in this module has this batch
 
@@ -170,6 +172,17 @@ def test_observation_layout():
     assert registry.kind_of(env.config) == 'assembly'
     with pytest.raises(ValueError, match="AssemblyConfig.task='mortise' is unknown"):
         assembly.AssemblyConfig(task='mortise')
+
+
+def test_reset_physics_is_mjx_forward_with_nothing_touching(monkeypatch):
+    """As for the connectors (test_env_pure): the lap joint's resets, ground
+    beam moved and turned, are those of `mjx.forward`."""
+    env = env_of('lap_joint')
+    key, poses = jax.random.PRNGKey(2), draw_poses('lap_joint', jax.random.PRNGKey(3))
+    ours = starts('lap_joint', key, poses)
+    monkeypatch.setattr(base, 'forward_at_rest', mjx.forward)
+    full = jax.jit(jax.vmap(env.reset))(jax.random.split(key, B), **poses)
+    conftest.assert_same_starts(ours, full)
 
 
 # ------------------------------------------------------------ demonstrator

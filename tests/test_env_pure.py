@@ -29,6 +29,7 @@ from insertion_jax.envs import (
     scene,
 )
 from insertion_jax.envs.base import mjx
+from tests import conftest
 
 # Starts of the batched reset every test shares (goal offsets in mm): inserts
 # without touching a wall; caught on the chamfer, where it slides slowly (it
@@ -162,6 +163,17 @@ def test_reset_is_deterministic_and_varies_with_key(sim):
     assert np.all(np.abs(connector_obs.obs_field(obs, 'f_z_n')) < 1e-3)
 
 
+def test_reset_physics_is_mjx_forward_with_nothing_touching(sim, monkeypatch):
+    """The reset's `base.forward_at_rest` skips contacts and the solver; the same
+    resets with `mjx.forward` give the same starts."""
+    keys = jax.random.split(jax.random.PRNGKey(4), RESETS)
+    offsets = sim.drawn_offsets(keys)
+    ours = sim.vreset(keys, goal_offset_mm=offsets)
+    monkeypatch.setattr(base, 'forward_at_rest', mjx.forward)
+    full = jax.jit(jax.vmap(sim.env.reset))(keys, goal_offset_mm=offsets)
+    conftest.assert_same_starts(ours, full)
+
+
 def test_config_goal_noise_is_uniform_within_its_bound(sim):
     """`reset(key)` perturbs the goal by `reset_args(key)` (one line of `reset`);
     the draws, and what a reset does with them, are checked here."""
@@ -277,6 +289,7 @@ def test_controllers_import_without_mujoco():
         ({'max_action_m': 0.0}, 'max_action_m=0.0 must be > 0'),
         ({'workspace_mm': 2.0}, r'workspace_mm=2.0 must exceed reset_xy_range_mm \+ goal_noise_mm'),
         ({'max_contact_points': -1}, 'max_contact_points=-1 must be an integer >= 0'),
+        ({'reset_height_mm': 9.0}, r"reset_height_mm=9.0 must exceed the usb socket's depth"),
     ],
 )
 def test_bad_config_is_rejected_with_the_value(kwargs, message):

@@ -287,7 +287,7 @@ class AssemblyEnv(base.VectorTask):
                 mocap_quat=data.mocap_quat.at[0].set(yaw_quat(yaw)),
             )
         data = data.replace(qpos=data.qpos.at[self._qpos].set(start), ctrl=start)
-        data = mjx.forward(self.mjx_model, data)
+        data = base.forward_at_rest(self.mjx_model, data)
         info = {
             'goal': goal,
             'ground_yaw': ground_yaw,

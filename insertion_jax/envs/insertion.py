@@ -105,6 +105,13 @@ class InsertionConfig:
         checks.non_negative(
             owner, goal_noise_mm=self.goal_noise_mm, reset_xy_range_mm=self.reset_xy_range_mm
         )
+        depth = connectors.get_task(self.task).insertion_depth_mm
+        if not self.reset_height_mm > depth:
+            raise ValueError(
+                f'InsertionConfig.reset_height_mm={self.reset_height_mm!r} must exceed the '
+                f"{self.task} socket's depth ({depth!r} mm): an episode starts with the plug "
+                'clear of the socket.'
+            )
         if not self.workspace_mm > self.reset_xy_range_mm + self.goal_noise_mm:
             raise ValueError(
                 f'InsertionConfig.workspace_mm={self.workspace_mm!r} must exceed '
@@ -261,7 +268,7 @@ class InsertionEnv(base.VectorTask):
         qpos = data.qpos.at[self._slide_qpos].set(start)
         ctrl = data.ctrl.at[:3].set(start)
         data = data.replace(qpos=qpos, ctrl=ctrl)
-        data = mjx.forward(self._model(friction), data)
+        data = base.forward_at_rest(self._model(friction), data)
         info = {
             'goal': self.goal,
             'goal_observed': goal_observed,
