@@ -29,9 +29,10 @@ from insertion_jax.training import config, evaluate, runner  # noqa: E402
 # Residual SAC on USB under +-1 mm goal noise: test_learning trains it for
 # 10,560 steps; the SMALL run (what the CLI and regression tests read) runs
 # the same configuration for four iterations of 480 steps (updates from the
-# second on, once 960 steps are stored). One configuration, so the two share every compiled program: the
-# initialization, the training iteration, and the evaluation and
-# P-controller rollouts (25 episodes per condition, like the paper's).
+# second on, once 960 steps are stored). One configuration, so the two share
+# every compiled program: the initialization, the training iteration, and the
+# evaluation and P-controller rollouts (25 episodes per condition, like the
+# paper's).
 USB_SAC = config.TrainConfig(
     env=insertion.InsertionConfig(task='usb', goal_noise_mm=1.0),
     algo='sac',

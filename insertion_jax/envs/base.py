@@ -142,7 +142,8 @@ class VectorTask:
     def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
         """Per-episode keyword arguments of `reset` as `reset(key)` draws them:
         `reset(key, **reset_args(key))` is `reset(key)`, and a caller may change
-        them (a start pose). None by default; the assembly tasks draw a pose."""
+        them (a start pose). Empty by default; the connectors draw their goal
+        offset, the assembly tasks a start pose."""
         del key
         return {}
 
@@ -165,11 +166,12 @@ def forward_at_rest(model: mjx.Model, data: mjx.Data) -> mjx.Data:
     active constraint is `qacc_smooth`: positions and velocities are the same
     as `mjx.forward`'s bit for bit, accelerations and sensor readings to the
     rounding noise that the solver may add when it runs anyway (3e-6 m/s^2
-    seen; on 256 resets of each connector they were bit for bit the same).
-    tests/test_env_pure.py and tests/test_assembly.py check it. The contact and constraint fields keep `mjx.make_data`'s values; the
-    first `mjx.step` computes them. A reset then compiles in about half the
-    time (14 -> 6 s for USB on the 2-core CPU), and every program that resets
-    an environment (collection, evaluation, initialization) with it.
+    seen; on 256 resets of each connector they were bit for bit the same);
+    tests/test_env_pure.py and tests/test_assembly.py check it. The contact
+    and constraint fields keep `mjx.make_data`'s values; the first `mjx.step`
+    computes them. A reset then compiles in less than half the time (14 -> 6 s
+    for USB on the 2-core CPU), and so does the reset inside every program
+    that starts episodes (collection, evaluation, initialization).
     """
     d = mjx_smooth.kinematics(model, data)
     d = mjx_smooth.com_pos(model, d)

@@ -2,7 +2,8 @@
 
 `run_study(config, out_dir)` trains Ape-X DDPG with DER replay on one assembly
 task (or on point_reach, which runs the whole pipeline in seconds as a check
-of the machinery, not a result) in every configuration (structure x DER on/off) and every seed at once:
+of the machinery, not a result) in every configuration (structure x DER
+on/off) and every seed at once:
 the structure only decides what the demonstration zones hold at the start,
 and DER on/off is a flag in the replay state, so all configurations run as
 one vmapped batch through one compiled training function (seeds and
