@@ -28,7 +28,7 @@ calibrate: $(STAMP)
 	$(PY) -m experiments.calibrate
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=10
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
