@@ -173,21 +173,27 @@ def forward_at_rest(model: mjx.Model, data: mjx.Data) -> mjx.Data:
     for USB on the 2-core CPU), and so does the reset inside every program
     that starts episodes (collection, evaluation, initialization).
     """
-    d = mjx_smooth.kinematics(model, data)
-    d = mjx_smooth.com_pos(model, d)
-    d = mjx_smooth.camlight(model, d)
-    d = mjx_smooth.tendon(model, d)
-    d = mjx_smooth.crb(model, d)
-    d = mjx_smooth.tendon_armature(model, d)
-    d = mjx_smooth.factor_m(model, d)
-    d = mjx_smooth.transmission(model, d)
-    d = mjx_sensor.sensor_pos(model, d)
-    d = mjx_forward.fwd_velocity(model, d)
-    d = mjx_sensor.sensor_vel(model, d)
-    d = mjx_forward.fwd_actuation(model, d)
-    d = mjx_forward.fwd_acceleration(model, d)
-    d = d.replace(qacc=d.qacc_smooth)
-    return mjx_sensor.sensor_acc(model, d)
+    for stage in _STAGES_AT_REST:
+        data = stage(model, data)
+    return mjx_sensor.sensor_acc(model, data.replace(qacc=data.qacc_smooth))
+
+
+# `mjx.forward`'s stages in its order, less collision, constraints and solver.
+_STAGES_AT_REST = (
+    mjx_smooth.kinematics,
+    mjx_smooth.com_pos,
+    mjx_smooth.camlight,
+    mjx_smooth.tendon,
+    mjx_smooth.crb,
+    mjx_smooth.tendon_armature,
+    mjx_smooth.factor_m,
+    mjx_smooth.transmission,
+    mjx_sensor.sensor_pos,
+    mjx_forward.fwd_velocity,
+    mjx_sensor.sensor_vel,
+    mjx_forward.fwd_actuation,
+    mjx_forward.fwd_acceleration,
+)
 
 
 def physics_step(
