@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insertion_jax.envs import assembly, base, registry
-from insertion_jax.envs.base import mjx
+from insertion_jax.envs import assembly, registry
 from insertion_jax.replay import demos
 from insertion_jax.training import demonstrations
 from tests import conftest
@@ -174,15 +173,14 @@ def test_observation_layout():
         assembly.AssemblyConfig(task='mortise')
 
 
-def test_reset_physics_is_mjx_forward_with_nothing_touching(monkeypatch):
-    """As for the connectors (test_env_pure): the lap joint's resets, ground
-    beam moved and turned, are those of `mjx.forward`."""
-    env = env_of('lap_joint')
-    key, poses = jax.random.PRNGKey(2), draw_poses('lap_joint', jax.random.PRNGKey(3))
-    ours = starts('lap_joint', key, poses)
-    monkeypatch.setattr(base, 'forward_at_rest', mjx.forward)
-    full = jax.jit(jax.vmap(env.reset))(jax.random.split(key, B), **poses)
-    conftest.assert_same_starts(ours, full)
+@pytest.mark.parametrize('task', assembly_tasks)
+def test_reset_physics_is_mujoco_forward_with_nothing_touching(task):
+    """As for the connectors (test_env_pure): the resets, ground beam moved
+    and turned, are what MuJoCo's `mj_forward` computes."""
+    poses = draw_poses(task, jax.random.PRNGKey(3))
+    conftest.assert_rest_is_mujoco_forward(
+        env_of(task), starts(task, jax.random.PRNGKey(2), poses).data
+    )
 
 
 # ------------------------------------------------------------ demonstrator

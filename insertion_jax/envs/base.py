@@ -166,8 +166,10 @@ def forward_at_rest(model: mjx.Model, data: mjx.Data) -> mjx.Data:
     active constraint is `qacc_smooth`: positions and velocities are the same
     as `mjx.forward`'s bit for bit, accelerations and sensor readings to the
     rounding noise that the solver may add when it runs anyway (3e-6 m/s^2
-    seen; on 256 resets of each connector they were bit for bit the same);
-    tests/test_env_pure.py and tests/test_assembly.py check it. The contact
+    seen; on 256 resets of each connector they were bit for bit the same).
+    tests/test_env_pure.py and tests/test_assembly.py check every task's
+    resets against MuJoCo's own `mj_forward` (float64, collision and solver
+    included): nothing touches, and the state agrees to float32 rounding. The contact
     and constraint fields keep `mjx.make_data`'s values; the first `mjx.step`
     computes them. A reset then compiles in less than half the time (14 -> 6 s
     for USB on the 2-core CPU), and so does the reset inside every program
