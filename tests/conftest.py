@@ -12,12 +12,15 @@ import mujoco
 import numpy as np
 import pytest
 
-jax.config.update(
-    'jax_compilation_cache_dir',
+# One absolute path, exported, so that the CLIs the tests start find what the
+# tests compiled: the persistent cache key includes the cache directory as
+# written (see BUILD_NOTES, "the cache key names the cache's path").
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.abspath(
     os.environ.get(
         'JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(__file__), '..', '.jax_cache')
-    ),
+    )
 )
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 # The persistent cache settings come from the environment (the Makefile sets
 # JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS), so `make test` writes entries
 # that later runs reuse.
