@@ -1,4 +1,6 @@
-"""The absl entry points, run as a user runs them (subprocesses, real files)."""
+"""The absl entry points, run as a user runs them, on real files: through
+absl's `app.run` in a process of their own (`run_main`), and from the
+command line itself (`run_module`: `python -m` in a fresh interpreter)."""
 
 import contextlib
 import io
@@ -6,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_module(*args, timeout=600):
+    """`python -m args...` in a fresh interpreter: the entry point as a user runs it."""
     return subprocess.run(
         [sys.executable, '-m', *args],
         cwd=ROOT,
@@ -28,11 +32,104 @@ def run_module(*args, timeout=600):
     )
 
 
+def run_main(module, *argv):
+    """`experiments.train`'s `main` through absl's `app.run` in this process,
+    as `python -m` runs it after the imports: (exit code, stdout, stderr).
+    Any other program runs in its `CLIHost` (absl flags are global: two
+    programs defining --task cannot share a process). A failure other than an
+    exit propagates with its traceback, failing the test."""
+    if module != 'experiments.train':
+        return _host(module).run(*argv)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            app.run(train.main, argv=[module, *argv])
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        flags.FLAGS.unparse_flags()
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+# A CLI host: one interpreter that runs a program's `main` through `app.run`
+# for each argument list it reads (a JSON line on stdin), flags reset in
+# between, and answers with [exit code, stdout, stderr] (code 'raised' and the
+# traceback for anything but an exit). A fresh interpreter costs about 8 s of
+# imports here, and calls share what the host compiled.
+_HOST = """
+import contextlib, importlib, io, json, sys, traceback
+from absl import app, flags
+module, channel = importlib.import_module(sys.argv[1]), sys.stdout
+for line in sys.stdin:
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            app.run(module.main, argv=[sys.argv[1], *json.loads(line)])
+    except SystemExit as e:
+        code = e.code or 0
+    except BaseException:
+        err.write(traceback.format_exc())
+        code = 'raised'
+    finally:
+        flags.FLAGS.unparse_flags()
+    channel.write(json.dumps([code, out.getvalue(), err.getvalue()]) + chr(10))
+    channel.flush()
+"""
+
+
+class CLIHost:
+    """A program's `main`, run in one interpreter for many argument lists."""
+
+    def __init__(self, module):
+        self.log = tempfile.TemporaryFile('w+')  # absl logging writes to the real stderr
+        self.process = subprocess.Popen(
+            [sys.executable, '-c', _HOST, module],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+
+    def run(self, *argv):
+        self.process.stdin.write(json.dumps(argv) + '\n')
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            raise AssertionError(f'the CLI host died: {self.log.read()[-3000:]}')
+        code, out, err = json.loads(line)
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+_HOSTS = {}
+
+
+def _host(module):
+    if module not in _HOSTS:
+        _HOSTS[module] = CLIHost(module)
+    return _HOSTS[module]
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _close_hosts():
+    yield
+    for host in _HOSTS.values():
+        host.close()
+    _HOSTS.clear()
+
+
 # The tests reading the SMALL run come first: the run compiles the USB
-# programs that the subprocesses below (and the physics tests on the other
-# worker) then find in the compilation cache.
+# programs that the CLIs run below (and the physics tests on the other worker)
+# then reuse.
 def test_evaluate_accepts_a_training_run(small_run_dir):
-    result = run_module(
+    result = run_main(
         'experiments.evaluate',
         f'--policy={small_run_dir}',
         '--episodes=50',  # the run's own evaluation batch (2 x 25): a cached program
@@ -55,7 +152,7 @@ def test_evaluate_accepts_a_training_run(small_run_dir):
 
 def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
     out = str(tmp_path / 'compare.png')
-    result = run_module(
+    result = run_main(
         'experiments.compare',
         f'--runs={small_run_dir},{small_run_dir}',
         f'--out={out}',
@@ -66,54 +163,15 @@ def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_pa
     assert len(rows) == 2
     assert rows[0].split('|')[4].strip() == '1920'  # its one evaluation, at 1920 env steps
     assert os.path.getsize(out) > 0
-    missing = run_module('experiments.compare', f'--runs={tmp_path}', f'--out={out}')
-    assert missing.returncode != 0
-    assert 'has no config.json: is it a training run directory?' in missing.stderr
-    assert 'Traceback' not in missing.stderr
-
-
-# One interpreter runs a CLI's `main` through absl's `app.run` once per
-# argument list (flags reset in between), as `python -m` would: an exit is its
-# code and output, anything else is reported with its traceback. It spares a
-# process start (seconds of imports) per bad value.
-_ONE_PROCESS = """
-import contextlib, importlib, io, json, sys, traceback
-from absl import app, flags
-module = importlib.import_module(sys.argv[1])
-results = []
-for argv in json.loads(sys.argv[2]):
-    out, code = io.StringIO(), 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            app.run(module.main, argv=[sys.argv[1], *argv])
-    except SystemExit as e:
-        code = e.code
-    except BaseException:
-        out.write(traceback.format_exc())
-        code = 'raised'
-    finally:
-        flags.FLAGS.unparse_flags()
-    results.append([code, out.getvalue()])
-print(json.dumps(results))
-"""
-
-
-def run_in_one_process(module, argvs):
-    """[(exit code, output)] of `python -m module` for each argument list."""
-    result = subprocess.run(
-        [sys.executable, '-c', _ONE_PROCESS, module, json.dumps(argvs)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    missing = run_main('experiments.compare', f'--runs={tmp_path}', f'--out={out}')
+    assert_refused([missing], ['has no config.json: is it a training run directory?'])
 
 
 def assert_refused(results, messages):
-    for (code, output), message in zip(results, messages, strict=True):
-        assert code not in (0, None), (message, output)
+    """Each result an exit with an error code and its one-line message."""
+    for result, message in zip(results, messages, strict=True):
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, (message, output)
         assert message in output, output
         assert 'Traceback' not in output, output
 
@@ -127,14 +185,14 @@ EVALUATE_BAD_VALUES = {
 
 
 def test_evaluate_rejects_bad_values_without_a_traceback():
-    results = run_in_one_process('experiments.evaluate', [[f] for f in EVALUATE_BAD_VALUES])
+    results = [run_main('experiments.evaluate', flag) for flag in EVALUATE_BAD_VALUES]
     assert_refused(results, list(EVALUATE_BAD_VALUES.values()))
 
 
 def test_evaluate_prints_json_on_its_last_line():
     # 50 episodes: the batch of a run's P-controller reference (2 x 25), so
     # this compiles (or finds in the cache) the program the SMALL run uses.
-    result = run_module(
+    result = run_main(
         'experiments.evaluate', '--task=usb', '--episodes=50', '--goal_noise_mm=0', '--json'
     )
     assert result.returncode == 0, result.stderr
@@ -169,20 +227,8 @@ def test_evaluate_prints_json_on_its_last_line():
     ],
 )
 def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
-    """In this process, through absl's `app.run` as `python -m` runs it: an
-    error is a SystemExit with its one line, and any other exception would
-    fail the test (a fresh interpreter per flag costs seconds of imports; the
-    test below runs one)."""
-    output = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(output), contextlib.redirect_stdout(output):
-            with pytest.raises(SystemExit) as exit_info:
-                app.run(train.main, argv=['train', *flag.split(), f'--out={tmp_path}'])
-    finally:
-        flags.FLAGS.unparse_flags()
-    assert exit_info.value.code not in (0, None)
-    assert message in output.getvalue()
-    assert 'Traceback' not in output.getvalue()
+    """In this process (`run_main`); the test below starts the program once."""
+    assert_refused([run_main('experiments.train', *flag.split(), f'--out={tmp_path}')], [message])
 
 
 def test_train_as_a_program_rejects_a_bad_value_without_a_traceback(tmp_path):
@@ -237,7 +283,7 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     # the preset filled the replay (DER, with the structure asked for) and n-step.
     assert config['mode'] == 'residual' and config['n_step'] == 3
     assert config['replay']['kind'] == 'der' and config['replay']['structure'] == 'one_shot_all'
-    result = run_module(
+    result = run_main(
         'experiments.evaluate', '--task=point_reach', f'--policy={out}', '--episodes=4', '--json'
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -246,10 +292,10 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     assert evaluation['episodes'] == 4
     # The same four episodes the run's final evaluation ran (same seed and count).
     assert evaluation['success_rate'] == summary['mean']['success_random']
-    refused = run_in_one_process(
-        'experiments.evaluate',
-        [[f'--policy={out}', '--goal_noise_mm=1'], ['--task=peg_in_hole', '--policy=p_controller']],
-    )
+    refused = [
+        run_main('experiments.evaluate', f'--policy={out}', '--goal_noise_mm=1'),
+        run_main('experiments.evaluate', '--task=peg_in_hole', '--policy=p_controller'),
+    ]
     assert_refused(
         refused,
         [
