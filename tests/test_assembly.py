@@ -20,7 +20,7 @@ import pytest
 
 from insertion_jax.envs import assembly, registry
 from insertion_jax.replay import demos
-from insertion_jax.training import demonstrations
+from insertion_jax.training import demonstrations, loop
 from tests import conftest
 
 B = 8  # episodes per recorder call: every call in this module has this batch
@@ -212,8 +212,12 @@ def test_demonstrations_round_trip(peg_file):
     assert info['demonstrator_success_rate'] > 0.5
     loaded, meta = demos.load(path, 'peg_in_hole', 13, 6, 100)
     np.testing.assert_array_equal(loaded.lengths, recorded.lengths)
-    for a, b in zip(jax.tree.leaves(loaded.steps), jax.tree.leaves(recorded.steps), strict=True):
+    # Values and dtypes (those of the replay's steps): recorded and loaded
+    # demonstrations run the same compiled programs.
+    example = loop.example_step(env_of('peg_in_hole'))
+    for a, b, c in zip(*map(jax.tree.leaves, (loaded.steps, recorded.steps, example)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert np.asarray(a).dtype == np.asarray(b).dtype == c.dtype
     assert meta['env_config']['task'] == 'peg_in_hole'
     assert np.all(meta['success'])
 

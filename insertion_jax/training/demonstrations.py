@@ -110,8 +110,13 @@ def record_episodes(
         env, states, act, memory, key_run, env.horizon, auto_reset=False
     )
     alive = trajectory.alive
+    # Zeros of each field's own dtype: a bare 0 would turn the bool
+    # `terminal` into int32, and recorded demonstrations would then compile
+    # other programs than the same ones loaded from a file.
     steps = jax.tree.map(
-        lambda x: jnp.where(alive.reshape(alive.shape + (1,) * (x.ndim - 2)), x, 0),
+        lambda x: jnp.where(
+            alive.reshape(alive.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype)
+        ),
         trajectory.steps(),
     )
     success = jnp.any(trajectory.last & trajectory.success, axis=0)
