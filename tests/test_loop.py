@@ -164,9 +164,12 @@ class Stop(Exception):
     pass
 
 
-def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_the_same(tmp_path):
+def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_the_same(small, tmp_path):
     whole_dir = str(tmp_path / 'whole')
     runner.train(TOY, TOY_RUN, whole_dir, log=lambda line: None)
+    components, run = small  # the runner's train function (one per configuration)
+    assert loop.make_train_fn(components, TOY_RUN.iterations_per_call) is run
+    programs = run._cache_size()
 
     def log(line):
         if line.startswith('[') and line.split('/')[0].strip('[ ') == '80':
@@ -181,6 +184,10 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_the_same(tmp_path):
     resumed_lines = []
     resumed = runner.train(TOY, TOY_RUN, out, log=resumed_lines.append)
     assert any('resumed from the checkpoint after 4 iterations' in line for line in resumed_lines)
+    # A restored (committed) state, a fresh run's and one started by hand run
+    # one program: a resumed run compiles nothing new.
+    run(loop.init_states(components, 0, 1))
+    assert run._cache_size() == programs
     whole = run_dir.read_json(os.path.join(whole_dir, 'summary.json'))
     assert resumed['seeds'][0]['success_random'] == whole['seeds'][0]['success_random']
     _, whole_params, _ = runner.load_run(whole_dir)

@@ -44,18 +44,6 @@ def _unpack(packed: Dict[str, Any], like: Any) -> Any:
     return jax.tree.unflatten(treedef, restored)
 
 
-def committed(tree: Any) -> Any:
-    """`tree` with every array committed to the device it is on.
-
-    Orbax restores committed arrays, and jit compiles a committed argument
-    into a different program (explicit shardings) from the uncommitted one an
-    initialization returns. A fresh run starts from committed arrays too, so
-    that a resumed run runs the same program (and finds it in the
-    compilation cache) instead of compiling another.
-    """
-    return jax.tree.map(lambda x: jax.device_put(x, x.sharding), tree)
-
-
 def checkpoint_manager(run_dir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     """Synchronous manager of `run_dir/checkpoints`, keeping the newest `max_to_keep`."""
     options = ocp.CheckpointManagerOptions(

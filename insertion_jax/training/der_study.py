@@ -227,7 +227,7 @@ def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
         replay = zones[structure].replace(der=jnp.asarray(der_on))
         replay = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), replay)
         parts.append(base.replace(buffer=replay))
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    return loop.committed(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts))
 
 
 @functools.lru_cache(maxsize=8)

@@ -292,7 +292,6 @@ def run_iterations(
 
 
 @functools.lru_cache(maxsize=16)
-@functools.lru_cache(maxsize=16)
 def make_train_fn(components: Components, num_iterations: int):
     """The compiled train function: jitted `state -> (state, metrics)` running
     `num_iterations` iterations of every seed (leading seed axis on state and
@@ -325,7 +324,19 @@ def init_states(
         )
     if not components.replay.takes_demonstrations:
         demos = None
-    return _init_fn(components)(seed_keys(seed, num_seeds), demos)
+    return committed(_init_fn(components)(seed_keys(seed, num_seeds), demos))
+
+
+def committed(tree: Any) -> Any:
+    """`tree` with every array committed to the device it is on.
+
+    jit compiles a committed argument into a different program (explicit
+    shardings) from an uncommitted one, and what a jitted initialization
+    returns is uncommitted while a restored checkpoint is committed (orbax).
+    `init_states` commits, so that fresh, restored and hand-started states
+    all run one training program (and find it in the compilation cache).
+    """
+    return jax.tree.map(lambda x: jax.device_put(x, x.sharding), tree)
 
 
 @functools.lru_cache(maxsize=16)

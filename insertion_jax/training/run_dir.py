@@ -232,14 +232,16 @@ class RunDir:
     def resume(self, like_state: Any, records: Records, log) -> Tuple[Any, int, float]:
         """The state to start from, the iterations done and the wall-clock seconds so far.
 
-        A fresh run removes stale records; a resumed one cuts them back to
-        the checkpoint's iteration (`progress['iterations']`, which `save`'s
-        callers record).
+        A fresh run (`like_state` itself) removes stale records; a resumed
+        one cuts them back to the checkpoint's iteration
+        (`progress['iterations']`, which `save`'s callers record). Pass a
+        committed `like_state` (`loop.committed`), as restored ones are, so
+        that both run one compiled program.
         """
         restored = self.restore(like_state)
         if restored is None:
             records.remove()
-            return checkpoint.committed(like_state), 0, 0.0
+            return like_state, 0, 0.0
         state, progress = restored
         done = int(progress['iterations'])
         records.truncate_after(done)
