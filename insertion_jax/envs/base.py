@@ -231,7 +231,11 @@ def physics_step(
             deepest = jnp.max(jnp.where(rigid, -contact.dist, 0.0), initial=0.0)
         return (d, jnp.maximum(penetration_m, deepest)), None
 
-    (data, penetration_m), _ = jax.lax.scan(substep, (data, jnp.zeros(())), None, length=substeps)
+    # 0 computed from the state, so that under vmap it is batched like the
+    # rest of the carry and the (large) scan body is batched once; a constant
+    # zero, batched only after the first pass, made JAX batch it twice.
+    start = (data, 0.0 * data.time)
+    (data, penetration_m), _ = jax.lax.scan(substep, start, None, length=substeps)
     finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
     return data, penetration_m, finite
 

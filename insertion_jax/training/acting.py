@@ -117,9 +117,14 @@ def rollout(
       (state, episode_return (E,), act_state, Trajectory with leaves (K, E, ...)).
     """
     num_envs = state.reward.shape[0]
+    # The loop's carry is computed from `state`, not made of constants: under
+    # an outer vmap (seeds) a constant carry is unbatched until the first step
+    # batches it, and JAX then traces the whole step loop again. (Rewards are
+    # finite: `envs.base.mask_nonfinite`. An episode that starts ended is not
+    # alive; fresh starts never have.)
     if episode_return is None:
-        episode_return = jnp.zeros((num_envs,), jnp.float32)
-    alive = jnp.ones((num_envs,), bool)
+        episode_return = 0.0 * state.reward
+    alive = jnp.logical_not(state.done)
 
     def step(carry, step_key):
         state, episode_return, act_state, alive = carry

@@ -112,8 +112,20 @@ def rollout(
       episodes: B.
       with_path: also return tool-point and joint positions per step.
     """
+    states, key_policy = _starts(env, key, reset_args, episodes)
+    return _run_episodes(env, policy, params, states, key_policy, with_path)
+
+
+def _starts(env, key, reset_args, episodes):
+    """(B start states, the policy's key) of `rollout`."""
     key_reset, key_policy = jax.random.split(key)
     states = jax.vmap(env.reset)(jax.random.split(key_reset, episodes), **reset_args)
+    return states, key_policy
+
+
+def _run_episodes(env, policy, params, states, key, with_path=False) -> Rollout:
+    """`rollout` from its start states."""
+    episodes = states.reward.shape[0]
 
     def act(state, act_state, key):
         keys = jax.random.split(key, episodes)
@@ -128,7 +140,7 @@ def rollout(
         states,
         act,
         (),
-        key_policy,
+        key,
         env.horizon,
         auto_reset=False,
         observe=observe if with_path else None,
@@ -259,9 +271,22 @@ def p_controller_rollout(env: insertion.InsertionEnv, episodes: int):
 
 @functools.lru_cache(maxsize=16)
 def _seed_rollout(env: env_base.Env, policy: Policy, episodes: int):
-    """Jitted rollout of a policy with a leading seed axis on its parameters."""
-    run = functools.partial(rollout, env, policy, episodes=episodes)
-    return jax.jit(jax.vmap(run, in_axes=(0, None, None)))
+    """Jitted `rollout` of a policy with a leading seed axis on its parameters.
+
+    Every seed runs the same episodes: the starts are computed once and
+    copied along the seed axis, so that each seed's rollout is batched from
+    its first state (from one shared start, JAX's batching of the step loop
+    found the seed-dependent parts of its carry one pass at a time, and
+    batched the MJX step six times over while tracing).
+    """
+
+    def seeded(params, key, reset_args):
+        seeds = jax.tree.leaves(params)[0].shape[0]
+        starts = _starts(env, key, reset_args, episodes)
+        starts = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), starts)
+        return jax.vmap(functools.partial(_run_episodes, env, policy))(params, *starts)
+
+    return jax.jit(seeded)
 
 
 @functools.lru_cache(maxsize=16)
