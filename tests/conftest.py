@@ -29,6 +29,7 @@ from insertion_jax.agents import sac  # noqa: E402
 from insertion_jax.envs import insertion, point_reach  # noqa: E402
 from insertion_jax.envs import registry as env_registry  # noqa: E402
 from insertion_jax.training import config, evaluate, runner  # noqa: E402
+from tests import cli  # noqa: E402
 
 # Residual SAC on USB under +-1 mm goal noise: test_learning trains it for
 # 10,560 steps; the SMALL run (what the CLI and regression tests read) runs
@@ -182,6 +183,13 @@ def assert_rest_is_mujoco_forward(env, data) -> None:
 
 EPS32 = float(np.finfo(np.float32).eps)
 ULPS = 32
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _close_cli_hosts():
+    """The CLI hosts a test module started (`tests.cli.host`) end with it."""
+    yield
+    cli.close_hosts()
 
 
 @pytest.fixture(scope='session')

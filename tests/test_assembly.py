@@ -9,9 +9,6 @@ pytree, not new programs.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +18,7 @@ import pytest
 from insertion_jax.envs import assembly, registry
 from insertion_jax.replay import demos
 from insertion_jax.training import demonstrations, loop
-from tests import conftest
+from tests import cli, conftest
 
 B = 8  # episodes per recorder call: every call in this module has this batch
 
@@ -259,30 +256,11 @@ def test_bad_demonstration_files_are_refused_with_the_reason(peg_file, tmp_path)
 
 def test_record_demos_cli_writes_a_loadable_file(tmp_path):
     out = str(tmp_path / 'lap.npz')
-    env = dict(os.environ, JAX_PLATFORMS='cpu')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'experiments.record_demos',
-            '--task=lap_joint',
-            '--num=2',
-            f'--batch={B}',
-            f'--out={out}',
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    record_demos = cli.host('experiments.record_demos', JAX_PLATFORMS='cpu')
+    result = record_demos.run('--task=lap_joint', '--num=2', f'--batch={B}', f'--out={out}')
+    assert result.returncode == 0, result.stderr[-2000:]
     loaded, meta = demos.load(out, 'lap_joint', 13, 6, 100)
     assert loaded.count == 2 and json.dumps(meta['env_config'])
-    bad = subprocess.run(
-        [sys.executable, '-m', 'experiments.record_demos', '--task=usb', f'--out={out}'],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    bad = record_demos.run('--task=usb', f'--out={out}')
     assert bad.returncode != 0 and 'peg_in_hole, lap_joint' in bad.stderr
+    assert 'Traceback' not in bad.stdout + bad.stderr

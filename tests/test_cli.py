@@ -7,8 +7,6 @@ import io
 import json
 import os
 import subprocess
-import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -17,29 +15,17 @@ from absl import app, flags
 from experiments import train
 from insertion_jax.replay import der
 from insertion_jax.training import evaluate, runner
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_module(*args, timeout=600):
-    """`python -m args...` in a fresh interpreter: the entry point as a user runs it."""
-    return subprocess.run(
-        [sys.executable, '-m', *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests import cli
 
 
 def run_main(module, *argv):
     """`experiments.train`'s `main` through absl's `app.run` in this process,
     as `python -m` runs it after the imports: (exit code, stdout, stderr).
-    Any other program runs in its `CLIHost` (absl flags are global: two
+    Any other program runs in its `cli.CLIHost` (absl flags are global: two
     programs defining --task cannot share a process). A failure other than an
     exit propagates with its traceback, failing the test."""
     if module != 'experiments.train':
-        return _host(module).run(*argv)
+        return cli.host(module).run(*argv)
     out, err = io.StringIO(), io.StringIO()
     code = 0
     try:
@@ -50,79 +36,6 @@ def run_main(module, *argv):
     finally:
         flags.FLAGS.unparse_flags()
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
-# A CLI host: one interpreter that runs a program's `main` through `app.run`
-# for each argument list it reads (a JSON line on stdin), flags reset in
-# between, and answers with [exit code, stdout, stderr] (code 'raised' and the
-# traceback for anything but an exit). A fresh interpreter costs about 8 s of
-# imports here, and calls share what the host compiled.
-_HOST = """
-import contextlib, importlib, io, json, sys, traceback
-from absl import app, flags
-module, channel = importlib.import_module(sys.argv[1]), sys.stdout
-for line in sys.stdin:
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            app.run(module.main, argv=[sys.argv[1], *json.loads(line)])
-    except SystemExit as e:
-        code = e.code or 0
-    except BaseException:
-        err.write(traceback.format_exc())
-        code = 'raised'
-    finally:
-        flags.FLAGS.unparse_flags()
-    channel.write(json.dumps([code, out.getvalue(), err.getvalue()]) + chr(10))
-    channel.flush()
-"""
-
-
-class CLIHost:
-    """A program's `main`, run in one interpreter for many argument lists."""
-
-    def __init__(self, module):
-        self.log = tempfile.TemporaryFile('w+')  # absl logging writes to the real stderr
-        self.process = subprocess.Popen(
-            [sys.executable, '-c', _HOST, module],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-
-    def run(self, *argv):
-        self.process.stdin.write(json.dumps(argv) + '\n')
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            self.log.seek(0)
-            raise AssertionError(f'the CLI host died: {self.log.read()[-3000:]}')
-        code, out, err = json.loads(line)
-        return subprocess.CompletedProcess(argv, code, out, err)
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-        self.log.close()
-
-
-_HOSTS = {}
-
-
-def _host(module):
-    if module not in _HOSTS:
-        _HOSTS[module] = CLIHost(module)
-    return _HOSTS[module]
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _close_hosts():
-    yield
-    for host in _HOSTS.values():
-        host.close()
-    _HOSTS.clear()
 
 
 # The tests reading the SMALL run come first: the run compiles the USB
@@ -232,7 +145,7 @@ def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
 
 
 def test_train_as_a_program_rejects_a_bad_value_without_a_traceback(tmp_path):
-    result = run_module('experiments.train', '--hidden=64,0', f'--out={tmp_path}')
+    result = cli.run_module('experiments.train', '--hidden=64,0', f'--out={tmp_path}')
     assert result.returncode != 0
     assert '--hidden=64,0: widths must be positive' in result.stderr
     assert 'Traceback' not in result.stdout + result.stderr
@@ -257,7 +170,7 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     (pure JAX, so it compiles in seconds; the assembly tasks take the same
     path), evaluated over episodes with the task's own randomization."""
     out = str(tmp_path / 'reach')
-    trained = run_module(
+    trained = cli.run_module(
         'experiments.train',
         '--task=point_reach',
         '--algo=apex_ddpg',
