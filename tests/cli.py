@@ -6,11 +6,17 @@ one interpreter of its own: a fresh interpreter costs about 8 s of imports on
 this machine, and calls share what the host compiled.
 """
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
+
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,39 +32,54 @@ def run_module(*args, timeout=600):
     )
 
 
-# A CLI host: one interpreter that runs a program's `main` through `app.run`
-# for each argument list it reads (a JSON line on stdin), flags reset in
-# between, and answers with [exit code, stdout, stderr] (code 'raised' and the
-# traceback for anything but an exit). A fresh interpreter costs about 8 s of
-# imports here, and calls share what the host compiled.
-_HOST = """
-import contextlib, importlib, io, json, sys, traceback
-from absl import app, flags
-module, channel = importlib.import_module(sys.argv[1]), sys.stdout
-for line in sys.stdin:
-    out, err, code = io.StringIO(), io.StringIO(), 0
+def call_main(module: str, *argv: str) -> subprocess.CompletedProcess:
+    """`module`'s `main` through absl's `app.run` in this process, as
+    `python -m module argv...` runs it after the imports: the exit code,
+    stdout and stderr. Flags are reset afterwards; a failure other than an
+    exit propagates with its traceback. absl flags are global: a process can
+    hold only one program that defines --task (the test process holds
+    experiments.train; the others run in a `CLIHost`)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            app.run(module.main, argv=[sys.argv[1], *json.loads(line)])
+            app.run(importlib.import_module(module).main, argv=[module, *argv])
     except SystemExit as e:
         code = e.code or 0
-    except BaseException:
-        err.write(traceback.format_exc())
-        code = 'raised'
     finally:
         flags.FLAGS.unparse_flags()
-    channel.write(json.dumps([code, out.getvalue(), err.getvalue()]) + chr(10))
-    channel.flush()
-"""
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
+
+
+def serve(module: str) -> None:
+    """A host's loop: `call_main` for each argument list read from stdin (a
+    JSON line), answered on stdout with [exit code, stdout, stderr]; code
+    'raised' and the traceback for anything but an exit."""
+    channel = sys.stdout
+    for line in sys.stdin:
+        try:
+            done = call_main(module, *json.loads(line))
+            answer = [done.returncode, done.stdout, done.stderr]
+        except BaseException:
+            answer = ['raised', '', traceback.format_exc()]
+        channel.write(json.dumps(answer) + '\n')
+        channel.flush()
 
 
 class CLIHost:
-    """A program's `main`, run in one interpreter for many argument lists."""
+    """A program's `main`, run in one interpreter of its own for many
+    argument lists (`serve`): calls share the imports and what the host
+    compiled."""
 
     def __init__(self, module, env=None):
         self.log = tempfile.TemporaryFile('w+')  # absl logging writes to the real stderr
         self.process = subprocess.Popen(
-            [sys.executable, '-c', _HOST, module],
+            [
+                sys.executable,
+                '-c',
+                'import sys; from tests import cli; cli.serve(sys.argv[1])',
+                module,
+            ],
             cwd=ROOT,
             env=dict(os.environ, **(env or {})),
             stdin=subprocess.PIPE,

@@ -1,16 +1,14 @@
-"""The absl entry points, run as a user runs them, on real files: through
-absl's `app.run` in a process of their own (`run_main`), and from the
-command line itself (`run_module`: `python -m` in a fresh interpreter)."""
+"""The absl entry points, run as a user runs them, on real files: `main`
+through absl's `app.run` (`cli.call_main`: train in this process, the other
+programs in a `cli.CLIHost` each), and from the command line itself
+(`cli.run_module`: `python -m` in a fresh interpreter)."""
 
-import contextlib
-import io
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
-from absl import app, flags
+from absl import flags
 
 from experiments import train
 from insertion_jax.replay import der
@@ -18,32 +16,11 @@ from insertion_jax.training import evaluate, runner
 from tests import cli
 
 
-def run_main(module, *argv):
-    """`experiments.train`'s `main` through absl's `app.run` in this process,
-    as `python -m` runs it after the imports: (exit code, stdout, stderr).
-    Any other program runs in its `cli.CLIHost` (absl flags are global: two
-    programs defining --task cannot share a process). A failure other than an
-    exit propagates with its traceback, failing the test."""
-    if module != 'experiments.train':
-        return cli.host(module).run(*argv)
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            app.run(train.main, argv=[module, *argv])
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        flags.FLAGS.unparse_flags()
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
 # The tests reading the SMALL run come first: the run compiles the USB
 # programs that the CLIs run below (and the physics tests on the other worker)
 # then reuse.
 def test_evaluate_accepts_a_training_run(small_run_dir):
-    result = run_main(
-        'experiments.evaluate',
+    result = cli.host('experiments.evaluate').run(
         f'--policy={small_run_dir}',
         '--episodes=50',  # the run's own evaluation batch (2 x 25): a cached program
         '--goal_noise_mm=1',
@@ -65,8 +42,7 @@ def test_evaluate_accepts_a_training_run(small_run_dir):
 
 def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
     out = str(tmp_path / 'compare.png')
-    result = run_main(
-        'experiments.compare',
+    result = cli.host('experiments.compare').run(
         f'--runs={small_run_dir},{small_run_dir}',
         f'--out={out}',
         '--threshold=0.0',
@@ -76,7 +52,7 @@ def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_pa
     assert len(rows) == 2
     assert rows[0].split('|')[4].strip() == '1920'  # its one evaluation, at 1920 env steps
     assert os.path.getsize(out) > 0
-    missing = run_main('experiments.compare', f'--runs={tmp_path}', f'--out={out}')
+    missing = cli.host('experiments.compare').run(f'--runs={tmp_path}', f'--out={out}')
     assert_refused([missing], ['has no config.json: is it a training run directory?'])
 
 
@@ -98,15 +74,15 @@ EVALUATE_BAD_VALUES = {
 
 
 def test_evaluate_rejects_bad_values_without_a_traceback():
-    results = [run_main('experiments.evaluate', flag) for flag in EVALUATE_BAD_VALUES]
+    results = [cli.host('experiments.evaluate').run(flag) for flag in EVALUATE_BAD_VALUES]
     assert_refused(results, list(EVALUATE_BAD_VALUES.values()))
 
 
 def test_evaluate_prints_json_on_its_last_line():
     # 50 episodes: the batch of a run's P-controller reference (2 x 25), so
     # this compiles (or finds in the cache) the program the SMALL run uses.
-    result = run_main(
-        'experiments.evaluate', '--task=usb', '--episodes=50', '--goal_noise_mm=0', '--json'
+    result = cli.host('experiments.evaluate').run(
+        '--task=usb', '--episodes=50', '--goal_noise_mm=0', '--json'
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -140,8 +116,10 @@ def test_evaluate_prints_json_on_its_last_line():
     ],
 )
 def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
-    """In this process (`run_main`); the test below starts the program once."""
-    assert_refused([run_main('experiments.train', *flag.split(), f'--out={tmp_path}')], [message])
+    """In this process (`cli.call_main`); the test below starts the program once."""
+    assert_refused(
+        [cli.call_main('experiments.train', *flag.split(), f'--out={tmp_path}')], [message]
+    )
 
 
 def test_train_as_a_program_rejects_a_bad_value_without_a_traceback(tmp_path):
@@ -196,8 +174,8 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     # the preset filled the replay (DER, with the structure asked for) and n-step.
     assert config['mode'] == 'residual' and config['n_step'] == 3
     assert config['replay']['kind'] == 'der' and config['replay']['structure'] == 'one_shot_all'
-    result = run_main(
-        'experiments.evaluate', '--task=point_reach', f'--policy={out}', '--episodes=4', '--json'
+    result = cli.host('experiments.evaluate').run(
+        '--task=point_reach', f'--policy={out}', '--episodes=4', '--json'
     )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.loads(result.stdout.strip().splitlines()[-1])
@@ -206,8 +184,8 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     # The same four episodes the run's final evaluation ran (same seed and count).
     assert evaluation['success_rate'] == summary['mean']['success_random']
     refused = [
-        run_main('experiments.evaluate', f'--policy={out}', '--goal_noise_mm=1'),
-        run_main('experiments.evaluate', '--task=peg_in_hole', '--policy=p_controller'),
+        cli.host('experiments.evaluate').run(f'--policy={out}', '--goal_noise_mm=1'),
+        cli.host('experiments.evaluate').run('--task=peg_in_hole', '--policy=p_controller'),
     ]
     assert_refused(
         refused,
