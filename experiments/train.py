@@ -17,7 +17,9 @@ paper's loop settings (`training.config.ALGO_PRESETS`: 3-step returns, batch
 512, running observation filter, DER replay) and its agent settings
 (`ddpg.ApeXDDPGConfig`). Writes config.json, metrics.jsonl,
 learning_curve.png, summary.json, summary.md, policy/ and checkpoints/ into
---out; the same command resumes a stopped run from its last checkpoint.
+--out; the same command resumes a stopped run from its last checkpoint, and
+with a larger --total_steps (or another --eval_every) continues a run, finished
+or not.
 `experiments.evaluate --policy=DIR` evaluates the result again.
 """
 

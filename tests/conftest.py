@@ -123,7 +123,8 @@ class TaskRig:
 
     USB's rig runs 50 episodes, the batch of a training run's P-controller
     reference (2 conditions x 25): the program test_learning and the SMALL run
-    compile. The other connectors' rigs run the paper's 25.
+    compile. Its tests run two conditions of 25 in each call, as the
+    reference does (`halves`). The other connectors' rigs run the paper's 25.
     """
 
     def __init__(self, task: str, episodes: int):
@@ -137,6 +138,22 @@ class TaskRig:
 
     def offsets(self, x_mm: float = 0.0, y_mm: float = 0.0):
         return jax.numpy.tile(jax.numpy.array([x_mm, y_mm]), (self.episodes, 1))
+
+    def halves(self, out):
+        """A rollout's first and second halves of episodes: two conditions
+        (the first half's offsets, the second's) run as one call."""
+        half = self.episodes // 2
+
+        def part(episodes):
+            return out.replace(
+                metrics={name: v[:, episodes] for name, v in out.metrics.items()},  # (T, B)
+                success=out.success[episodes],
+                ever_success=out.ever_success[episodes],
+                final_distance_mm=out.final_distance_mm[episodes],
+                final_obs=out.final_obs[episodes],
+            )
+
+        return part(slice(None, half)), part(slice(half, None))
 
 
 _RIGS = {}

@@ -148,7 +148,7 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     (pure JAX, so it compiles in seconds; the assembly tasks take the same
     path), evaluated over episodes with the task's own randomization."""
     out = str(tmp_path / 'reach')
-    trained = cli.run_module(
+    trained = cli.call_main(
         'experiments.train',
         '--task=point_reach',
         '--algo=apex_ddpg',

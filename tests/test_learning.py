@@ -11,22 +11,29 @@ lets the chamfer guide the plug in. The evaluation runs both on the same 25
 noisy episodes.
 """
 
+import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 
 from insertion_jax.training import runner
-from tests.conftest import USB_SAC
+from tests.conftest import SMALL_RUN, USB_SAC
 
-# The SMALL run (conftest) is this configuration for four iterations: the two
-# share their compiled programs.
-RUN = runner.RunConfig(total_steps=10_560, num_seeds=1, eval_every=10_560, eval_episodes=25)
+# The SMALL run (conftest) is this configuration's first four iterations:
+# this run continues it (a run started again with a larger total_steps), so
+# the two share their compiled programs and their first 1,920 steps.
+RUN = dataclasses.replace(SMALL_RUN, total_steps=10_560, eval_every=10_560)
 
 
-def test_residual_sac_beats_the_p_controller_under_goal_noise(tmp_path):
+def test_residual_sac_beats_the_p_controller_under_goal_noise(small_run_dir, tmp_path):
     out = str(tmp_path / 'usb')
-    summary = runner.train(USB_SAC, RUN, out, log=lambda line: None)
+    shutil.copytree(small_run_dir, out)
+    lines = []
+    summary = runner.train(USB_SAC, RUN, out, log=lines.append)
+    assert '  total_steps: 1920 -> 10560 (the run continues)' in lines
+    assert summary['mean']['env_steps'] == 10_560
     with open(os.path.join(out, 'metrics.jsonl')) as f:
         success = np.array([json.loads(line)['success'] for line in f], float)
     first, last = np.nanmean(success[:3]), np.nanmean(success[-3:])

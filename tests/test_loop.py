@@ -164,7 +164,7 @@ class Stop(Exception):
     pass
 
 
-def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_the_same(small, tmp_path):
+def test_a_stopped_run_resumes_and_ends_the_same_and_a_longer_one_continues_it(small, tmp_path):
     whole_dir = str(tmp_path / 'whole')
     runner.train(TOY, TOY_RUN, whole_dir, log=lambda line: None)
     components, run = small  # the runner's train function (one per configuration)
@@ -204,7 +204,20 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_the_same(small, tmp_
     assert records == expected  # the resumed run wrote what the whole one did
     for name in ('config.json', 'learning_curve.png', 'summary.json', 'summary.md'):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    with pytest.raises(runner.ConfigMismatchError, match='different configuration'):
+    # A finished run started again with a larger total_steps continues.
+    longer = dataclasses.replace(TOY_RUN, total_steps=TOY_RUN.total_steps + 40)
+    lines = []
+    extended = runner.train(TOY, longer, out, log=lines.append)
+    assert '  total_steps: 120 -> 160 (the run continues)' in lines
+    assert extended['mean']['env_steps'] == 160
+    records = run_dir.Records(os.path.join(out, 'metrics.jsonl')).read()
+    assert [r['iteration'] for r in records] == list(range(1, 9))
+    for r in records:
+        r.pop('wall_clock_s')
+    assert records[:6] == expected
+    with pytest.raises(runner.ConfigMismatchError, match='has done 160 environment steps'):
+        runner.train(TOY, TOY_RUN, out, log=lambda s: None)
+    with pytest.raises(runner.ConfigMismatchError, match=r'\(train.utd: 0.5 there, 1.0 here\)'):
         runner.train(dataclasses.replace(TOY, utd=1.0), TOY_RUN, out, log=lambda s: None)
 
 

@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -191,6 +191,18 @@ class Records:
             os.remove(self.path)
 
 
+def config_changes(old: Any, new: Any, prefix: str = '') -> Dict[str, Tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} of every leaf that differs between
+    two JSON-ready configs (a key present in one only counts as a change)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return {} if old == new else {prefix or '(root)': (old, new)}
+    changes = {}
+    for key in sorted(set(old) | set(new), key=str):
+        name = f'{prefix}.{key}' if prefix else str(key)
+        changes.update(config_changes(old.get(key), new.get(key), name))
+    return changes
+
+
 class RunDir:
     """An output directory holding one run (see the module docstring).
 
@@ -199,20 +211,37 @@ class RunDir:
       config: the run's configuration as a JSON-ready dict.
       config_name: its file name in `path`.
       keep: checkpoints kept (the newest ones).
+      extendable: dotted keys of `config` (e.g. 'run.total_steps') that a
+        later start may change: the file is rewritten, and `changed` holds
+        {key: (old, new)} for the caller to check and report.
     """
 
-    def __init__(self, path: str, config: Dict[str, Any], config_name: str, keep: int = 2):
+    def __init__(
+        self,
+        path: str,
+        config: Dict[str, Any],
+        config_name: str,
+        keep: int = 2,
+        extendable: Sequence[str] = (),
+    ):
         self.path = path
         os.makedirs(path, exist_ok=True)
         config_path = os.path.join(path, config_name)
         config = json.loads(dumps(config))
+        self.changed: Dict[str, Tuple[Any, Any]] = {}
         if os.path.exists(config_path):
-            if read_json(config_path) != config:
+            changed = config_changes(read_json(config_path), config)
+            fixed = sorted(set(changed) - set(extendable))
+            if fixed:
+                was, now = changed[fixed[0]]
                 raise ConfigMismatchError(
-                    f'{path!r} holds a run with a different configuration; pick another '
-                    'output directory or delete it.'
+                    f'{path!r} holds a run with a different configuration ({fixed[0]}: '
+                    f'{was!r} there, {now!r} here'
+                    + (f', and {len(fixed) - 1} more' if len(fixed) > 1 else '')
+                    + '); pick another output directory or delete it.'
                 )
-        else:
+            self.changed = changed
+        if self.changed or not os.path.exists(config_path):
             write_json(config_path, config)
         self._manager = checkpoint.checkpoint_manager(path, max_to_keep=keep)
 
@@ -247,6 +276,17 @@ class RunDir:
         records.truncate_after(done)
         log(f'  resumed from the checkpoint after {done} iteration{"s" if done != 1 else ""}')
         return state, done, float(progress['wall_clock_s'])
+
+    def cached_json(self, name: str, compute: Callable[[], Any]) -> Any:
+        """The JSON file `name`'s value; on the first call, `compute()`, written
+        atomically (a value that depends only on the configuration, so that a
+        resumed run need not compute it again)."""
+        path = self.file(name)
+        if os.path.exists(path):
+            return read_json(path)
+        value = json.loads(dumps(compute()))
+        write_json(path, value)
+        return value
 
     def write_summary(self, summary: Dict[str, Any], markdown: str) -> None:
         write_json(self.file('summary.json'), summary)

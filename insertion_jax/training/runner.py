@@ -3,7 +3,10 @@
 `train(train_config, run_config, out_dir)` runs every seed at once (vmapped)
 and writes into `out_dir` (through `run_dir.RunDir`):
   config.json         both configs, as given (a different configuration in the
-                      same directory is refused)
+                      same directory is refused, except a longer run or another
+                      evaluation schedule: `EXTENDABLE`)
+  reference.json      the hand-designed controller's success on the evaluation
+                      episodes (null for a task without one), measured once
   metrics.jsonl       one line per iteration and seed (training metrics, and
                       the evaluation on evaluation iterations)
   learning_curve.png  success vs environment steps, mean and 95% band
@@ -12,7 +15,8 @@ and writes into `out_dir` (through `run_dir.RunDir`):
   checkpoints/        the full training state, for resuming
   policy/             the final policy parameters (see `load_run`)
 A run stopped at any point resumes from its newest checkpoint when started
-again with the same configuration and `out_dir`.
+again with the same configuration and `out_dir`; started with a larger
+`total_steps`, a run (finished or not) continues from there to the new end.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from insertion_jax.training import config as config_lib
 from insertion_jax.training.config import TrainConfig
 
 ConfigMismatchError = run_dir.ConfigMismatchError
+
+# What a later start of a run may change: a run continues to a larger
+# `total_steps` (a finished run too), and evaluates on another schedule.
+# Neither changes what the steps already taken compute.
+EXTENDABLE = ('run.total_steps', 'run.eval_every')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +124,9 @@ def train(
     log: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
     """Trains, evaluates and saves a run; returns the summary (see module docstring)."""
-    out = run_dir.RunDir(out_dir, config_dict(train_config, run_config), 'config.json')
+    out = run_dir.RunDir(
+        out_dir, config_dict(train_config, run_config), 'config.json', extendable=EXTENDABLE
+    )
     iterations_per_call = run_config.iterations_per_call
     steps_per_call = train_config.env_steps_per_iteration * iterations_per_call
     num_calls = math.ceil(run_config.total_steps / steps_per_call)
@@ -132,13 +143,22 @@ def train(
     records = out.records('metrics.jsonl')
     state, iterations_done, wall_before = out.resume(state, records, log)
     calls_done = iterations_done // iterations_per_call
+    steps_done = iterations_done * train_config.env_steps_per_iteration
+    if calls_done > num_calls:
+        raise ConfigMismatchError(
+            f'{out_dir!r} holds a run that has done {steps_done} environment steps per '
+            f'seed; total_steps={run_config.total_steps} cannot end it earlier: ask for '
+            f'at least {steps_done}, or pick another output directory.'
+        )
+    for key, (was, now) in out.changed.items():
+        log(f'  {key.split(".")[-1]}: {was} -> {now} (the run continues)')
 
     train_fn = loop.make_train_fn(components, iterations_per_call)
     conditions = evaluate.conditions_for(components.env, run_config.eval_noise_mm)
     evaluator = evaluate.Evaluator(
         components, run_config.eval_episodes, run_config.seed, conditions
     )
-    reference = evaluator.reference()
+    reference = out.cached_json('reference.json', evaluator.reference)
     progress = run_dir.Progress(num_calls, calls_done, wall_before)
     last_eval: Optional[Dict[str, np.ndarray]] = None
 
