@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 
-from insertion_jax.training import runner
+from insertion_jax.training import loop, runner
 from tests.conftest import SMALL_RUN, USB_SAC
 
 # The SMALL run (conftest) is this configuration's first four iterations:
@@ -30,9 +30,14 @@ RUN = dataclasses.replace(SMALL_RUN, total_steps=10_560, eval_every=10_560)
 def test_residual_sac_beats_the_p_controller_under_goal_noise(small_run_dir, tmp_path):
     out = str(tmp_path / 'usb')
     shutil.copytree(small_run_dir, out)
+    run = loop.make_train_fn(loop.make_components(USB_SAC), RUN.iterations_per_call)
+    programs = run._cache_size()  # the SMALL run's
     lines = []
     summary = runner.train(USB_SAC, RUN, out, log=lines.append)
     assert '  total_steps: 1920 -> 10560 (the run continues)' in lines
+    # The restored state (MJX's zero-size contact fields included) ran the
+    # fresh run's program.
+    assert run._cache_size() == programs == 1
     assert summary['mean']['env_steps'] == 10_560
     with open(os.path.join(out, 'metrics.jsonl')) as f:
         success = np.array([json.loads(line)['success'] for line in f], float)

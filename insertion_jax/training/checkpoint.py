@@ -28,8 +28,11 @@ def _abstract(tree: Any) -> Any:
 
 
 # Orbax refuses zero-size arrays, and MJX's Data has some (e.g. `act` for a
-# model without actuator activations). The state is saved as a flat dict of
-# its non-empty leaves and rebuilt from the structure of a like-shaped state.
+# model without actuator activations, the contact fields of a state at rest).
+# The state is saved as a flat dict of its non-empty leaves and rebuilt from
+# the structure of a like-shaped state, its zero-size leaves placed as the
+# like state's are: an uncommitted one would make jit compile another program
+# for the restored state than for the fresh one.
 def _pack(tree: Any) -> Dict[str, Any]:
     leaves = jax.tree.leaves(tree)
     return {f'{i:05d}': leaf for i, leaf in enumerate(leaves) if leaf.size}
@@ -38,7 +41,9 @@ def _pack(tree: Any) -> Dict[str, Any]:
 def _unpack(packed: Dict[str, Any], like: Any) -> Any:
     leaves, treedef = jax.tree.flatten(like)
     restored = [
-        packed[f'{i:05d}'] if leaf.size else jnp.zeros(leaf.shape, leaf.dtype)
+        packed[f'{i:05d}']
+        if leaf.size
+        else jax.device_put(jnp.zeros(leaf.shape, leaf.dtype), getattr(leaf, 'sharding', None))
         for i, leaf in enumerate(leaves)
     ]
     return jax.tree.unflatten(treedef, restored)
