@@ -217,6 +217,8 @@ def test_a_stopped_run_resumes_and_ends_the_same_and_a_longer_one_continues_it(s
     assert records[:6] == expected
     with pytest.raises(runner.ConfigMismatchError, match='has done 160 environment steps'):
         runner.train(TOY, TOY_RUN, out, log=lambda s: None)
+    config_file = run_dir.read_json(os.path.join(out, 'config.json'))
+    assert config_file['run']['total_steps'] == 160  # the refused start changed nothing
     with pytest.raises(runner.ConfigMismatchError, match=r'\(train.utd: 0.5 there, 1.0 here\)'):
         runner.train(dataclasses.replace(TOY, utd=1.0), TOY_RUN, out, log=lambda s: None)
 

@@ -212,8 +212,8 @@ class RunDir:
       config_name: its file name in `path`.
       keep: checkpoints kept (the newest ones).
       extendable: dotted keys of `config` (e.g. 'run.total_steps') that a
-        later start may change: the file is rewritten, and `changed` holds
-        {key: (old, new)} for the caller to check and report.
+        later start may change: `changed` holds {key: (old, new)} for the
+        caller to check, and `accept_changes()` rewrites the file.
     """
 
     def __init__(
@@ -241,8 +241,9 @@ class RunDir:
                     + '); pick another output directory or delete it.'
                 )
             self.changed = changed
-        if self.changed or not os.path.exists(config_path):
+        else:
             write_json(config_path, config)
+        self._config_path, self._config = config_path, config
         self._manager = checkpoint.checkpoint_manager(path, max_to_keep=keep)
 
     def file(self, name: str) -> str:
@@ -276,6 +277,11 @@ class RunDir:
         records.truncate_after(done)
         log(f'  resumed from the checkpoint after {done} iteration{"s" if done != 1 else ""}')
         return state, done, float(progress['wall_clock_s'])
+
+    def accept_changes(self) -> None:
+        """Writes the configuration with the `extendable` changes the caller accepted."""
+        if self.changed:
+            write_json(self._config_path, self._config)
 
     def cached_json(self, name: str, compute: Callable[[], Any]) -> Any:
         """The JSON file `name`'s value; on the first call, `compute()`, written

@@ -150,6 +150,7 @@ def train(
             f'seed; total_steps={run_config.total_steps} cannot end it earlier: ask for '
             f'at least {steps_done}, or pick another output directory.'
         )
+    out.accept_changes()
     for key, (was, now) in out.changed.items():
         log(f'  {key.split(".")[-1]}: {was} -> {now} (the run continues)')
 
