@@ -22,7 +22,7 @@ from tests import cli
 def test_evaluate_accepts_a_training_run(small_run_dir):
     result = cli.host('experiments.evaluate').run(
         f'--policy={small_run_dir}',
-        '--episodes=50',  # the run's own evaluation batch (2 x 25): a cached program
+        '--episodes=50',  # the run's evaluation batch (2 x 25): the check below reuses its program
         '--goal_noise_mm=1',
         '--json',
     )

@@ -8,6 +8,7 @@ for the three starts below).
 """
 
 import dataclasses
+import re
 import subprocess
 import sys
 from typing import Callable, List
@@ -263,6 +264,31 @@ def test_point_reach_state_matches_its_specs():
     assert state.obs.dtype == env.observation_spec.dtype
     assert env.success(state).dtype == jnp.bool_
     assert bool(env.success(state)) == (float(state.metrics['distance']) < 0.1)
+
+
+def test_batched_steps_every_world_in_one_flat_batch_under_outer_vmaps():
+    """`base.batched(fn)` is `jax.vmap(fn)`, except that outer vmaps (seeds,
+    study configurations) merge into its axis: `fn` runs once on (S * E, ...)."""
+
+    def fn(x, scale, empty):  # one world: x (3,), scale (), empty (0,)
+        return {'y': jnp.sin(x) * scale, 'empty': empty + 1.0}
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 4, 3))  # (C, S, E, 3)
+    scale = jnp.arange(4.0)  # (E,): the same for every seed and configuration
+    empty = jnp.zeros((2, 5, 4, 0))
+    want = jax.vmap(jax.vmap(jax.vmap(fn), (0, None, 0)), (0, None, 0))(x, scale, empty)
+
+    def run(x, empty):
+        return base.batched(fn)(x, scale, empty=empty)
+
+    nested = jax.vmap(jax.vmap(run))
+    got = jax.jit(nested)(x, empty)
+    np.testing.assert_array_equal(got['y'], want['y'])
+    assert got['empty'].shape == (2, 5, 4, 0)
+    np.testing.assert_array_equal(run(x[0, 0], empty[0, 0])['y'], want['y'][0, 0])
+    # One flat batch of 2 x 5 x 4 worlds: the sine runs once, on (40, 3).
+    jaxpr = str(jax.make_jaxpr(nested)(x, empty))
+    assert re.findall(r'f32\[([\d,]+)\] = sin', jaxpr) == ['40,3'], jaxpr
 
 
 def test_controllers_import_without_mujoco():

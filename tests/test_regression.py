@@ -3,9 +3,12 @@
 `tests/data/small_run_metrics.jsonl` is the `metrics.jsonl` that the shared
 SMALL run (conftest: residual SAC on USB, the learning test's configuration,
 one seed, four iterations of 480 steps, updates from the second on, one
-evaluation at the end) wrote with the code of commit f40d199, before the
-training package was split into config / acting / loop / run_dir. Every
-record must match it: the same keys, integers exactly, floats to float32
+evaluation at the end) wrote once the environments were batched once under
+the seed vmap (`envs.base.batched`). Batched twice, one seed's physics
+compiled to other kernels, and contact amplified their last-bit differences
+into other episodes from the first iteration on. Before that change the file
+had been pinned at commit f40d199, before the training package was split.
+Every record must match it: the same keys, integers exactly, floats to float32
 rounding. A real change of behaviour (another key split, another update
 order, another reward) moves these numbers by far more than that; a change
 that is meant to move them must regenerate the file and say why.

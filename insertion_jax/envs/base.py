@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax import custom_batching
 
 # MJX prints a notice on stdout at import when its optional Warp backend is
 # missing. This package uses MJX's JAX backend on every platform, so the
@@ -128,6 +129,44 @@ class Env(Protocol):
 def vector_spec(size: int) -> jax.ShapeDtypeStruct:
     """The spec of one float32 vector of `size` entries: shape (size,)."""
     return jax.ShapeDtypeStruct((size,), jnp.float32)
+
+
+def batched(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`jax.vmap(fn)` over a leading environment axis, batched once under any
+    number of outer vmaps.
+
+    The training loop runs seeds (and the DER study configurations) as vmaps
+    around the environments' own batch. Batched twice, the MJX step compiled
+    to slower kernels than the same step batched once over all the worlds
+    (USB on a 2-core CPU, one seed: a training iteration of 16 environments
+    took 2.9 s instead of 1.9 s, an evaluation of 50 episodes 9.4 s instead
+    of 4.0 s). Under an outer vmap of size S, `batched(fn)` therefore merges
+    that axis into the environment axis, (S, E, ...) -> (S * E, ...), runs
+    `fn` batched once, and splits the result back: the worlds step as one
+    plain batch of S * E. Keyword arguments are batched like positional ones;
+    leaves that the outer vmap does not batch are broadcast along its axis.
+    """
+    mapped = jax.vmap(fn)
+
+    @custom_batching.custom_vmap
+    def run(args, kwargs):
+        return mapped(*args, **kwargs)
+
+    @run.def_vmap
+    def merged(axis_size, in_batched, args, kwargs):
+        def merge(x, is_batched):
+            if not is_batched:
+                x = jnp.broadcast_to(x, (axis_size,) + x.shape)
+            return x.reshape((axis_size * x.shape[1],) + x.shape[2:])
+
+        flat = jax.tree.map(merge, (args, kwargs), tuple(in_batched))
+        out = run(*flat)  # batched again if more vmaps wrap this one
+        split = jax.tree.map(
+            lambda y: y.reshape((axis_size, y.shape[0] // axis_size) + y.shape[1:]), out
+        )
+        return split, jax.tree.map(lambda _: True, split)
+
+    return lambda *args, **kwargs: run(args, kwargs)
 
 
 class VectorTask:

@@ -130,7 +130,7 @@ def rollout(
         state, episode_return, act_state, alive = carry
         key_act, key_reset = jax.random.split(step_key)
         agent_action, command, act_state = act(state, act_state, key_act)
-        next_state = jax.vmap(env.step)(state, command)
+        next_state = env_base.batched(env.step)(state, command)
         done = next_state.done
         ret = episode_return + next_state.reward
         out = Trajectory(
@@ -149,7 +149,7 @@ def rollout(
         )
         if auto_reset:
             # A fresh start for every environment; only the finished ones take it.
-            fresh = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs))
+            fresh = env_base.batched(env.reset)(jax.random.split(key_reset, num_envs))
             state = _where(done, fresh, next_state)
         else:
             state = _where(alive, next_state, state)  # an ended episode holds

@@ -119,7 +119,7 @@ def rollout(
 def _starts(env, key, reset_args, episodes):
     """(B start states, the policy's key) of `rollout`."""
     key_reset, key_policy = jax.random.split(key)
-    states = jax.vmap(env.reset)(jax.random.split(key_reset, episodes), **reset_args)
+    states = env_base.batched(env.reset)(jax.random.split(key_reset, episodes), **reset_args)
     return states, key_policy
 
 

@@ -183,7 +183,7 @@ def init_state(
     buffer_state = components.replay.init(
         example_step(env), demos if components.replay.takes_demonstrations else None
     )
-    env_state = jax.vmap(env.reset)(jax.random.split(key_env, cfg.num_envs))
+    env_state = env_base.batched(env.reset)(jax.random.split(key_env, cfg.num_envs))
     return TrainState(
         agent=agent_state,
         buffer=buffer_state,
