@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from absl import app, flags
 
 from experiments import common
@@ -82,38 +81,23 @@ def main(argv):
 
 
 def evaluate_run(path: str) -> dict:
-    """Evaluates every seed's policy of a training run; returns the JSON summary."""
+    """Evaluates every seed's policy of a training run; returns the JSON summary.
+
+    A connector run is evaluated at --goal_noise_mm (0: the exact goal), any
+    other task at its own randomization."""
     try:
-        components, params, (_, run_config) = runner.load_run(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise app.UsageError(f'--policy={path!r} could not be loaded: {e}') from e
-    env = components.env
-    if evaluate.has_goal_noise(env):
-        noise = _GOAL_NOISE_MM.value
-        conditions = {'noisy' if noise > 0 else 'exact': noise}
-    else:
-        if flags.FLAGS['goal_noise_mm'].present:
+        env_config = runner.read_config(os.path.join(path, 'config.json'))[0].env
+        connector = evaluate.config_has_goal_noise(env_config)
+        if flags.FLAGS['goal_noise_mm'].present and not connector:
             raise app.UsageError(
                 f'--goal_noise_mm applies to the connector tasks; task '
-                f'{components.config.env.task!r} is evaluated with its own randomization.'
+                f'{env_config.task!r} is evaluated with its own randomization.'
             )
-        noise, conditions = None, {'random': None}
-    evaluator = evaluate.Evaluator(components, _EPISODES.value, _SEED.value, conditions)
-    out = evaluator(params)
-    (condition,) = conditions
-    per_seed = [float(x) for x in out[condition]]
-    seeds = list(range(run_config.seed, run_config.seed + len(per_seed)))
-    return {
-        'task': components.config.env.task,
-        'policy': path,
-        'goal_noise_mm': noise,
-        'episodes': _EPISODES.value * len(per_seed),
-        'success_rate': float(np.mean(per_seed)),
-        'successes': int(round(sum(per_seed) * _EPISODES.value)),
-        'mean_final_distance_mm': evaluate.finite_mean(out[f'distance_{condition}_mm']),
-        'seed': _SEED.value,
-        'per_seed': dict(zip(map(str, seeds), per_seed, strict=True)),
-    }
+        noise = _GOAL_NOISE_MM.value if connector else None
+        (result,) = runner.evaluate_run(path, _EPISODES.value, _SEED.value, noise).values()
+    except (OSError, ValueError, KeyError) as e:
+        raise app.UsageError(f'--policy={path!r} could not be loaded: {e}') from e
+    return result
 
 
 if __name__ == '__main__':

@@ -53,7 +53,8 @@ SMALL_RUN = runner.RunConfig(total_steps=4 * 480, num_seeds=1, eval_every=4 * 48
 
 # The loop's mechanics (seeds, warm-up, resume, residual composition, LfD)
 # on a task whose physics compiles in a second: point_reach with its
-# P-controller. Contact physics is not the point of those tests.
+# P-controller. Contact physics is not the point of those tests. test_cli
+# trains the same run through experiments.train's flags, on the same worker.
 TOY = config.TrainConfig(
     env=point_reach.PointReachConfig(),
     algo='sac',
@@ -74,14 +75,15 @@ TOY_RUN = runner.RunConfig(
 # How `make test` spreads the files over its two workers (pytest-xdist,
 # --dist loadgroup): each file is a group, except that files sharing compiled
 # programs share a worker (the residual-SAC USB programs of the SMALL run and
-# test_learning; the USB rig), and the heaviest groups start first so that no
-# worker is left with a long group at the end.
+# test_learning; TOY's; the USB rig), and the heaviest groups start first so
+# that no worker is left with a long group at the end.
 SHARED_WORKER = {
     'test_regression': 'test_cli',
     'test_learning': 'test_cli',
+    'test_loop': 'test_cli',  # TOY, which test_cli also trains through the CLI
     'test_evaluate': 'test_physics',  # the USB rig
 }
-HEAVIEST_FIRST = ('test_cli', 'test_assembly', 'test_physics', 'test_env_pure', 'test_loop')
+HEAVIEST_FIRST = ('test_cli', 'test_assembly', 'test_physics', 'test_env_pure')
 
 
 def _group(item) -> str:

@@ -6,38 +6,44 @@ programs in a `cli.CLIHost` each), and from the command line itself
 import json
 import os
 
-import numpy as np
 import pytest
 from absl import flags
 
 from experiments import train
 from insertion_jax.replay import der
-from insertion_jax.training import evaluate, runner
+from insertion_jax.training import run_dir, runner
 from tests import cli
+from tests.conftest import TOY, TOY_RUN
 
 
 # The tests reading the SMALL run come first: the run compiles the USB
-# programs that the CLIs run below (and the physics tests on the other worker)
+# programs that the tests below (and the physics tests on the other worker)
 # then reuse.
-def test_evaluate_accepts_a_training_run(small_run_dir):
-    result = cli.host('experiments.evaluate').run(
-        f'--policy={small_run_dir}',
-        '--episodes=50',  # the run's evaluation batch (2 x 25): the check below reuses its program
-        '--goal_noise_mm=1',
-        '--json',
-    )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary['task'] == 'usb' and summary['episodes'] == 50
-    assert set(summary['per_seed']) == {'0'}
-    # The same protocol in this process, on the run's saved policy: the CLI
-    # loaded the right parameters and composed the same residual policy.
-    components, params, _ = runner.load_run(small_run_dir)
-    out = evaluate.Evaluator(components, 50, 0, {'noisy': 1.0})(params)
-    assert summary['success_rate'] == pytest.approx(float(out['noisy'][0]))
-    assert summary['mean_final_distance_mm'] == pytest.approx(
-        float(np.mean(out['distance_noisy_mm'])), rel=1e-5
-    )
+def test_a_finished_run_evaluated_from_disk_repeats_its_final_evaluation(small_run_dir):
+    """`runner.evaluate_run`, what experiments.evaluate runs on a run directory,
+    loads the saved policy and composes the residual policy as training did:
+    with the run's seed and episode count it repeats the run's final
+    evaluation, episode for episode. It runs here, on the run's compiled
+    evaluation (a fresh interpreter compiles its own, 20-30 s on this CPU:
+    BUILD_NOTES, pitfalls); experiments.evaluate evaluates a run through its
+    command line in the point_reach test below."""
+    final = run_dir.read_json(os.path.join(small_run_dir, 'summary.json'))
+    last = run_dir.Records(os.path.join(small_run_dir, 'metrics.jsonl')).read()[-1]
+    summaries = runner.evaluate_run(small_run_dir, 25, 0)
+    assert list(summaries) == ['exact', 'noisy']
+    for name, summary in summaries.items():
+        assert summary['task'] == 'usb' and summary['episodes'] == 25
+        assert summary['goal_noise_mm'] == {'exact': 0.0, 'noisy': 1.0}[name]
+        assert summary['per_seed'] == {'0': final['seeds'][0][f'success_{name}']}
+        assert summary['mean_final_distance_mm'] == pytest.approx(
+            last[f'eval/distance_{name}_mm'], rel=1e-6
+        )
+    # The command line's one condition, here 50 episodes under +-1 mm noise
+    # (the same batch, so the same program).
+    (noisy,) = runner.evaluate_run(small_run_dir, 50, 0, goal_noise_mm=1.0).values()
+    assert noisy['goal_noise_mm'] == 1.0 and noisy['episodes'] == 50
+    assert noisy['successes'] == round(50 * noisy['per_seed']['0'])
+    assert noisy['mean_final_distance_mm'] > summaries['exact']['mean_final_distance_mm']
 
 
 def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_path):
@@ -144,44 +150,41 @@ def test_apex_ddpg_presets_fill_only_the_flags_left_unset():
 
 def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_path):
     """Every registered task runs through experiments.train and experiments.evaluate,
-    not only the connectors: Ape-X DDPG with its DER preset on point_reach
-    (pure JAX, so it compiles in seconds; the assembly tasks take the same
-    path), evaluated over episodes with the task's own randomization."""
+    not only the connectors: residual SAC on point_reach, evaluated over episodes
+    with the task's own randomization. These flags build exactly conftest's
+    TOY run, so this run shares its compiled programs with test_loop (one
+    worker); the Ape-X DDPG and DER presets are checked above and learned in
+    test_agents_learn."""
     out = str(tmp_path / 'reach')
     trained = cli.call_main(
         'experiments.train',
         '--task=point_reach',
-        '--algo=apex_ddpg',
-        '--structure=one_shot_all',
-        '--num_demos=2',
         '--total_steps=120',
         '--num_envs=4',
-        '--unroll_length=15',
+        '--unroll_length=5',
         '--num_seeds=1',
         '--hidden=16,16',
         '--batch_size=16',
-        '--buffer_capacity=2000',
-        '--learning_starts=60',
-        '--eval_every=60',
-        '--eval_episodes=4',
+        '--buffer_capacity=400',
+        '--learning_starts=40',
+        '--eval_every=40',
+        '--eval_episodes=3',
+        '--iterations_per_call=2',
         f'--out={out}',
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     summary = json.loads(open(os.path.join(out, 'summary.json')).read())
     assert summary['conditions'] == ['random']
-    config = json.loads(open(os.path.join(out, 'config.json')).read())['train']
-    # No --mode: point_reach has a P-controller, so residual is the default there;
-    # the preset filled the replay (DER, with the structure asked for) and n-step.
-    assert config['mode'] == 'residual' and config['n_step'] == 3
-    assert config['replay']['kind'] == 'der' and config['replay']['structure'] == 'one_shot_all'
+    # No --mode: point_reach has a P-controller, so residual is the default there.
+    assert runner.read_config(os.path.join(out, 'config.json')) == (TOY, TOY_RUN)
     result = cli.host('experiments.evaluate').run(
-        '--task=point_reach', f'--policy={out}', '--episodes=4', '--json'
+        '--task=point_reach', f'--policy={out}', '--episodes=3', '--json'
     )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.loads(result.stdout.strip().splitlines()[-1])
     assert evaluation['task'] == 'point_reach' and evaluation['goal_noise_mm'] is None
-    assert evaluation['episodes'] == 4
-    # The same four episodes the run's final evaluation ran (same seed and count).
+    assert evaluation['episodes'] == 3
+    # The same three episodes the run's final evaluation ran (same seed and count).
     assert evaluation['success_rate'] == summary['mean']['success_random']
     refused = [
         cli.host('experiments.evaluate').run(f'--policy={out}', '--goal_noise_mm=1'),

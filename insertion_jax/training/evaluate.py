@@ -88,7 +88,12 @@ def goal_offsets_mm(key: jax.Array, episodes: int, goal_noise_mm: float) -> jax.
 
 def has_goal_noise(env: env_base.Env) -> bool:
     """Whether the task's reset takes a goal offset (the connector protocol)."""
-    return any(f.name == 'goal_noise_mm' for f in dataclasses.fields(env.config))
+    return config_has_goal_noise(env.config)
+
+
+def config_has_goal_noise(env_config: Any) -> bool:
+    """`has_goal_noise` of the task that `env_config` builds."""
+    return any(f.name == 'goal_noise_mm' for f in dataclasses.fields(env_config))
 
 
 def rollout(

@@ -282,3 +282,47 @@ def load_run(path: str):
     components = loop.make_components(train_config)
     like = loop.policy_params_like(components, run_config.num_seeds)
     return components, checkpoint.load_policy(path, like), (train_config, run_config)
+
+
+def evaluate_run(
+    path: str,
+    episodes: int,
+    seed: int,
+    goal_noise_mm: Optional[float] = None,
+) -> Dict[str, Dict[str, Any]]:
+    """Every seed's deterministic policy of a finished run, `episodes` executions
+    per condition; {condition: summary} (what `experiments.evaluate --json` prints
+    for its one condition).
+
+    Conditions: a connector task runs at `goal_noise_mm` ('exact' at 0, else
+    'noisy'), or with None at the run's own conditions (the exact goal and its
+    `eval_noise_mm`); any other task at its own randomization ('random'), where
+    a `goal_noise_mm` is refused (ValueError). With the run's seed and
+    `eval_episodes` and no `goal_noise_mm`, these are the episodes of the run's
+    own evaluations: the result repeats its final one.
+    """
+    components, params, (train_config, run_config) = load_run(path)
+    env = components.env
+    if goal_noise_mm is None:
+        conditions = evaluate.conditions_for(env, run_config.eval_noise_mm)
+    elif evaluate.has_goal_noise(env):
+        conditions = {'noisy' if goal_noise_mm > 0 else 'exact': float(goal_noise_mm)}
+    else:
+        raise ValueError(f'task {train_config.env.task!r} takes no goal_noise_mm')
+    out = evaluate.Evaluator(components, episodes, seed, conditions)(params)
+    seeds = [str(s) for s in range(run_config.seed, run_config.seed + run_config.num_seeds)]
+    summaries = {}
+    for name, noise in conditions.items():
+        per_seed = [float(x) for x in out[name]]
+        summaries[name] = {
+            'task': train_config.env.task,
+            'policy': path,
+            'goal_noise_mm': noise,
+            'episodes': episodes * len(per_seed),
+            'success_rate': float(np.mean(per_seed)),
+            'successes': int(round(sum(per_seed) * episodes)),
+            'mean_final_distance_mm': evaluate.finite_mean(out[f'distance_{name}_mm']),
+            'seed': seed,
+            'per_seed': dict(zip(seeds, per_seed, strict=True)),
+        }
+    return summaries
