@@ -68,3 +68,53 @@ def test_uint8_round_trip_and_bad_configs():
         camera.CameraConfig(resolution=0)
     with pytest.raises(ValueError, match='fovy_deg=180'):
         camera.CameraConfig(fovy_deg=180)
+
+
+def native_segmentation(env, data, origin):
+    """Geom id per pixel from MuJoCo's own renderer (OpenGL), the camera placed
+    as `CAMERA` is (a free camera: look-at point, distance, azimuth, elevation)."""
+    model = env.mj_model
+    native = mujoco.MjData(model)
+    native.qpos[:] = np.asarray(data.qpos)
+    mujoco.mj_forward(model, native)
+    model.vis.global_.fovy = CAMERA.fovy_deg
+    eye = np.asarray(CAMERA.eye_mm) * 1e-3 + np.asarray(origin)
+    target = np.asarray(CAMERA.target_mm) * 1e-3 + np.asarray(origin)
+    view = mujoco.MjvCamera()
+    view.type = mujoco.mjtCamera.mjCAMERA_FREE
+    view.lookat[:] = target
+    offset = eye - target
+    view.distance = np.linalg.norm(offset)
+    view.azimuth = np.degrees(np.arctan2(offset[1], offset[0])) + 180.0
+    view.elevation = -np.degrees(np.arcsin(offset[2] / view.distance))
+    renderer = mujoco.Renderer(model, CAMERA.resolution, CAMERA.resolution)
+    try:
+        renderer.enable_segmentation_rendering()
+        option = mujoco.MjvOption()
+        option.geomgroup[:] = 1  # the camera-side walls too (hidden in cut-away pictures)
+        renderer.update_scene(native, camera=view, scene_option=option)
+        return renderer.render()[..., 0]
+    finally:
+        renderer.close()
+
+
+@pytest.mark.parametrize('task', ['usb', 'dsub'])
+def test_ray_backend_and_mujoco_renderer_agree_on_plug_and_socket_pixels(task):
+    """Intersection over union of the plug's pixels and of the socket's, the
+    ray backend against MuJoCo's OpenGL renderer, on three poses."""
+    for plug_mm in ((0.0, 0.0, 25.0), (1.5, -1.0, 18.0), (0.0, 0.0, 0.0)):
+        env, data, origin = world(task, plug_mm)
+        _, geom, _ = jax.jit(camera.render_depth, static_argnums=3)(
+            env.mjx_model, data, origin, CAMERA
+        )
+        ours, theirs = np.asarray(geom), native_segmentation(env, data, origin)
+        names = [
+            mujoco.mj_id2name(env.mj_model, mujoco.mjtObj.mjOBJ_GEOM, i) or ''
+            for i in range(env.mj_model.ngeom)
+        ]
+        plug = [i for i, n in enumerate(names) if n.startswith('plug')]
+        socket = [i for i, n in enumerate(names) if n.endswith(('_wall', '_chamfer'))]
+        for part in (plug, socket):
+            a, b = np.isin(ours, part), np.isin(theirs, part)
+            iou = (a & b).sum() / max((a | b).sum(), 1)
+            assert iou >= 0.9, (task, plug_mm, names[part[0]], iou)

@@ -69,8 +69,10 @@ def ray_directions(config: CameraConfig) -> Tuple[jax.Array, jax.Array]:
     right = jnp.cross(forward, jnp.array([0.0, 0.0, 1.0]))
     right = right / jnp.linalg.norm(right)
     up = jnp.cross(right, forward)
+    # Pixel centres, as OpenGL samples them: MuJoCo's renderer with the same
+    # pose and field of view sees the same scene (tests/test_camera.py).
     half = jnp.tan(jnp.deg2rad(config.fovy_deg) / 2)
-    u = jnp.linspace(-half, half, config.resolution)
+    u = ((jnp.arange(config.resolution) + 0.5) / config.resolution * 2.0 - 1.0) * half
     dirs = forward + u[None, :, None] * right - u[:, None, None] * up
     return eye, dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
 
