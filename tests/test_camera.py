@@ -35,6 +35,12 @@ def _render(model, data, origin):
     return camera.render(model, data, origin, CAMERA)
 
 
+@jax.jit
+def geom_ids(model, data, origin):
+    """(R, R) the geom each pixel's ray hits, -1 for none."""
+    return camera.render_depth(model, data, origin, CAMERA)[1]
+
+
 def image(task, plug_mm):
     env, data, origin = world(task, plug_mm)
     return np.asarray(_render(env.mjx_model, data, origin))
@@ -51,7 +57,7 @@ def test_the_image_follows_the_plug_down_and_differs_between_connectors():
 
 def test_the_camera_sees_floor_socket_and_plug():
     env, data, origin = world('usb', (0.0, 0.0, 10.0))
-    _, geom, _ = jax.jit(camera.render_depth, static_argnums=3)(env.mjx_model, data, origin, CAMERA)
+    geom = geom_ids(env.mjx_model, data, origin)
     names = {
         mujoco.mj_id2name(env.mj_model, mujoco.mjtObj.mjOBJ_GEOM, int(g))
         for g in np.unique(np.asarray(geom))
@@ -104,9 +110,7 @@ def test_ray_backend_and_mujoco_renderer_agree_on_plug_and_socket_pixels(task):
     ray backend against MuJoCo's OpenGL renderer, on three poses."""
     for plug_mm in ((0.0, 0.0, 25.0), (1.5, -1.0, 18.0), (0.0, 0.0, 0.0)):
         env, data, origin = world(task, plug_mm)
-        _, geom, _ = jax.jit(camera.render_depth, static_argnums=3)(
-            env.mjx_model, data, origin, CAMERA
-        )
+        geom = geom_ids(env.mjx_model, data, origin)
         ours, theirs = np.asarray(geom), native_segmentation(env, data, origin)
         names = [
             mujoco.mj_id2name(env.mj_model, mujoco.mjtObj.mjOBJ_GEOM, i) or ''
