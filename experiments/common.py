@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
 from absl import logging as absl_logging
 
-from insertion_jax.envs import assembly, assembly_scene, connectors, insertion, point_reach
+from insertion_jax.envs import (
+    assembly,
+    assembly_scene,
+    camera,
+    connectors,
+    insertion,
+    point_reach,
+)
 
 CONNECTORS = tuple(connectors.task_names())
 ASSEMBLY = tuple(assembly_scene.TASKS)
@@ -16,11 +24,34 @@ ASSEMBLY = tuple(assembly_scene.TASKS)
 TASKS = CONNECTORS + ASSEMBLY + ('point_reach',)
 
 
-def env_config(task: str, reward: str = 'sparse', goal_noise_mm: float = 0.0) -> Any:
-    """The environment config of `task`; `reward` and `goal_noise_mm` apply to the
-    connector tasks (the others have their own reward and randomization)."""
+def env_config(
+    task: str,
+    reward: str = 'sparse',
+    goal_noise_mm: float = 0.0,
+    obs: str = 'state',
+    frame_stack: int = 1,
+    randomize_camera: bool = True,
+) -> Any:
+    """The environment config of `task`; `reward`, `goal_noise_mm` and the
+    camera's settings apply to the connector tasks (the others have their own
+    reward and randomization, and no camera)."""
     if task in CONNECTORS:
-        return insertion.InsertionConfig(task=task, reward=reward, goal_noise_mm=goal_noise_mm)
+        cam = insertion.InsertionConfig().camera
+        if not randomize_camera:
+            cam = dataclasses.replace(cam, randomize=camera.NO_RANDOMIZATION)
+        return insertion.InsertionConfig(
+            task=task,
+            reward=reward,
+            goal_noise_mm=goal_noise_mm,
+            obs=obs,
+            frame_stack=frame_stack,
+            camera=cam,
+        )
+    if obs != 'state':
+        raise ValueError(
+            f'obs={obs!r}: task {task!r} has no camera; image observations exist for the '
+            f'connector tasks ({", ".join(CONNECTORS)}).'
+        )
     if task in ASSEMBLY:
         return assembly.AssemblyConfig(task=task)
     if task == 'point_reach':

@@ -30,6 +30,7 @@ import dataclasses
 from absl import app, flags
 
 from experiments import common
+from insertion_jax import types
 from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.envs import rewards
@@ -50,7 +51,27 @@ _MODE = flags.DEFINE_enum(
 _REWARD = flags.DEFINE_enum(
     'reward', 'sparse', list(rewards.REWARD_TYPES), 'Reward (connector tasks).'
 )
-_OBS = flags.DEFINE_enum('obs', 'state', ['state', 'image'], 'Observation type.')
+_OBS = flags.DEFINE_enum(
+    'obs',
+    'state',
+    list(types.OBS_TYPES),
+    'What the policy observes: the state vector, the 32x32 camera image alone, or both '
+    '(connector tasks).',
+)
+_FRAME_STACK = flags.DEFINE_integer(
+    'frame_stack', 1, 'Camera frames in an image observation.', lower_bound=1
+)
+_RANDOMIZE_CAMERA = flags.DEFINE_bool(
+    'randomize_camera',
+    True,
+    "Draw each episode's light and camera pose and add pixel noise (image runs).",
+)
+_IMAGE_SHIFT = flags.DEFINE_integer(
+    'image_shift_px',
+    2,
+    'Random-shift augmentation of training images, pixels (0 turns it off).',
+    lower_bound=0,
+)
 _TOTAL_STEPS = flags.DEFINE_integer(
     'total_steps', 24_000, 'Environment steps per seed.', lower_bound=1
 )
@@ -136,16 +157,22 @@ def build_configs():
         raise app.UsageError(f'--hidden={",".join(_HIDDEN.value)} must be integers: {e}') from e
     if not hidden or min(hidden) <= 0:
         raise app.UsageError(f'--hidden={",".join(_HIDDEN.value)}: widths must be positive.')
-    if _OBS.value == 'image':
-        raise app.UsageError(
-            '--obs=image is not available yet: the 32x32 camera is not built; use --obs=state.'
-        )
     if _TASK.value not in common.CONNECTORS and flags.FLAGS['reward'].present:
         raise app.UsageError(
             f'--reward applies to the connector tasks ({", ".join(common.CONNECTORS)}); '
             f'task {_TASK.value!r} has its own reward.'
         )
-    env = common.env_config(_TASK.value, _REWARD.value, _TRAIN_GOAL_NOISE.value)
+    try:
+        env = common.env_config(
+            _TASK.value,
+            _REWARD.value,
+            _TRAIN_GOAL_NOISE.value,
+            _OBS.value,
+            _FRAME_STACK.value,
+            _RANDOMIZE_CAMERA.value,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     has_controller = env_registry.env_class(env).has_base_controller
     mode = _MODE.value or ('residual' if has_controller else 'pure')
     agent_cls = agent_registry.config_class(_ALGO.value)
@@ -168,7 +195,6 @@ def build_configs():
             algo=_ALGO.value,
             agent=agent_cls(**agent_kwargs),
             mode=mode,
-            obs=_OBS.value,
             num_envs=_NUM_ENVS.value,
             unroll_length=_UNROLL.value,
             utd=_UTD.value,
@@ -179,6 +205,7 @@ def build_configs():
             num_demos=_NUM_DEMOS.value,
             obs_normalizer=loop_values['obs_normalizer'],
             replay=_replay_config(loop_values['replay']),
+            image_shift_px=_IMAGE_SHIFT.value,
         )
         run_config = runner.RunConfig(
             total_steps=_TOTAL_STEPS.value,

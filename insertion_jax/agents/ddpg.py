@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from insertion_jax import checks, types
-from insertion_jax.agents import base, deterministic
+from insertion_jax.agents import base, deterministic, networks
 from insertion_jax.agents import policy as policy_lib
 
 
@@ -175,11 +175,12 @@ def update(
         optimizers.critic, state.critic_params, state.critic_opt, grads
     )
     actor_loss_fn = functools.partial(scaled_loss, deterministic.actor_loss, config.actor_loss_coef)
+    shared_actor_params = networks.share_encoder(state.actor_params, critic_params)
     (loss_pi, aux_pi), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-        state.actor_params, critic_params, batch, nets, config.bc_weight, config.q_filter
+        shared_actor_params, critic_params, batch, nets, config.bc_weight, config.q_filter
     )
     actor_params, actor_opt_state = base.apply_gradients(
-        optimizers.actor, state.actor_params, state.actor_opt, grads
+        optimizers.actor, shared_actor_params, state.actor_opt, grads
     )
     steps = state.steps + 1
     every = config.hard_target_every

@@ -4,6 +4,13 @@ Actions live in the normalized box [-1, 1]^A; the training loop scales them to
 metres. Every module maps observations of shape (..., obs_dim) to outputs with
 the same leading axes, so one set of parameters serves a single observation, a
 batch, or the (envs,) batch of the collector.
+
+Image observations (dicts with `types.IMAGE`, see `types.py`) go through a
+small CNN (`ImageEncoder`), as in DrQ and SERL: the critics own it and train
+it with the critic loss; the actor applies a copy of it (`share_encoder`
+copies the critic's weights in before each actor step) with its features'
+gradient stopped, so the actor loss never moves the encoder. The features
+are concatenated with the 'state' part when the observation has one.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from typing import Callable, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from insertion_jax import types
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -47,6 +56,58 @@ class MLP(nn.Module):
         return nn.Dense(self.out_dim, kernel_init=out_init)(x)
 
 
+class ImageEncoder(nn.Module):
+    """Frames uint8 (..., R, R, F) -> features (..., features) in [-1, 1].
+
+    3x3 convolutions of `channels` (the first two with stride 2), a linear
+    layer, layer norm and tanh (DrQ's encoder head), sized for 32x32 frames
+    on a CPU.
+
+    Attributes:
+      channels: output channels of each convolution.
+      features: width of the feature vector.
+    """
+
+    channels: Sequence[int] = (16, 32, 32)
+    features: int = 50
+
+    @nn.compact
+    def __call__(self, image: jax.Array) -> jax.Array:
+        lead = image.shape[:-3]
+        x = image.reshape((-1,) + image.shape[-3:]).astype(jnp.float32) / 255.0 - 0.5
+        for i, width in enumerate(self.channels):
+            x = nn.relu(nn.Conv(width, (3, 3), strides=2 if i < 2 else 1, padding='SAME')(x))
+        x = nn.Dense(self.features)(x.reshape((x.shape[0], -1)))
+        x = jnp.tanh(nn.LayerNorm()(x))
+        return x.reshape(lead + (self.features,))
+
+
+ENCODER = 'encoder'
+
+
+def network_input(obs, stop_gradient: bool = False) -> jax.Array:
+    """What the MLPs read: a vector observation as it is, or an image's
+    features (an `ImageEncoder` named ENCODER in the calling module) with
+    the 'state' part appended. Call it inside a compact module."""
+    if not types.has_image(obs):
+        return obs
+    features = ImageEncoder(name=ENCODER)(obs[types.IMAGE])
+    if stop_gradient:
+        features = jax.lax.stop_gradient(features)
+    if types.STATE in obs:
+        return jnp.concatenate([features, obs[types.STATE]], axis=-1)
+    return features
+
+
+def share_encoder(actor_params, critic_params):
+    """`actor_params` with the critic's image encoder copied in (unchanged
+    when the networks have no encoder)."""
+    encoder = critic_params['params'].get(ENCODER)
+    if encoder is None:
+        return actor_params
+    return {**actor_params, 'params': {**actor_params['params'], ENCODER: encoder}}
+
+
 class DeterministicActor(nn.Module):
     """TD3/DDPG policy: a = tanh(MLP(obs)), shape (..., action_dim)."""
 
@@ -55,8 +116,9 @@ class DeterministicActor(nn.Module):
     out_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        return jnp.tanh(MLP(self.hidden, self.action_dim, out_scale=self.out_scale)(obs))
+    def __call__(self, obs) -> jax.Array:
+        x = network_input(obs, stop_gradient=True)
+        return jnp.tanh(MLP(self.hidden, self.action_dim, out_scale=self.out_scale)(x))
 
 
 class GaussianActor(nn.Module):
@@ -71,8 +133,9 @@ class GaussianActor(nn.Module):
     out_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> Tuple[jax.Array, jax.Array]:
-        out = MLP(self.hidden, 2 * self.action_dim, out_scale=self.out_scale)(obs)
+    def __call__(self, obs) -> Tuple[jax.Array, jax.Array]:
+        x = network_input(obs, stop_gradient=True)
+        out = MLP(self.hidden, 2 * self.action_dim, out_scale=self.out_scale)(x)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
@@ -109,7 +172,8 @@ class Critic(nn.Module):
     num_critics: int = 2
 
     @nn.compact
-    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+    def __call__(self, obs, action: jax.Array) -> jax.Array:
+        obs = network_input(obs)
         ensemble = nn.vmap(
             MLP,
             variable_axes={'params': 0},

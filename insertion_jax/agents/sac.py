@@ -217,7 +217,8 @@ def update(
     key: jax.Array,
 ) -> Tuple[SACState, types.Metrics]:
     """One SAC update on `batch` (B transitions): critic step, actor step with
-    the new critic, temperature step, soft target update."""
+    the new critic (and its image encoder, `networks.share_encoder`),
+    temperature step, soft target update."""
     key_critic, key_actor = jax.random.split(key)
     alpha = jnp.exp(state.log_alpha)
     (loss_q, aux_q), grads = jax.value_and_grad(critic_loss, has_aux=True)(
@@ -232,8 +233,9 @@ def update(
     critic_params, critic_opt_state = base.apply_gradients(
         optimizers.critic, state.critic_params, state.critic_opt, grads
     )
+    shared_actor_params = networks.share_encoder(state.actor_params, critic_params)
     (loss_pi, aux_pi), grads = jax.value_and_grad(actor_loss, has_aux=True)(
-        state.actor_params,
+        shared_actor_params,
         critic_params,
         alpha,
         batch,
@@ -243,7 +245,7 @@ def update(
         config.q_filter,
     )
     actor_params, actor_opt_state = base.apply_gradients(
-        optimizers.actor, state.actor_params, state.actor_opt, grads
+        optimizers.actor, shared_actor_params, state.actor_opt, grads
     )
     loss_alpha, grad = jax.value_and_grad(alpha_loss)(
         state.log_alpha, aux_pi['log_prob'], target_entropy(config, nets.actor.action_dim)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from insertion_jax import checks, types
-from insertion_jax.agents import base, deterministic
+from insertion_jax.agents import base, deterministic, networks
 from insertion_jax.agents import policy as policy_lib
 
 
@@ -179,7 +179,12 @@ def update(
         optimizers.critic, state.critic_params, state.critic_opt, grads
     )
     steps = state.steps + 1
-    state = state.replace(critic_params=critic_params, critic_opt=critic_opt_state, steps=steps)
+    state = state.replace(
+        critic_params=critic_params,
+        critic_opt=critic_opt_state,
+        steps=steps,
+        actor_params=networks.share_encoder(state.actor_params, critic_params),
+    )
     actor_step = functools.partial(actor_and_target_step, nets, optimizers, config, batch)
 
     def skip(state):

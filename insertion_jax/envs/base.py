@@ -41,7 +41,8 @@ class State:
     Attributes:
       data: physics state: `mjx.Data` for the MJX tasks, a dict of arrays for
         pure-JAX tasks.
-      obs: observation, shape (obs_dim,).
+      obs: observation: shape (obs_dim,), or a dict with an image
+        (`types.observation_parts`).
       reward: reward of the last step, float32 ().
       done: episode over (horizon reached, task ended or physics diverged), bool ().
       metrics: named float32 scalars of the last step (reward terms, success,
@@ -92,8 +93,9 @@ class Env(Protocol):
     def horizon(self) -> int: ...
 
     @property
-    def observation_spec(self) -> jax.ShapeDtypeStruct:
-        """Shape and dtype of one observation, (obs_dim,) float32."""
+    def observation_spec(self) -> Any:
+        """Shape and dtype of one observation: (obs_dim,) float32, or a dict
+        of such specs when the task observes an image (`types.IMAGE`)."""
         ...
 
     @property
@@ -121,8 +123,9 @@ class Env(Protocol):
         """bool (): the task's own success at this step (connected, assembled, reached)."""
         ...
 
-    def base_action(self, obs: jax.Array) -> jax.Array:
-        """The hand-designed controller's command (action_dim,) for `obs` (obs_dim,)."""
+    def base_action(self, obs: Any) -> jax.Array:
+        """The hand-designed controller's command (action_dim,) for `obs` (it
+        reads `types.state_vector(obs)`)."""
         ...
 
 
@@ -219,6 +222,12 @@ def forward_at_rest(model: mjx.Model, data: mjx.Data) -> mjx.Data:
     return mjx_sensor.sensor_acc(model, data.replace(qacc=data.qacc_smooth))
 
 
+def kinematics(model: mjx.Model, data: mjx.Data) -> mjx.Data:
+    """Positions and orientations of every body, geom and site for `data.qpos`
+    (MJX's kinematics stage alone): enough to render a pose."""
+    return mjx_smooth.kinematics(model, data)
+
+
 # `mjx.forward`'s stages in its order, less collision, constraints and solver.
 _STAGES_AT_REST = (
     mjx_smooth.kinematics,
@@ -299,7 +308,7 @@ def mask_nonfinite(
 
     Args:
       finite: bool (), the step stayed finite.
-      obs: (obs_dim,) observation after the step.
+      obs: observation after the step (any pytree of arrays).
       reward: () reward of the step.
       metrics: the step's metrics, each ().
       last_metrics: the metrics of the state before the step, same keys.
@@ -307,7 +316,7 @@ def mask_nonfinite(
     Returns:
       (obs, reward, metrics), unchanged where `finite`.
     """
-    obs = jnp.where(finite, obs, 0.0)
+    obs = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), obs)
     reward = jnp.where(finite, reward, 0.0)
     masked = {}
     for name, value in metrics.items():

@@ -10,9 +10,15 @@ normals come from the image's own hit points (the cross product of the
 neighbouring pixels' 3-D points), so every geom type is shaded alike and
 edges, walls and the socket mouth show as the shading changes.
 
-`render(model, data, origin, config, light)` is pure and works on one world:
+`render(model, data, origin, config, view)` is pure and works on one world:
 batch it with `jax.vmap` (or `envs.base.batched`). Intensities are float32
 in [0, 1]; `to_uint8` is what the replay stores.
+
+Per-episode randomization (`Randomization`, on by default): `draw_view`
+turns the light up to `light_angle_deg` away from its direction, scales its
+strength within `light_scale`, and moves the camera up to `eye_jitter_mm`
+per axis (it keeps looking at its target); `add_pixel_noise` adds Gaussian
+noise to each rendered frame. A `View` holds one episode's draw.
 """
 
 from __future__ import annotations
@@ -22,33 +28,86 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from insertion_jax import checks
 from insertion_jax.envs.base import mjx
 
 
 @dataclasses.dataclass(frozen=True)
+class Randomization:
+    """What changes from one episode to the next (all zero: a fixed camera).
+
+    Attributes:
+      light_angle_deg: the light's direction turns by up to this angle.
+      light_scale: (low, high) range of the light's strength (1 = the config's).
+      eye_jitter_mm: the camera moves by up to this much per axis.
+      pixel_noise: standard deviation of Gaussian noise on each pixel, in
+        intensity units ([0, 1] is black to white), drawn every frame.
+    """
+
+    light_angle_deg: float = 25.0
+    light_scale: Tuple[float, float] = (0.7, 1.3)
+    eye_jitter_mm: float = 2.0
+    pixel_noise: float = 0.01
+
+    def __post_init__(self):
+        owner = 'Randomization'
+        checks.non_negative(
+            owner,
+            light_angle_deg=self.light_angle_deg,
+            eye_jitter_mm=self.eye_jitter_mm,
+            pixel_noise=self.pixel_noise,
+        )
+        low, high = self.light_scale
+        if not 0.0 < low <= high:
+            raise ValueError(
+                f'{owner}.light_scale={self.light_scale!r} must be (low, high) with 0 < low <= high.'
+            )
+
+
+NO_RANDOMIZATION = Randomization(
+    light_angle_deg=0.0, light_scale=(1.0, 1.0), eye_jitter_mm=0.0, pixel_noise=0.0
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class CameraConfig:
     """A pinhole camera fixed to a frame (the socket's: its origin is the goal).
+
+    The default looks down at about 45 degrees from in front and a little to
+    the side, 13 cm from the socket: the whole approach stays in view (the
+    plug from 55 mm above the goal down to seated), the floor is behind the
+    plug at every height (so the plug always shows against it, and the goal
+    image's L1 distance falls as the plug comes down), and the socket's mouth
+    and the plug's side faces are both visible, as from the paper's camera
+    looking at the insertion.
 
     Attributes:
       resolution: image width and height in pixels.
       fovy_deg: vertical (and horizontal) field of view.
       eye_mm: the camera's position relative to the frame's origin.
       target_mm: the point it looks at, relative to the frame's origin.
-      light: direction the light travels (need not be unit length).
+      light: direction the light travels; its length is the light's strength.
       ambient: the share of the light that reaches every surface.
+      randomize: the per-episode randomization (`Randomization`).
     """
 
     resolution: int = 32
     fovy_deg: float = 40.0
-    eye_mm: Tuple[float, float, float] = (0.0, -60.0, 50.0)
-    target_mm: Tuple[float, float, float] = (0.0, 0.0, 10.0)
+    eye_mm: Tuple[float, float, float] = (20.0, -75.0, 115.0)
+    target_mm: Tuple[float, float, float] = (0.0, 0.0, 30.0)
     light: Tuple[float, float, float] = (0.3, 0.5, -1.0)
     ambient: float = 0.3
+    randomize: Randomization = Randomization()
 
     def __post_init__(self):
         checks.positive_int('CameraConfig', resolution=self.resolution)
+        if isinstance(self.randomize, dict):  # read back from JSON
+            object.__setattr__(self, 'randomize', Randomization(**_tuples(self.randomize)))
+        for name in ('eye_mm', 'target_mm', 'light'):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         checks.unit_interval('CameraConfig', ambient=self.ambient)
         if not 0.0 < self.fovy_deg < 180.0:
             raise ValueError(
@@ -60,10 +119,59 @@ class CameraConfig:
             )
 
 
-def ray_directions(config: CameraConfig) -> Tuple[jax.Array, jax.Array]:
-    """(eye (3,) in metres relative to the frame, unit directions (R, R, 3));
-    row 0 is the top of the image."""
+def _tuples(d):
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+@struct.dataclass
+class View:
+    """One episode's camera: `eye_offset` (3,) metres added to the eye, and
+    `light` (3,), the light's direction scaled by its strength."""
+
+    eye_offset: jax.Array
+    light: jax.Array
+
+
+def fixed_view(config: CameraConfig) -> View:
+    """The configured camera and light, unperturbed."""
+    return View(eye_offset=jnp.zeros(3), light=jnp.asarray(config.light, jnp.float32))
+
+
+def draw_view(config: CameraConfig, key: jax.Array) -> View:
+    """One episode's draw of `config.randomize` (see the module docstring)."""
+    rand = config.randomize
+    key_axis, key_angle, key_scale, key_eye = jax.random.split(key, 4)
+    light = jnp.asarray(config.light, jnp.float32)
+    strength = jnp.linalg.norm(light)
+    direction = light / strength
+    # Turn the direction about a random axis perpendicular to it.
+    axis = jnp.cross(direction, jax.random.normal(key_axis, (3,)))
+    axis = axis / jnp.maximum(jnp.linalg.norm(axis), 1e-9)
+    angle = jnp.deg2rad(rand.light_angle_deg) * jax.random.uniform(key_angle, ())
+    turned = direction * jnp.cos(angle) + jnp.cross(axis, direction) * jnp.sin(angle)
+    low, high = rand.light_scale
+    scale = jax.random.uniform(key_scale, (), minval=low, maxval=high)
+    jitter = rand.eye_jitter_mm * 1e-3
+    eye_offset = jax.random.uniform(key_eye, (3,), minval=-jitter, maxval=jitter)
+    return View(eye_offset=eye_offset, light=turned * strength * scale)
+
+
+def add_pixel_noise(image: jax.Array, config: CameraConfig, key: jax.Array) -> jax.Array:
+    """`image` plus Gaussian noise of `config.randomize.pixel_noise`, kept in [0, 1]."""
+    sigma = config.randomize.pixel_noise
+    if sigma == 0.0:
+        return image
+    return jnp.clip(image + sigma * jax.random.normal(key, image.shape), 0.0, 1.0)
+
+
+def ray_directions(
+    config: CameraConfig, eye_offset: jax.Array | None = None
+) -> Tuple[jax.Array, jax.Array]:
+    """(eye (3,) in metres relative to the frame, moved by `eye_offset`; unit
+    directions (R, R, 3) toward the target); row 0 is the top of the image."""
     eye = jnp.asarray(config.eye_mm, jnp.float32) * 1e-3
+    if eye_offset is not None:
+        eye = eye + eye_offset
     target = jnp.asarray(config.target_mm, jnp.float32) * 1e-3
     forward = (target - eye) / jnp.linalg.norm(target - eye)
     right = jnp.cross(forward, jnp.array([0.0, 0.0, 1.0]))
@@ -87,12 +195,16 @@ def geom_gray(model: mjx.Model) -> jax.Array:
 
 
 def render_depth(
-    model: mjx.Model, data: mjx.Data, origin: jax.Array, config: CameraConfig
+    model: mjx.Model,
+    data: mjx.Data,
+    origin: jax.Array,
+    config: CameraConfig,
+    eye_offset: jax.Array | None = None,
 ) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """(distance (R, R) in metres, -1 where nothing is hit; geom id (R, R), -1
     for none; the rays' unit directions (R, R, 3)) of the camera fixed at
-    `origin` (3,)."""
-    eye, dirs = ray_directions(config)
+    `origin` (3,), its eye moved by `eye_offset` (3,) metres."""
+    eye, dirs = ray_directions(config, eye_offset)
     eye = eye + origin
     flat = dirs.reshape(-1, 3)
     dist, geom = jax.vmap(lambda v: mjx.ray(model, data, eye, v))(flat)
@@ -105,14 +217,15 @@ def render(
     data: mjx.Data,
     origin: jax.Array,
     config: CameraConfig,
-    light: jax.Array | None = None,
+    view: View | None = None,
 ) -> jax.Array:
     """The grayscale image (R, R), float32 in [0, 1]; black where no geom is hit.
 
-    `light` (3,) overrides the config's light direction (per-episode
-    randomization scales and turns it); its length scales the diffuse term.
+    `view` is the episode's camera and light (`draw_view`); None is the
+    configured one. The light's length scales the diffuse term.
     """
-    dist, geom, dirs = render_depth(model, data, origin, config)
+    view = fixed_view(config) if view is None else view
+    dist, geom, dirs = render_depth(model, data, origin, config, view.eye_offset)
     hit = geom >= 0
     points = dirs * jnp.where(hit, dist, 0.0)[..., None]
     # Normals from the hit points of each pixel's right and lower neighbours
@@ -122,7 +235,7 @@ def render(
     normal = jnp.cross(dy, dx)
     normal = normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
     normal = jnp.where(jnp.sum(normal * dirs, -1, keepdims=True) > 0, -normal, normal)
-    light = jnp.asarray(config.light if light is None else light, jnp.float32)
+    light = view.light
     strength = jnp.linalg.norm(light)
     diffuse = jnp.maximum(0.0, -(normal @ (light / strength))) * strength
     gray = geom_gray(model)[jnp.maximum(geom, 0)]

@@ -18,6 +18,19 @@ set-point moves on, and the force grows with the gap.
 
 Observation: `connector_obs.OBS_SPEC` (4 floats), the tool point relative
 to the goal the robot was told (mm, 3) and the vertical contact force (N).
+With the camera (`obs='image'` or `'state+image'`, see `types.OBS_TYPES`)
+it is a dict: 'image', the last `frame_stack` 32x32 grayscale frames (uint8
+(R, R, F)) of a camera fixed to the socket (`camera.py`), and the state
+vector, as 'state' (the policy sees it) or 'controller' (only the
+P-controller reads it, as on the paper's robot, whose policy saw the image
+alone).
+
+Image reward (`reward='image'`): -mean |I - I_goal| over the pixels, with
+intensities in [0, 1] (so the reward lies in [-1, 0]); I is the frame the
+policy observes (pixel noise included) and I_goal the same camera's noiseless
+frame with the plug seated at the true goal, under the episode's light and
+camera pose, rendered once at reset. Goal noise moves only what the
+controller is told, never the goal image.
 
 Goal noise: with `goal_noise_mm = g`, each episode draws a horizontal offset
 uniformly from [-g, g] mm per axis (x and y independently) and adds it to the
@@ -40,8 +53,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from insertion_jax import checks
-from insertion_jax.envs import base, connectors, controllers, mjcf, rewards, scene
+from insertion_jax import checks, types
+from insertion_jax.envs import base, camera, connectors, controllers, mjcf, rewards, scene
 from insertion_jax.envs.base import State, mjx
 
 # The observation layout, re-exported: it lives in `connector_obs` so that the
@@ -74,8 +87,12 @@ class InsertionConfig:
       max_contact_points: contacts MJX keeps per step, the deepest ones
         (`mjcf.MAX_CONTACT_POINTS`, which see); 0 keeps every contact the
         collision functions emit, which is exact but slower.
-      reward: 'sparse' (eq. 1) or 'dense' (eq. 2).
+      reward: 'sparse' (eq. 1), 'dense' (eq. 2) or 'image' (the goal image's
+        pixel L1 distance; see the module docstring).
       dense: coefficients of the dense reward.
+      obs: 'state', 'image' or 'state+image' (`types.OBS_TYPES`).
+      camera: the camera of the image observation and reward.
+      frame_stack: frames in an image observation (the newest last).
     """
 
     task: str = 'usb'
@@ -90,11 +107,18 @@ class InsertionConfig:
     max_contact_points: int = mjcf.MAX_CONTACT_POINTS
     reward: str = 'sparse'
     dense: rewards.DenseRewardConfig = rewards.DenseRewardConfig()
+    obs: str = 'state'
+    camera: camera.CameraConfig = camera.CameraConfig()
+    frame_stack: int = 1
 
     def __post_init__(self):
         connectors.get_task(self.task)  # raises with the list of valid names
         rewards.validate_reward_type(self.reward)
+        types.observation_parts(self.obs)  # raises with the list of valid types
+        if isinstance(self.camera, dict):  # read back from JSON
+            object.__setattr__(self, 'camera', camera.CameraConfig(**self.camera))
         owner = 'InsertionConfig'
+        checks.positive_int(owner, frame_stack=self.frame_stack)
         checks.positive(
             owner,
             control_hz=self.control_hz,
@@ -123,6 +147,11 @@ class InsertionConfig:
     @property
     def timestep_s(self) -> float:
         return 1.0 / (self.control_hz * self.substeps)
+
+    @property
+    def renders(self) -> bool:
+        """Whether the camera runs: an image observation or the image reward."""
+        return self.obs != 'state' or self.reward == 'image'
 
 
 class InsertionEnv(base.VectorTask):
@@ -180,6 +209,24 @@ class InsertionEnv(base.VectorTask):
         self.goal = jnp.array([0.0, 0.0, -depth_m])
         self._tolerance_m = self.spec.success_tolerance_mm * 1e-3
         self._capture_m = (self.spec.clearance_mm / 2 + 1.0) * 1e-3
+        # The slide joints' positions that seat the tool point at the goal
+        # (what the goal image shows).
+        rest = mujoco.MjData(self.mj_model)
+        mujoco.mj_kinematics(self.mj_model, rest)
+        tip_at_rest = rest.site_xpos[self._tip_site] - rest.qpos[np.asarray(self._slide_qpos)]
+        self._seated_qpos = jnp.asarray(np.asarray(self.goal) - tip_at_rest, jnp.float32)
+
+    @property
+    def observation_spec(self):
+        """One observation: the state vector (obs_dim,) float32, or with the
+        camera a dict of it and 'image' (R, R, frame_stack) uint8."""
+        vector = base.vector_spec(self.obs_dim)
+        parts = types.observation_parts(self.config.obs)
+        if not parts:
+            return vector
+        size = self.config.camera.resolution
+        image = jax.ShapeDtypeStruct((size, size, self.config.frame_stack), jnp.uint8)
+        return {part: image if part == types.IMAGE else vector for part in parts}
 
     # ------------------------------------------------------- task interface
     @property
@@ -194,8 +241,8 @@ class InsertionEnv(base.VectorTask):
         """bool (): electrically connected at this step (see `connected`)."""
         return state.info['success']
 
-    def base_action(self, obs: jax.Array) -> jax.Array:
-        """The P-controller's move (eq. 5), metres."""
+    def base_action(self, obs: Any) -> jax.Array:
+        """The P-controller's move (eq. 5), metres, from the state vector of `obs`."""
         return controllers.p_controller_action(obs)
 
     # ----------------------------------------------------------------- helpers
@@ -219,17 +266,50 @@ class InsertionEnv(base.VectorTask):
         inside = jnp.linalg.norm(tip[:2] - goal[:2]) < self._capture_m
         return seated & inside
 
-    def _observe(self, data: mjx.Data, info: Dict[str, Any]) -> Tuple[jax.Array, jax.Array]:
+    def _frame(self, data: mjx.Data, info: Dict[str, Any]) -> jax.Array | None:
+        """The camera's frame (R, R) uint8 as the policy sees it (pixel noise
+        of this step included), or None when the camera is off."""
+        if not self.config.renders:
+            return None
+        cam = self.config.camera
+        image = camera.render(self.mjx_model, data, self.goal, cam, info['camera_view'])
+        key = jax.random.fold_in(info['camera_key'], info['step'])
+        return camera.to_uint8(camera.add_pixel_noise(image, cam, key))
+
+    def _observe(
+        self, data: mjx.Data, info: Dict[str, Any], frame: jax.Array | None, frames: Any = None
+    ) -> Tuple[Any, jax.Array]:
+        """(observation, f_z): `frame` is appended to `frames`, the previous
+        observation's frame stack (None at a reset: the first frame fills it)."""
         rel_mm = (self.tip_position(data) - info['goal_observed']) * 1e3
         f_z = self._force(data, info['ft_bias'])[2]
-        return jnp.concatenate([rel_mm, f_z[None]]).astype(jnp.float32), f_z
+        vector = jnp.concatenate([rel_mm, f_z[None]]).astype(jnp.float32)
+        parts = types.observation_parts(self.config.obs)
+        if not parts:
+            return vector, f_z
+        if frames is None:
+            stack = jnp.repeat(frame[..., None], self.config.frame_stack, axis=-1)
+        else:
+            stack = jnp.concatenate([frames[..., 1:], frame[..., None]], axis=-1)
+        return {part: stack if part == types.IMAGE else vector for part in parts}, f_z
 
-    def _reward(self, data, info, f_z, connected):
+    def _reward(self, data, info, f_z, connected, frame):
         if self.config.reward == 'sparse':
             return rewards.sparse_reward(connected)
+        if self.config.reward == 'image':
+            return rewards.image_reward(frame, info['goal_image'])
         return rewards.dense_reward(
             self.tip_position(data), info['goal_observed'], f_z, connected, self.config.dense
         )
+
+    def goal_image(self, view: camera.View) -> jax.Array:
+        """The noiseless frame (R, R) uint8 of the plug seated at the true goal,
+        seen from `view` (the goal image of the image reward)."""
+        data = mjx.make_data(self.mjx_model)
+        data = data.replace(qpos=data.qpos.at[self._slide_qpos].set(self._seated_qpos))
+        data = base.kinematics(self.mjx_model, data)
+        image = camera.render(self.mjx_model, data, self.goal, self.config.camera, view)
+        return camera.to_uint8(image)
 
     # --------------------------------------------------------------- interface
     def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
@@ -278,8 +358,14 @@ class InsertionEnv(base.VectorTask):
             'success': jnp.zeros((), bool),
             'ever_success': jnp.zeros((), bool),
         }
-        obs, f_z = self._observe(data, info)
-        reward, terms = self._reward(data, info, f_z, jnp.zeros((), bool))
+        if cfg.renders:
+            # Its own stream (fold_in), so the draws above stay as they were.
+            key_view, key_noise = jax.random.split(jax.random.fold_in(key, 1))
+            view = camera.draw_view(cfg.camera, key_view)
+            info.update(camera_view=view, camera_key=key_noise, goal_image=self.goal_image(view))
+        frame = self._frame(data, info)
+        obs, f_z = self._observe(data, info, frame)
+        reward, terms = self._reward(data, info, f_z, jnp.zeros((), bool), frame)
         metrics = self._metrics(data, info, f_z, terms, jnp.zeros(()))
         return State(
             data=data,
@@ -323,8 +409,10 @@ class InsertionEnv(base.VectorTask):
             'success': connected,
             'ever_success': state.info['ever_success'] | connected,
         }
-        obs, f_z = self._observe(data, info)
-        reward, terms = self._reward(data, info, f_z, connected)
+        frame = self._frame(data, info)
+        frames = state.obs[types.IMAGE] if types.has_image(state.obs) else None
+        obs, f_z = self._observe(data, info, frame, frames)
+        reward, terms = self._reward(data, info, f_z, connected, frame)
         metrics = self._metrics(data, info, f_z, terms, penetration, finite)
         obs, reward, metrics = base.mask_nonfinite(finite, obs, reward, metrics, state.metrics)
         done = (step_count >= cfg.horizon) | ~finite

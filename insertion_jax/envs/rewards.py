@@ -5,6 +5,10 @@
   with alpha = 100, beta = 0.002, phi = 0.1, flipping to phi = -0.1 once the
   plug is inserted, so that pressing down after insertion is rewarded.
 
+* image: r = -mean_p |I_p - I*_p|, the mean absolute pixel difference
+  between the camera's frame and the goal image, intensities in [0, 1]
+  (so r lies in [-1, 0]); the residual-RL paper's natural reward from vision.
+
 * DER (Luo & Li): r = -|g - x| while |g - x| > eps, and -|g - x| + R inside
   eps (`der_reward`).
 
@@ -22,7 +26,7 @@ from typing import Dict, Tuple
 import jax
 import jax.numpy as jnp
 
-REWARD_TYPES = ('sparse', 'dense')
+REWARD_TYPES = ('sparse', 'dense', 'image')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +75,14 @@ def dense_reward(
         'force': -phi * f_z_n,
     }
     return terms['distance_l1'] + terms['distance_inverse'] + terms['force'], terms
+
+
+def image_reward(frame: jax.Array, goal_frame: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """-mean |frame - goal_frame| over the last two axes, intensities scaled
+    to [0, 1]; frames uint8 (..., R, R). Returns (reward, {'image_l1': reward})."""
+    diff = jnp.abs(frame.astype(jnp.float32) - goal_frame.astype(jnp.float32)) / 255.0
+    reward = -jnp.mean(diff, axis=(-2, -1))
+    return reward, {'image_l1': reward}
 
 
 def validate_reward_type(name: str) -> str:

@@ -72,7 +72,7 @@ def n_step_transitions(
         action=action,
         reward=ret,
         discount=disc,
-        next_obs=next_obs[end_index, env_index],
+        next_obs=jax.tree.map(lambda x: x[end_index, env_index], next_obs),
     )
 
 

@@ -36,7 +36,6 @@ from insertion_jax.replay import registry as replay_registry
 from insertion_jax.training import normalizer as obs_norm
 
 MODES = policy_lib.MODES  # 'pure', 'residual', 'lfd'
-OBS_TYPES = ('state',)
 
 # Loop-side settings of an algorithm as published; `experiments.train` uses
 # them for the flags left unset. Ape-X DDPG (the DER paper): 3-step returns,
@@ -60,7 +59,6 @@ class TrainConfig:
       algo: one of `agents.registry.ALGOS`.
       agent: the algo's config dataclass (None: its defaults).
       mode: 'pure', 'residual' or 'lfd' (see the module docstring).
-      obs: observation type; only 'state' exists until the camera lands.
       num_envs: environments stepped in parallel per seed.
       unroll_length: control steps per environment per iteration.
       utd: gradient updates per environment step (update-to-data ratio).
@@ -74,6 +72,9 @@ class TrainConfig:
       demo_noise: exploration of the scripted connector demonstrator (the
         P-controller with uniform noise of this fraction of the maximum move).
       obs_normalizer: 'fixed' or 'running' (see `normalizer.py`).
+      image_shift_px: random-shift augmentation of image observations in
+        every training batch (DrQ): images move by up to this many pixels;
+        0 turns it off.
       replay: the replay's config (`uniform.UniformConfig`,
         `prioritized.PrioritizedConfig` or `der.DERConfig`).
     """
@@ -82,7 +83,6 @@ class TrainConfig:
     algo: str = 'sac'
     agent: Any = None
     mode: str = 'residual'
-    obs: str = 'state'
     num_envs: int = 16
     unroll_length: int = 30
     utd: float = 1.0
@@ -95,6 +95,7 @@ class TrainConfig:
     demo_noise: float = 0.3
     obs_normalizer: str = 'fixed'
     replay: Any = uniform.UniformConfig()
+    image_shift_px: int = 2
 
     def __post_init__(self):
         agent_registry.validate_algo(self.algo)
@@ -110,10 +111,9 @@ class TrainConfig:
             object.__setattr__(self, 'agent', agent_registry.config_class(self.algo)())
         if self.mode not in MODES:
             raise ValueError(f'Unknown mode {self.mode!r}; valid modes: {", ".join(MODES)}.')
-        if self.obs not in OBS_TYPES:
+        if not (isinstance(self.image_shift_px, int) and self.image_shift_px >= 0):
             raise ValueError(
-                f'obs={self.obs!r} is not available; valid observation types: '
-                f'{", ".join(OBS_TYPES)} (image observations need the camera, not built yet).'
+                f'TrainConfig.image_shift_px={self.image_shift_px!r} must be an integer >= 0.'
             )
         checks.positive_int(
             'TrainConfig',
@@ -179,6 +179,12 @@ class TrainConfig:
         obs_norm.init_normalizer(self.obs_normalizer, env_cls.obs_scale)
 
     # ------------------------------------------------------------ derived
+    @property
+    def obs(self) -> str:
+        """The observation type (`types.OBS_TYPES`): the task's, 'state' for
+        tasks without a camera."""
+        return getattr(self.env, 'obs', 'state')
+
     @property
     def env_steps_per_iteration(self) -> int:
         return self.num_envs * self.unroll_length
@@ -257,6 +263,10 @@ def from_dict(d: Mapping[str, Any], where: str = 'config.json train') -> TrainCo
     if not isinstance(d, Mapping):
         raise ValueError(f'{where} must be a JSON object.')
     d = dict(d)
+    # Runs written before the camera kept the (then only) observation type
+    # here; it is the task's now.
+    if d.get('obs', 'state') == 'state':
+        d.pop('obs', None)
     for required in ('env', 'algo'):
         if required not in d:
             raise ValueError(f'{where}: missing key {required!r}.')

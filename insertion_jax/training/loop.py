@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from insertion_jax import types
 from insertion_jax.agents import base as agent_base
 from insertion_jax.agents import policy as policy_lib
 from insertion_jax.agents import registry as agent_registry
@@ -159,7 +160,7 @@ def make_act(components: Components, state: TrainState) -> acting.Act:
 # ---------------------------------------------------------------- training
 def example_step(env: env_base.Env) -> Step:
     """One zero step with the shapes the replay stores."""
-    obs = jnp.zeros(env.observation_spec.shape, env.observation_spec.dtype)
+    obs = types.zeros_like_spec(env.observation_spec)
     return Step(
         obs=obs,
         action=jnp.zeros(env.action_spec.shape, env.action_spec.dtype),
@@ -200,12 +201,35 @@ def init_state(
 def sample_batch(
     components: Components, state: TrainState, buffer_state: Any, key: jax.Array
 ) -> Tuple[Any, Any]:
-    """One training batch (observations normalized) and the replay's sample info."""
-    batch, info = components.replay.sample(buffer_state, key, components.config.batch_size)
-    return batch.replace(
-        obs=obs_norm.normalize(state.normalizer, batch.obs),
-        next_obs=obs_norm.normalize(state.normalizer, batch.next_obs),
-    ), info
+    """One training batch (observations normalized, images shifted at random
+    when `config.image_shift_px` > 0) and the replay's sample info."""
+    cfg = components.config
+    shift = cfg.image_shift_px if types.has_image(components.env.observation_spec) else 0
+    if shift:  # (state runs keep the key stream they always had)
+        key, key_obs, key_next = jax.random.split(key, 3)
+    batch, info = components.replay.sample(buffer_state, key, cfg.batch_size)
+    obs = obs_norm.normalize(state.normalizer, batch.obs)
+    next_obs = obs_norm.normalize(state.normalizer, batch.next_obs)
+    if shift:
+        obs = {**obs, types.IMAGE: random_shift(obs[types.IMAGE], shift, key_obs)}
+        next_obs = {**next_obs, types.IMAGE: random_shift(next_obs[types.IMAGE], shift, key_next)}
+    return batch.replace(obs=obs, next_obs=next_obs), info
+
+
+def random_shift(images: jax.Array, pad: int, key: jax.Array) -> jax.Array:
+    """DrQ's augmentation: each image (B, R, R, F) padded by `pad` pixels
+    (edge pixels repeated) and cropped back to R x R at a random offset, so it
+    shifts by up to `pad` pixels in each direction."""
+    size = images.shape[1]
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='edge')
+    offsets = jax.random.randint(key, (images.shape[0], 2), 0, 2 * pad + 1)
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(
+            image, (offset[0], offset[1], 0), (size, size, image.shape[-1])
+        )
+
+    return jax.vmap(crop)(padded, offsets)
 
 
 def train_iteration(components: Components, state: TrainState) -> Tuple[TrainState, Dict]:

@@ -17,9 +17,12 @@ the rest.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
+from insertion_jax import types
 from insertion_jax.agents.policy import CLIP, MIN_STD, ObsNormalizer, normalize
 
 NORMALIZERS = ('fixed', 'running')
@@ -48,10 +51,15 @@ def init_normalizer(kind: str, scale: jax.Array) -> ObsNormalizer:
     )
 
 
-def update(norm: ObsNormalizer, obs: jax.Array) -> ObsNormalizer:
-    """Merges a batch of observations (..., obs_dim) into the running statistics."""
+def update(norm: ObsNormalizer, obs: Any) -> ObsNormalizer:
+    """Merges a batch of observations (..., obs_dim) into the running statistics
+    (of the policy's state vector; an image-only observation has none)."""
     if not norm.running:
         return norm
+    if isinstance(obs, dict):
+        if types.STATE not in obs:
+            return norm
+        obs = obs[types.STATE]
     obs = obs.reshape(-1, obs.shape[-1])
     n = jnp.asarray(obs.shape[0], jnp.float32)
     batch_mean = jnp.mean(obs, axis=0)

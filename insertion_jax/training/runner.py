@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from insertion_jax import checks
+from insertion_jax.replay import registry as replay_registry
 from insertion_jax.training import checkpoint, demonstrations, evaluate, loop, plots, run_dir
 from insertion_jax.training import config as config_lib
 from insertion_jax.training.config import TrainConfig
@@ -117,6 +118,24 @@ def make_demonstrations(components: loop.Components, seed: int, log) -> Any:
     return demonstrations.for_mode(demos, env, cfg.mode)
 
 
+def replay_memory_line(components: loop.Components, buffers: Any, num_seeds: int) -> str:
+    """What the replay of `num_seeds` seeds holds on the device, in one line:
+    its kind, capacity, bytes per seed and in all, and how observations are stored."""
+    cfg = components.config
+    total = sum(x.nbytes for x in jax.tree.leaves(buffers))
+    spec = components.env.observation_spec
+    stored = ', '.join(
+        f'{name} {s.dtype} {"x".join(map(str, s.shape))}'
+        for name, s in (spec.items() if isinstance(spec, dict) else [('state', spec)])
+    )
+    return (
+        f'  replay: {replay_registry.kind_of(cfg.replay)}, capacity {cfg.buffer_capacity:,} '
+        f'transitions; {total / num_seeds / 2**20:,.1f} MiB per seed, '
+        f'{total / 2**20:,.1f} MiB on the device for {num_seeds} seed(s) '
+        f'(observations: {stored})'
+    )
+
+
 def train(
     train_config: TrainConfig,
     run_config: RunConfig,
@@ -140,6 +159,7 @@ def train(
     components = loop.make_components(train_config)
     demos = make_demonstrations(components, run_config.seed, log)
     state = loop.init_states(components, run_config.seed, num_seeds, demos)
+    log(replay_memory_line(components, state.buffer, num_seeds))
     records = out.records('metrics.jsonl')
     state, iterations_done, wall_before = out.resume(state, records, log)
     calls_done = iterations_done // iterations_per_call
