@@ -47,15 +47,15 @@ def env_config(
             frame_stack=frame_stack,
             camera=cam,
         )
+    if task == 'point_reach':
+        return point_reach.PointReachConfig(obs=obs)
     if obs != 'state':
         raise ValueError(
             f'obs={obs!r}: task {task!r} has no camera; image observations exist for the '
-            f'connector tasks ({", ".join(CONNECTORS)}).'
+            f'connector tasks ({", ".join(CONNECTORS)}) and point_reach.'
         )
     if task in ASSEMBLY:
         return assembly.AssemblyConfig(task=task)
-    if task == 'point_reach':
-        return point_reach.PointReachConfig()
     raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(TASKS)}.')
 
 

@@ -2,12 +2,19 @@ r"""Pictures of the contact model, with MuJoCo's own renderer.
 
   MUJOCO_GL=egl python -m experiments.render --task=usb --out=docs/images
   MUJOCO_GL=egl python -m experiments.render --task=all --out=docs/images
+  MUJOCO_GL=egl python -m experiments.render --task=all --camera --out=docs/images
 
 For each task writes:
   TASK_closeup.png   the aligned plug just above its socket
   TASK_cutaway.png   the socket's front wall removed, plug half inserted
   TASK_exact.gif     one P-controller episode with the exact goal (cut-away)
   TASK_noisy.gif     the same start with the goal off by --noisy_offset_mm
+
+With --camera, instead, for each task:
+  TASK_camera.gif    one P-controller episode with the exact goal, as the
+                     image agents see it: MuJoCo's own view of the scene, the
+                     32x32 camera frame the policy observes (enlarged), the
+                     goal image, and the image reward step by step
 
 The episodes are simulated by the MJX environment (the same compiled rollout
 the evaluation uses); frames are rendered from its joint positions.
@@ -40,6 +47,9 @@ _NOISY_OFFSET_MM = flags.DEFINE_list(
 _WIDTH = flags.DEFINE_integer('width', 480, 'Image width, pixels.', lower_bound=64)
 _HEIGHT = flags.DEFINE_integer('height', 360, 'Image height, pixels.', lower_bound=64)
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the episodes.')
+_CAMERA = flags.DEFINE_bool(
+    'camera', False, "Write TASK_camera.gif (the image agents' view and reward) instead."
+)
 
 PLUG_ALPHA_IN_CUTAWAY = 0.35
 
@@ -114,6 +124,82 @@ def render_task(task: str, out_dir: str, noisy_offset_mm, width: int, height: in
     return paths
 
 
+def camera_episode(task: str, seed: int):
+    """One P-controller episode of `task` with image observations and the
+    image reward (randomized view): (qpos (T + 1, nq), frames (T + 1, R, R),
+    goal image (R, R), rewards (T,), connected at the end, the env)."""
+    config = insertion.InsertionConfig(task=task, obs='image', reward='image')
+    env = insertion.InsertionEnv(config)
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    state = reset(jax.random.PRNGKey(seed))
+    qpos, frames, rewards = [state.data.qpos], [state.obs['image'][..., -1]], []
+    for _ in range(env.horizon):
+        state = step(state, env.base_action(state.obs))
+        qpos.append(state.data.qpos)
+        frames.append(state.obs['image'][..., -1])
+        rewards.append(state.reward)
+    return (
+        np.asarray(qpos),
+        np.asarray(frames),
+        np.asarray(state.info['goal_image']),
+        np.asarray(rewards),
+        bool(state.info['success']),
+        env,
+    )
+
+
+def camera_gif(task: str, out_dir: str, width: int, height: int, seed: int) -> str:
+    """Writes TASK_camera.gif (see the module docstring); returns its path."""
+    import matplotlib  # noqa: PLC0415 (only this picture needs it)
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    qpos, frames, goal, rewards, connected, env = camera_episode(task, seed)
+    model = env.mj_model
+    data = mujoco.MjData(model)
+    renderer = mujoco.Renderer(model, height, width)
+    option = _options(cutaway=False)
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), gridspec_kw={'width_ratios': [4, 3, 3, 4]})
+    pictures = []
+    for t in range(len(qpos)):
+        data.qpos[:] = qpos[t]
+        mujoco.mj_forward(model, data)
+        renderer.update_scene(data, camera=_camera(env.spec, 'closeup'), scene_option=option)
+        for ax in axes:
+            ax.clear()
+        axes[0].imshow(renderer.render())
+        axes[0].set_title('MuJoCo view')
+        axes[1].imshow(frames[t], cmap='gray', vmin=0, vmax=255, interpolation='nearest')
+        axes[1].set_title(f'agent view {frames.shape[1]}x{frames.shape[2]}')
+        axes[2].imshow(goal, cmap='gray', vmin=0, vmax=255, interpolation='nearest')
+        axes[2].set_title('goal image')
+        for ax in axes[:3]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        steps = np.arange(1, len(rewards) + 1)
+        axes[3].plot(steps[:t], rewards[:t], 'o-', color='tab:blue', markersize=3)
+        axes[3].set_xlim(0, len(rewards) + 1)
+        axes[3].set_ylim(min(rewards.min() * 1.1, -0.01), 0.0)
+        axes[3].set_xlabel('control step')
+        axes[3].set_title('image reward  -mean|I - I_goal|')
+        fig.suptitle(f'{task}: P-controller, exact goal, step {t}/{len(rewards)}')
+        fig.tight_layout()
+        fig.canvas.draw()
+        pictures.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    plt.close(fig)
+    renderer.close()
+    pictures += [pictures[-1]] * 5  # hold the last frame
+    path = os.path.join(out_dir, f'{task}_camera.gif')
+    imageio.mimsave(path, pictures, duration=1000 / env.config.control_hz, loop=0)
+    print(
+        f'  {task}: connected={connected}, image reward {rewards[0]:.4f} at the first step, '
+        f'{rewards[-1]:.4f} at the last',
+        flush=True,
+    )
+    return path
+
+
 def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
@@ -127,9 +213,13 @@ def main(argv):
     tasks = connectors.task_names() if _TASK.value == 'all' else (_TASK.value,)
     for i, task in enumerate(tasks):
         print(f'[{i + 1}/{len(tasks)}] rendering {task}...', flush=True)
-        for path in render_task(
-            task, _OUT.value, _NOISY_OFFSET_MM.value, _WIDTH.value, _HEIGHT.value, _SEED.value
-        ):
+        if _CAMERA.value:
+            paths = [camera_gif(task, _OUT.value, _WIDTH.value, _HEIGHT.value, _SEED.value)]
+        else:
+            paths = render_task(
+                task, _OUT.value, _NOISY_OFFSET_MM.value, _WIDTH.value, _HEIGHT.value, _SEED.value
+            )
+        for path in paths:
             print('  wrote', path)
 
 

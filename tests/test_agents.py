@@ -494,3 +494,79 @@ def test_training_normalizer_keeps_its_names_from_the_policy_module():
     np.testing.assert_allclose(norm.var, [1.0, 0.0, 1.0])
     obs = jnp.array([4.0, 2.0, 4.0])
     np.testing.assert_allclose(obs_norm.normalize(norm, obs), [2.0, 0.0, 0.0])
+
+
+# ------------------------------------------------------------ image observations
+IMAGE_OBS_SPEC = {
+    'image': jax.ShapeDtypeStruct((8, 8, 2), jnp.uint8),
+    'state': jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32),
+}
+
+
+def image_batch(key, size=BATCH):
+    k = jax.random.split(key, 5)
+
+    def obs(key):
+        image = jax.random.randint(key, (size, 8, 8, 2), 0, 256).astype(jnp.uint8)
+        return {'image': image, 'state': jax.random.normal(jax.random.fold_in(key, 1), (size, 3))}
+
+    return types.make_transition(
+        obs=obs(k[0]),
+        action=jax.random.uniform(k[1], (size, ACTION_DIM), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (size,)),
+        discount=jnp.full((size,), 0.9),
+        next_obs=obs(k[3]),
+    )
+
+
+@pytest.mark.parametrize('algo', ['sac', 'td3', 'ddpg'])
+def test_image_agents_train_the_encoder_with_the_critic_loss_only(algo):
+    """The critics own the CNN; every update copies it into the actor, whose
+    loss has no gradient through it (the features' gradient is stopped)."""
+    agent = agent_registry.make_agent(
+        algo, agent_registry.config_class(algo)(hidden=(16,)), ACTION_DIM
+    )
+    state = agent.init(jax.random.PRNGKey(0), IMAGE_OBS_SPEC, ACTION_SPEC)
+    assert networks.ENCODER in state.critic_params['params']
+    batch = image_batch(jax.random.PRNGKey(1))
+    new, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2))
+    encoder = new.critic_params['params'][networks.ENCODER]
+    assert not all(
+        np.allclose(a, b)
+        for a, b in zip(
+            jax.tree.leaves(encoder),
+            jax.tree.leaves(state.critic_params['params'][networks.ENCODER]),
+            strict=True,
+        )
+    )
+    for got, want in zip(
+        jax.tree.leaves(new.actor_params['params'][networks.ENCODER]),
+        jax.tree.leaves(encoder),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    loss_fn = sac.actor_loss if algo == 'sac' else deterministic.actor_loss
+    nets = agent.update.args[0]
+    args = (new.critic_params, jnp.ones(()), batch, jax.random.PRNGKey(3), nets)
+    if algo != 'sac':
+        args = (new.critic_params, batch, nets)
+    grads = jax.grad(lambda p: loss_fn(p, *args)[0])(new.actor_params)
+    assert all(
+        float(jnp.max(jnp.abs(g))) == 0.0
+        for g in jax.tree.leaves(grads['params'][networks.ENCODER])
+    )
+    assert any(float(jnp.max(jnp.abs(g))) > 0.0 for g in jax.tree.leaves(grads['params']))
+    action = agent.policy(new.actor_params, jax.tree.map(lambda x: x[0], batch.obs))
+    assert action.shape == (ACTION_DIM,) and bool(jnp.all(jnp.abs(action) <= 1.0))
+    assert np.isfinite(float(metrics['critic_loss']))
+
+
+def test_normalizer_scales_the_state_part_of_an_image_observation_only():
+    norm = obs_norm.init_normalizer('running', jnp.full((OBS_DIM,), 2.0))
+    obs = image_batch(jax.random.PRNGKey(4)).obs
+    out = obs_norm.normalize(norm, obs)
+    np.testing.assert_array_equal(out['image'], obs['image'])
+    np.testing.assert_allclose(out['state'], obs['state'] / 2.0, rtol=1e-6)
+    updated = obs_norm.update(norm, obs)
+    np.testing.assert_allclose(updated.mean, np.mean(obs['state'], 0), rtol=1e-5)
+    assert obs_norm.update(norm, {'image': obs['image']}) is norm  # nothing to learn

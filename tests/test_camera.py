@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from insertion_jax.envs import camera, insertion, registry
+from insertion_jax.envs import base, camera, insertion, registry, rewards
 from insertion_jax.envs.base import mjx
 
 CAMERA = camera.CameraConfig()
@@ -39,6 +39,15 @@ def _render(model, data, origin):
 def geom_ids(model, data, origin):
     """(R, R) the geom each pixel's ray hits, -1 for none."""
     return camera.render_depth(model, data, origin, CAMERA)[1]
+
+
+@pytest.fixture(scope='module')
+def image_env():
+    """USB with image observations and the image reward (randomized views):
+    (env, jitted batched reset(keys, goal_offset_mm), jitted batched step)."""
+    env = registry.make_env(insertion.InsertionConfig(task='usb', obs='image', reward='image'))
+    reset = jax.jit(base.batched(lambda key, offset: env.reset(key, goal_offset_mm=offset)))
+    return env, reset, jax.jit(base.batched(env.step))
 
 
 def image(task, plug_mm):
@@ -122,3 +131,57 @@ def test_ray_backend_and_mujoco_renderer_agree_on_plug_and_socket_pixels(task):
             a, b = np.isin(ours, part), np.isin(theirs, part)
             iou = (a & b).sum() / max((a | b).sum(), 1)
             assert iou >= 0.9, (task, plug_mm, names[part[0]], iou)
+
+
+def test_a_rim_stuck_or_hovering_plug_scores_worse_than_a_seated_one():
+    """The image reward cannot be gamed: under 8 randomized views (light,
+    camera pose, pixel noise), a plug resting on the socket rim 1 mm off the
+    goal, or hovering centred 3 mm above the mouth, is further from the goal
+    image than a seated plug."""
+    env = registry.make_env(insertion.InsertionConfig(task='usb', obs='image', reward='image'))
+    cam = env.config.camera
+    depth = env.spec.insertion_depth_mm
+    poses = {'seated': (0.0, 0.0, 0.0), 'rim': (1.0, 0.0, depth + 0.3), 'hover': (0, 0, depth + 3)}
+    worlds = {name: world('usb', pose)[1] for name, pose in poses.items()}
+
+    @jax.jit
+    def reward(data, key):
+        view = camera.draw_view(cam, key)
+        image = camera.render(env.mjx_model, data, env.goal, cam, view)
+        frame = camera.to_uint8(camera.add_pixel_noise(image, cam, jax.random.fold_in(key, 1)))
+        return rewards.image_reward(frame, env.goal_image(view))[0]
+
+    for seed in range(8):
+        key = jax.random.PRNGKey(seed)
+        r = {name: float(reward(data, key)) for name, data in worlds.items()}
+        assert r['seated'] > r['rim'] + 1e-3 and r['seated'] > r['hover'] + 1e-3, r
+        assert -0.02 < r['seated'] < 0.0, r  # pixel noise and rounding only
+
+
+def test_image_env_reward_rises_along_an_approach_and_its_step_compiles_once(image_env):
+    """A P-controller approach to the exact goal: the image reward of the mean
+    of 8 episodes rises step after step (to rounding) until seated; the
+    goal image ignores the goal noise; one program serves every step."""
+    env, reset, step = image_env
+    keys = jax.random.split(jax.random.PRNGKey(3), 8)
+    state = reset(keys, jnp.zeros((8, 2)))
+    noisy = reset(keys, jnp.full((8, 2), 1.0))
+    spec = env.observation_spec
+    assert set(state.obs) == {'image', 'controller'}
+    assert (
+        state.obs['image'].shape == (8,) + spec['image'].shape and spec['image'].dtype == np.uint8
+    )
+    # Goal noise moves what the controller is told, not the goal image.
+    np.testing.assert_array_equal(state.info['goal_image'], noisy.info['goal_image'])
+    assert not np.array_equal(state.obs['controller'], noisy.obs['controller'])
+    # Each episode has its own view: the goal images differ.
+    assert len({np.asarray(g).tobytes() for g in state.info['goal_image']}) == 8
+    rewards_per_step = []
+    for _ in range(env.horizon // 2):
+        state = step(state, jax.vmap(env.base_action)(state.obs))
+        rewards_per_step.append(float(jnp.mean(state.reward)))
+    assert np.all(np.diff(rewards_per_step) > -2e-3), np.round(rewards_per_step, 4)
+    assert rewards_per_step[-1] > 0.3 * rewards_per_step[0] > rewards_per_step[0]
+    assert bool(jnp.all(state.info['success']))
+    np.testing.assert_array_equal(state.metrics['reward/image_l1'], state.reward)
+    assert step._cache_size() == 1

@@ -18,6 +18,7 @@ import pytest
 
 from insertion_jax.agents import policy as policy_lib
 from insertion_jax.agents import sac, td3
+from insertion_jax.envs import insertion
 from insertion_jax.training import (
     acting,
     config,
@@ -135,8 +136,14 @@ def test_updates_wait_for_learning_starts(small):
 def test_config_errors_name_the_value():
     with pytest.raises(ValueError, match="Unknown mode 'hybrid'; valid modes: pure, residual, lfd"):
         config.TrainConfig(mode='hybrid')
-    with pytest.raises(ValueError, match="obs='image' is not available"):
-        config.TrainConfig(obs='image')
+    with pytest.raises(ValueError, match="Unknown observation type 'depth'; valid types: state"):
+        config.TrainConfig(env=insertion.InsertionConfig(obs='depth'))
+    with pytest.raises(ValueError, match='TrainConfig.image_shift_px=-1 must be an integer >= 0'):
+        config.TrainConfig(image_shift_px=-1)
+    assert config.TrainConfig(env=insertion.InsertionConfig(obs='image')).obs == 'image'
+    # A run written before the camera still reads back (its 'obs' was 'state').
+    old = {**config.to_dict(TOY), 'obs': 'state'}
+    assert config.from_dict(old) == TOY
     with pytest.raises(ValueError, match='TrainConfig.num_envs=0 must be a positive integer'):
         config.TrainConfig(num_envs=0)
     with pytest.raises(ValueError, match='mode=lfd needs the agent bc_weight > 0'):
@@ -310,3 +317,18 @@ def test_residual_demonstrations_store_the_residual_not_the_whole_command(small)
     assert np.abs(stored[unclipped]).max() <= noise + 1e-6
     assert np.abs(pure[valid]).max() == 1.0 and np.abs(stored[valid]).max() < 1.0
     assert demonstrations.for_mode(demos, env, 'pure') is demos
+
+
+def test_random_shift_moves_each_image_by_at_most_the_padding():
+    """DrQ's shift: one bright pixel in the middle lands within +-pad pixels of
+    where it was, at every offset for some image of the batch; edges repeat."""
+    images = jnp.zeros((400, 9, 9, 1), jnp.uint8).at[:, 4, 4, 0].set(255)
+    shifted = np.asarray(loop.random_shift(images, 2, jax.random.PRNGKey(0)))
+    assert shifted.shape == images.shape and shifted.dtype == np.uint8
+    rows, cols = np.nonzero(shifted[..., 0] == 255)[1:]
+    assert len(rows) == 400  # one bright pixel per image, never lost
+    offsets = set(zip(rows - 4, cols - 4))
+    assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    edge = jnp.arange(81, dtype=jnp.uint8).reshape(1, 9, 9, 1)
+    corner = np.asarray(loop.random_shift(edge, 3, jax.random.PRNGKey(1)))
+    assert set(np.unique(corner)) <= set(np.arange(81))  # padding repeats edge pixels

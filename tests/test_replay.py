@@ -331,3 +331,63 @@ def test_malformed_demonstration_files_raise_one_line_errors_naming_the_file(tmp
             demos_lib.load(path, 'usb', 2, 1, 6)
         text = str(raised.value)
         assert text.startswith(f'{path}: ') and '\n' not in text, text
+
+
+# ------------------------------------------------------------ image observations
+IMAGE_SPEC = base.ReplaySpec(
+    capacity=64, n_step=1, discount=0.5, episode_length=4, num_envs=2, updates_per_iteration=4
+)
+
+
+def image_steps(ids):
+    """Steps whose image observation (5x5x1 uint8) is filled with its id and
+    whose controller vector starts with it; the next observation's id is +100."""
+    ids = np.asarray(ids)
+
+    def obs(i):
+        image = np.broadcast_to(i[..., None, None, None], i.shape + (5, 5, 1)).astype(np.uint8)
+        vector = np.repeat(i[..., None], 4, axis=-1).astype(np.float32)
+        return {'image': jnp.asarray(image), 'controller': jnp.asarray(vector)}
+
+    return types.Step(
+        obs=obs(ids),
+        action=jnp.zeros(ids.shape + (1,)),
+        reward=jnp.ones(ids.shape),
+        terminal=jnp.zeros(ids.shape, bool),
+        next_obs=obs(ids + 100),
+    )
+
+
+@pytest.mark.parametrize('kind', ['uniform', 'prioritized', 'der', 'lfd'])
+def test_image_observations_are_stored_and_sampled_as_uint8(kind):
+    """Every replay kind keeps images uint8 on the device, and a sampled
+    transition's image, state vector and next image belong together."""
+    configs = {
+        'uniform': uniform.UniformConfig(),
+        'prioritized': prioritized.PrioritizedConfig(),
+        'der': der.DERConfig(num_buffers=2, structure='none', zone_fraction=0.25, pool_episodes=4),
+        'lfd': uniform.UniformConfig(),
+    }
+    replay = registry.make_replay(configs[kind], IMAGE_SPEC)
+    example = jax.tree.map(lambda x: x[0, 0], image_steps(np.zeros((1, 1), int)))
+    demos = None
+    if kind == 'lfd':
+        replay = mixed.make_mixed(replay, 0.25, IMAGE_SPEC)
+        demos = demos_lib.Demonstrations(
+            steps=image_steps(np.arange(8).reshape(2, 4) + 1),
+            lengths=jnp.asarray([4, 4]),
+            success=jnp.asarray([True, True]),
+        )
+    state = replay.init(example, demos)
+    images = [x for x in jax.tree.leaves(state) if x.ndim >= 4 and x.shape[-3:] == (5, 5, 1)]
+    assert images and all(x.dtype == np.uint8 for x in images)
+    last = jnp.zeros((4, 2), bool).at[3].set(True)
+    for chunk in range(3):  # ids 10..33: three episodes per env
+        steps = image_steps(10 + 8 * chunk + np.arange(8).reshape(4, 2))
+        state = replay.add(state, steps, last, last, jax.random.PRNGKey(chunk))
+    batch, _ = jax.jit(replay.sample, static_argnums=2)(state, jax.random.PRNGKey(7), 32)
+    assert batch.obs['image'].dtype == np.uint8 and batch.obs['image'].shape == (32, 5, 5, 1)
+    ids = np.asarray(batch.obs['controller'][:, 0])
+    np.testing.assert_array_equal(batch.obs['image'][:, 2, 2, 0], ids)
+    np.testing.assert_array_equal(batch.next_obs['image'][:, 2, 2, 0], ids + 100)
+    assert len(np.unique(ids)) > 8 and ids.min() >= 1 and ids.max() <= 33

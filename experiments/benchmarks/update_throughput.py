@@ -11,9 +11,15 @@ machine reaches on plain jitted matmuls with the update's layer shapes (each
 layer's forward product and the two products of its backward pass).
 `fraction_of_limit` is the measured rate over that limit.
 
+Image SAC (`--image_shape`, default 64x64:128) is timed the same way on
+32x32 grayscale image observations (uint8, the CNN encoder of
+`agents.networks`, random-shift augmentation as the training loop applies
+it), without a FLOP limit: image_sac_updates_per_s.
+
 The last line (with --json) is one JSON object: {shape: {algo_updates_per_s,
 algo_fraction_of_limit, ...}, plus the matmul GFLOP/s}, and the top-level keys
-sac_updates_per_s, td3_updates_per_s, ddpg_updates_per_s as dicts by shape.
+sac_updates_per_s, td3_updates_per_s, ddpg_updates_per_s as dicts by shape,
+and image_sac_updates_per_s.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from absl import app, flags
 from experiments import common
 from insertion_jax import types
 from insertion_jax.agents import registry as agent_registry
+from insertion_jax.training import loop
 
 _SHAPES = flags.DEFINE_list(
     'shapes', ['256x256:256', '64x64:512'], 'Network shapes as WIDTHxWIDTH:BATCH.'
@@ -36,6 +43,9 @@ _SHAPES = flags.DEFINE_list(
 _ALGOS = flags.DEFINE_list('algos', ['sac', 'td3', 'ddpg'], 'Agents to time.')
 _UPDATES = flags.DEFINE_integer('updates', 200, 'Updates per timed call.', lower_bound=1)
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Time each case at least this long.')
+_IMAGE_SHAPE = flags.DEFINE_string(
+    'image_shape', '64x64:128', 'Shape of the image SAC case (WIDTHxWIDTH:BATCH); empty: skip.'
+)
 _JSON = flags.DEFINE_bool('json', False, 'Print the results as JSON on the last line.')
 
 OBS_DIM, ACTION_DIM = 4, 3
@@ -108,34 +118,70 @@ def matmul_gflops(hidden: Tuple[int, ...], batch: int, repeats: int, min_seconds
     return flops / seconds / 1e9
 
 
+STATE_SPEC = jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32)
+IMAGE_SPEC = {
+    types.IMAGE: jax.ShapeDtypeStruct((32, 32, 1), jnp.uint8),
+    types.CONTROLLER: STATE_SPEC,
+}
+
+
+def random_obs(key: jax.Array, spec, lead: Tuple[int, ...]):
+    """Random observations shaped like `spec` with leading axes `lead`."""
+
+    def draw(key, s):
+        if s.dtype == jnp.uint8:
+            return jax.random.randint(key, lead + s.shape, 0, 256).astype(jnp.uint8)
+        return jax.random.normal(key, lead + s.shape, s.dtype)
+
+    leaves, tree = jax.tree.flatten(spec)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [draw(k, s) for k, s in zip(keys, leaves, strict=True)])
+
+
 def bench_agent(
-    algo: str, hidden: Tuple[int, ...], batch: int, updates: int, min_seconds: float
+    algo: str,
+    hidden: Tuple[int, ...],
+    batch: int,
+    updates: int,
+    min_seconds: float,
+    obs_spec=STATE_SPEC,
 ) -> Tuple[float, float]:
     """(updates per second, FLOPs per update) of agent `algo` with `hidden`
-    widths on batches of `batch` random transitions, `updates` scanned updates
-    per timed call."""
+    widths on batches of `batch` random transitions with observations of
+    `obs_spec`, `updates` scanned updates per timed call. Image batches get the
+    training loop's random shift (2 pixels) inside the timed update."""
     agent = agent_registry.make_agent(
         algo, agent_registry.config_class(algo)(hidden=hidden), ACTION_DIM
     )
     state = agent.init(
-        jax.random.PRNGKey(0),
-        jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32),
-        jax.ShapeDtypeStruct((ACTION_DIM,), jnp.float32),
+        jax.random.PRNGKey(0), obs_spec, jax.ShapeDtypeStruct((ACTION_DIM,), jnp.float32)
     )
     keys = jax.random.split(jax.random.PRNGKey(1), 5)
     batches = types.make_transition(
-        obs=jax.random.normal(keys[0], (updates, batch, OBS_DIM)),
+        obs=random_obs(keys[0], obs_spec, (updates, batch)),
         action=jax.random.uniform(keys[1], (updates, batch, ACTION_DIM), minval=-1, maxval=1),
         reward=jax.random.normal(keys[2], (updates, batch)),
         discount=jnp.full((updates, batch), 0.99),
-        next_obs=jax.random.normal(keys[3], (updates, batch, OBS_DIM)),
+        next_obs=random_obs(keys[3], obs_spec, (updates, batch)),
     )
+
+    def augment(batch, key):
+        if not types.has_image(obs_spec):
+            return batch
+        key_obs, key_next = jax.random.split(key)
+
+        def shift(obs, key):
+            return {**obs, types.IMAGE: loop.random_shift(obs[types.IMAGE], 2, key)}
+
+        return batch.replace(
+            obs=shift(batch.obs, key_obs), next_obs=shift(batch.next_obs, key_next)
+        )
 
     @jax.jit
     def many(state, batches, key):
         def body(state, xs):
             batch, key = xs
-            return agent.update(state, batch, key)[0], None
+            return agent.update(state, augment(batch, key), key)[0], None
 
         return jax.lax.scan(body, state, (batches, jax.random.split(key, updates)))[0]
 
@@ -182,6 +228,15 @@ def main(argv: Sequence[str]) -> None:
         result[f'{algo}_updates_per_s'] = {
             name: entry[f'{algo}_updates_per_s'] for name, entry in result['shapes'].items()
         }
+    if _IMAGE_SHAPE.value:
+        hidden, batch = parse_shape(_IMAGE_SHAPE.value)
+        name = f'image32_{"x".join(map(str, hidden))}_batch{batch}'
+        rate, flops = bench_agent(
+            'sac', hidden, batch, max(1, _UPDATES.value // 10), _MIN_SECONDS.value, IMAGE_SPEC
+        )
+        result['image_sac_updates_per_s'] = {name: round(rate, 1)}
+        result['image_sac_mflops_per_update'] = {name: round(flops / 1e6, 1)}
+        print(f'{name:>18}  sac: {rate:8.1f} updates/s, {flops / 1e6:.1f} MFLOP/update', flush=True)
     if _JSON.value:
         print(json.dumps(result))
 
