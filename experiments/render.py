@@ -182,7 +182,7 @@ def camera_gif(task: str, out_dir: str, width: int, height: int, seed: int) -> s
         axes[3].set_xlim(0, len(rewards) + 1)
         axes[3].set_ylim(min(rewards.min() * 1.1, -0.01), 0.0)
         axes[3].set_xlabel('control step')
-        axes[3].set_title('image reward  -mean|I - I_goal|')
+        axes[3].set_title('image reward  -100 mean|I - I_goal|')
         fig.suptitle(f'{task}: P-controller, exact goal, step {t}/{len(rewards)}')
         fig.tight_layout()
         fig.canvas.draw()

@@ -154,8 +154,8 @@ def test_a_rim_stuck_or_hovering_plug_scores_worse_than_a_seated_one():
     for seed in range(8):
         key = jax.random.PRNGKey(seed)
         r = {name: float(reward(data, key)) for name, data in worlds.items()}
-        assert r['seated'] > r['rim'] + 1e-3 and r['seated'] > r['hover'] + 1e-3, r
-        assert -0.02 < r['seated'] < 0.0, r  # pixel noise and rounding only
+        assert r['seated'] > r['rim'] + 0.1 and r['seated'] > r['hover'] + 0.1, r
+        assert -2.0 < r['seated'] < 0.0, r  # pixel noise and rounding only
 
 
 def test_image_env_reward_rises_along_an_approach_and_its_step_compiles_once(image_env):
@@ -180,7 +180,7 @@ def test_image_env_reward_rises_along_an_approach_and_its_step_compiles_once(ima
     for _ in range(env.horizon // 2):
         state = step(state, jax.vmap(env.base_action)(state.obs))
         rewards_per_step.append(float(jnp.mean(state.reward)))
-    assert np.all(np.diff(rewards_per_step) > -2e-3), np.round(rewards_per_step, 4)
+    assert np.all(np.diff(rewards_per_step) > -0.2), np.round(rewards_per_step, 3)
     assert rewards_per_step[-1] > 0.3 * rewards_per_step[0] > rewards_per_step[0]
     assert bool(jnp.all(state.info['success']))
     np.testing.assert_array_equal(state.metrics['reward/image_l1'], state.reward)

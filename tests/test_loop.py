@@ -327,7 +327,7 @@ def test_random_shift_moves_each_image_by_at_most_the_padding():
     assert shifted.shape == images.shape and shifted.dtype == np.uint8
     rows, cols = np.nonzero(shifted[..., 0] == 255)[1:]
     assert len(rows) == 400  # one bright pixel per image, never lost
-    offsets = set(zip(rows - 4, cols - 4))
+    offsets = set(zip(rows - 4, cols - 4, strict=True))
     assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
     edge = jnp.arange(81, dtype=jnp.uint8).reshape(1, 9, 9, 1)
     corner = np.asarray(loop.random_shift(edge, 3, jax.random.PRNGKey(1)))

@@ -5,9 +5,13 @@
   with alpha = 100, beta = 0.002, phi = 0.1, flipping to phi = -0.1 once the
   plug is inserted, so that pressing down after insertion is rewarded.
 
-* image: r = -mean_p |I_p - I*_p|, the mean absolute pixel difference
-  between the camera's frame and the goal image, intensities in [0, 1]
-  (so r lies in [-1, 0]); the residual-RL paper's natural reward from vision.
+* image: r = -100 mean_p |I_p - I*_p|, the mean absolute pixel difference
+  between the camera's frame and the goal image in percent of the intensity
+  range (intensities in [0, 1], so r lies in [-100, 0]; about -3 with the
+  plug far from the goal, -0.3 seated, on the connectors' 32x32 camera); the
+  residual-RL paper's natural reward from vision. The factor 100 keeps the
+  rewards near the unit scale that the agents' default temperature,
+  learning rates and initial weights assume.
 
 * DER (Luo & Li): r = -|g - x| while |g - x| > eps, and -|g - x| + R inside
   eps (`der_reward`).
@@ -77,11 +81,14 @@ def dense_reward(
     return terms['distance_l1'] + terms['distance_inverse'] + terms['force'], terms
 
 
+IMAGE_REWARD_SCALE = 100.0  # percent of the intensity range
+
+
 def image_reward(frame: jax.Array, goal_frame: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """-mean |frame - goal_frame| over the last two axes, intensities scaled
-    to [0, 1]; frames uint8 (..., R, R). Returns (reward, {'image_l1': reward})."""
+    """-100 mean |frame - goal_frame| over the last two axes, intensities
+    scaled to [0, 1]; frames uint8 (..., R, R). Returns (reward, {'image_l1': reward})."""
     diff = jnp.abs(frame.astype(jnp.float32) - goal_frame.astype(jnp.float32)) / 255.0
-    reward = -jnp.mean(diff, axis=(-2, -1))
+    reward = -IMAGE_REWARD_SCALE * jnp.mean(diff, axis=(-2, -1))
     return reward, {'image_l1': reward}
 
 
