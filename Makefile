@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m experiments.benchmarks.update_throughput --json
 	$(PY) -m experiments.benchmarks.train_throughput --json
 	$(PY) -m experiments.benchmarks.replay_throughput --json
+	$(PY) -m experiments.benchmarks.camera_throughput --task=usb --json
 
 render: $(STAMP)
 	$(PY) -m experiments.render --task=all --out=docs/images

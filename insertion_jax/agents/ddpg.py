@@ -40,6 +40,8 @@ class DDPGConfig:
 
     Attributes:
       hidden: hidden layer widths of actor and critic.
+      encoder_channels: channels of the image encoder's 3x3 convolutions
+        (`networks.ImageEncoder`; used when observations hold an image).
       actor_lr, critic_lr: Adam learning rates.
       discount: gamma (per environment step; the n-step discount is gamma^n).
       tau: Polyak rate of the targets (used when hard_target_every == 0).
@@ -58,6 +60,7 @@ class DDPGConfig:
     """
 
     hidden: Tuple[int, ...] = (256, 256)
+    encoder_channels: Tuple[int, ...] = networks.ENCODER_CHANNELS
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     discount: float = 0.99
@@ -76,7 +79,7 @@ class DDPGConfig:
 
     def __post_init__(self):
         owner = type(self).__name__
-        checks.positive_ints(owner, hidden=self.hidden)
+        checks.positive_ints(owner, hidden=self.hidden, encoder_channels=self.encoder_channels)
         checks.positive(
             owner,
             actor_lr=self.actor_lr,

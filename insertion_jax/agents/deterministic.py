@@ -61,7 +61,9 @@ def make_networks(
     `config.hidden` widths."""
     return DeterministicNetworks(
         actor=policy_lib.make_actor(algo, config, action_dim),
-        critic=networks.Critic(config.hidden, num_critics=num_critics),
+        critic=networks.Critic(
+            config.hidden, num_critics=num_critics, encoder_channels=config.encoder_channels
+        ),
     )
 
 

@@ -103,6 +103,10 @@ class Conv3x3(nn.Module):
         return patches @ kernel.reshape(9 * channels, self.features) + bias
 
 
+ENCODER = 'encoder'
+ENCODER_CHANNELS = (16, 32, 32)
+
+
 class ImageEncoder(nn.Module):
     """Frames uint8 (..., R, R, F) -> features (..., features) in [-1, 1].
 
@@ -115,7 +119,7 @@ class ImageEncoder(nn.Module):
       features: width of the feature vector.
     """
 
-    channels: Sequence[int] = (16, 32, 32)
+    channels: Sequence[int] = ENCODER_CHANNELS
     features: int = 50
 
     @nn.compact
@@ -129,16 +133,15 @@ class ImageEncoder(nn.Module):
         return x.reshape(lead + (self.features,))
 
 
-ENCODER = 'encoder'
-
-
-def network_input(obs, stop_gradient: bool = False) -> jax.Array:
+def network_input(
+    obs, channels: Sequence[int] = ENCODER_CHANNELS, stop_gradient: bool = False
+) -> jax.Array:
     """What the MLPs read: a vector observation as it is, or an image's
-    features (an `ImageEncoder` named ENCODER in the calling module) with
-    the 'state' part appended. Call it inside a compact module."""
+    features (an `ImageEncoder` of `channels`, named ENCODER in the calling
+    module) with the 'state' part appended. Call it inside a compact module."""
     if not types.has_image(obs):
         return obs
-    features = ImageEncoder(name=ENCODER)(obs[types.IMAGE])
+    features = ImageEncoder(tuple(channels), name=ENCODER)(obs[types.IMAGE])
     if stop_gradient:
         features = jax.lax.stop_gradient(features)
     if types.STATE in obs:
@@ -161,10 +164,11 @@ class DeterministicActor(nn.Module):
     action_dim: int
     hidden: Sequence[int] = (256, 256)
     out_scale: float = 1.0
+    encoder_channels: Sequence[int] = ENCODER_CHANNELS
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
-        x = network_input(obs, stop_gradient=True)
+        x = network_input(obs, self.encoder_channels, stop_gradient=True)
         return jnp.tanh(MLP(self.hidden, self.action_dim, out_scale=self.out_scale)(x))
 
 
@@ -178,10 +182,11 @@ class GaussianActor(nn.Module):
     action_dim: int
     hidden: Sequence[int] = (256, 256)
     out_scale: float = 1.0
+    encoder_channels: Sequence[int] = ENCODER_CHANNELS
 
     @nn.compact
     def __call__(self, obs) -> Tuple[jax.Array, jax.Array]:
-        x = network_input(obs, stop_gradient=True)
+        x = network_input(obs, self.encoder_channels, stop_gradient=True)
         out = MLP(self.hidden, 2 * self.action_dim, out_scale=self.out_scale)(x)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
@@ -217,10 +222,11 @@ class Critic(nn.Module):
 
     hidden: Sequence[int] = (256, 256)
     num_critics: int = 2
+    encoder_channels: Sequence[int] = ENCODER_CHANNELS
 
     @nn.compact
     def __call__(self, obs, action: jax.Array) -> jax.Array:
-        obs = network_input(obs)
+        obs = network_input(obs, self.encoder_channels)
         ensemble = nn.vmap(
             MLP,
             variable_axes={'params': 0},

@@ -13,8 +13,8 @@ or exports a trained policy loads nothing of the training stack. The agents'
 own `policy` fields use the deterministic actions defined here, so the
 deterministic forward pass is written once.
 
-An agent config is read for two fields only, `hidden` and `actor_out_scale`
-(every agent config class has them); the config classes stay in the agent
+An agent config is read for three fields only, `hidden`, `actor_out_scale`
+and `encoder_channels` (every agent config class has them); the config classes stay in the agent
 modules, which import optax.
 
 Modes, after the residual-RL paper:
@@ -111,12 +111,17 @@ def _actor_kind(algo: str):
 def make_actor(algo: str, agent_config: Any, action_dim: int) -> nn.Module:
     """The actor network of `algo` for actions of `action_dim` dimensions.
 
-    `agent_config` is the agent's config (its `hidden` widths and
-    `actor_out_scale` are read). The agents build their actor here, so the
+    `agent_config` is the agent's config (its `hidden` widths,
+    `actor_out_scale` and `encoder_channels` are read). The agents build their actor here, so the
     trained parameters always fit the network the policy applies.
     """
     network, _ = _actor_kind(algo)
-    return network(action_dim, tuple(agent_config.hidden), agent_config.actor_out_scale)
+    return network(
+        action_dim,
+        tuple(agent_config.hidden),
+        agent_config.actor_out_scale,
+        tuple(agent_config.encoder_channels),
+    )
 
 
 def make_action(algo: str, agent_config: Any, action_dim: int) -> ActionFn:

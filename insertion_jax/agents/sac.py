@@ -31,6 +31,8 @@ class SACConfig:
 
     Attributes:
       hidden: hidden layer widths of actor and critics.
+      encoder_channels: channels of the image encoder's 3x3 convolutions
+        (`networks.ImageEncoder`; used when observations hold an image).
       actor_lr, critic_lr, alpha_lr: Adam learning rates.
       discount: gamma.
       tau: Polyak rate of the target critics.
@@ -43,6 +45,7 @@ class SACConfig:
     """
 
     hidden: Tuple[int, ...] = (256, 256)
+    encoder_channels: Tuple[int, ...] = networks.ENCODER_CHANNELS
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
@@ -57,7 +60,7 @@ class SACConfig:
 
     def __post_init__(self):
         owner = 'SACConfig'
-        checks.positive_ints(owner, hidden=self.hidden)
+        checks.positive_ints(owner, hidden=self.hidden, encoder_channels=self.encoder_channels)
         checks.positive(
             owner,
             actor_lr=self.actor_lr,
@@ -312,7 +315,9 @@ def make_sac(config: SACConfig = SACConfig(), action_dim: int = 3) -> base.Agent
     """Builds the SAC agent for actions of `action_dim` dimensions."""
     nets = SACNetworks(
         actor=policy_lib.make_actor('sac', config, action_dim),
-        critic=networks.Critic(config.hidden, num_critics=2),
+        critic=networks.Critic(
+            config.hidden, num_critics=2, encoder_channels=config.encoder_channels
+        ),
     )
     optimizers = make_optimizers(config)
     return base.Agent(

@@ -30,6 +30,8 @@ class TD3Config:
 
     Attributes:
       hidden: hidden layer widths of actor and critics.
+      encoder_channels: channels of the image encoder's 3x3 convolutions
+        (`networks.ImageEncoder`; used when observations hold an image).
       actor_lr, critic_lr: Adam learning rates.
       discount: gamma.
       tau: Polyak rate of the target networks.
@@ -46,6 +48,7 @@ class TD3Config:
     """
 
     hidden: Tuple[int, ...] = (256, 256)
+    encoder_channels: Tuple[int, ...] = networks.ENCODER_CHANNELS
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     discount: float = 0.99
@@ -63,7 +66,7 @@ class TD3Config:
 
     def __post_init__(self):
         owner = 'TD3Config'
-        checks.positive_ints(owner, hidden=self.hidden)
+        checks.positive_ints(owner, hidden=self.hidden, encoder_channels=self.encoder_channels)
         checks.positive(
             owner,
             actor_lr=self.actor_lr,
