@@ -12,7 +12,8 @@ point_reach (a diagnostic). Modes: residual (the policy adds its move to the
 P-controller's), pure (the policy alone), lfd (pure RL plus a
 behaviour-cloning loss on scripted demonstrations). --replay picks the buffer
 for any algo: uniform, prioritized, or der (Dynamic Experience Replay:
---structure, --der). With --algo=apex_ddpg the flags left unset take the DER
+--structure, --der). With --obs=image (or state+image) --batch_size defaults to 128
+(`training.config.IMAGE_PRESETS`). With --algo=apex_ddpg the flags left unset take the DER
 paper's loop settings (`training.config.ALGO_PRESETS`: 3-step returns, batch
 512, running observation filter, DER replay) and its agent settings
 (`ddpg.ApeXDDPGConfig`). Writes config.json, metrics.jsonl,
@@ -187,7 +188,7 @@ def build_configs():
         )
     given = {holder.name for holder in _PRESETTABLE if flags.FLAGS[holder.name].present}
     loop_values = config_lib.apply_presets(
-        _ALGO.value, {holder.name: holder.value for holder in _PRESETTABLE}, given
+        _ALGO.value, {holder.name: holder.value for holder in _PRESETTABLE}, given, _OBS.value
     )
     try:
         train_config = config_lib.TrainConfig(

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -570,3 +571,17 @@ def test_normalizer_scales_the_state_part_of_an_image_observation_only():
     updated = obs_norm.update(norm, obs)
     np.testing.assert_allclose(updated.mean, np.mean(obs['state'], 0), rtol=1e-5)
     assert obs_norm.update(norm, {'image': obs['image']}) is norm  # nothing to learn
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_patch_convolution_equals_flax_conv(stride):
+    """`networks.Conv3x3` (a matrix product over patches, fast in loops on a
+    CPU) computes what `nn.Conv` with 'SAME' padding computes, same params."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 3))
+    ours = networks.Conv3x3(5, stride=stride)
+    params = ours.init(jax.random.PRNGKey(1), x)
+    theirs = flax.linen.Conv(5, (3, 3), strides=stride, padding='SAME')
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, theirs.init(jax.random.PRNGKey(1), x)
+    )
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=1e-5)
