@@ -31,7 +31,7 @@ import dataclasses
 from absl import app, flags
 
 from experiments import common
-from insertion_jax import types
+from insertion_jax import observations
 from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.envs import rewards
@@ -55,7 +55,7 @@ _REWARD = flags.DEFINE_enum(
 _OBS = flags.DEFINE_enum(
     'obs',
     'state',
-    list(types.OBS_TYPES),
+    list(observations.OBS_TYPES),
     'What the policy observes: the state vector, the 32x32 camera image alone, or both '
     '(connector tasks).',
 )

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from experiments import common
-from insertion_jax import types
+from insertion_jax import observations, types
 from insertion_jax.agents import registry as agent_registry
 from insertion_jax.training import loop
 
@@ -120,8 +120,8 @@ def matmul_gflops(hidden: Tuple[int, ...], batch: int, repeats: int, min_seconds
 
 STATE_SPEC = jax.ShapeDtypeStruct((OBS_DIM,), jnp.float32)
 IMAGE_SPEC = {
-    types.IMAGE: jax.ShapeDtypeStruct((32, 32, 1), jnp.uint8),
-    types.CONTROLLER: STATE_SPEC,
+    observations.IMAGE: jax.ShapeDtypeStruct((32, 32, 1), jnp.uint8),
+    observations.CONTROLLER: STATE_SPEC,
 }
 
 
@@ -166,12 +166,12 @@ def bench_agent(
     )
 
     def augment(batch, key):
-        if not types.has_image(obs_spec):
+        if not observations.has_image(obs_spec):
             return batch
         key_obs, key_next = jax.random.split(key)
 
         def shift(obs, key):
-            return {**obs, types.IMAGE: loop.random_shift(obs[types.IMAGE], 2, key)}
+            return {**obs, observations.IMAGE: loop.random_shift(obs[observations.IMAGE], 2, key)}
 
         return batch.replace(
             obs=shift(batch.obs, key_obs), next_obs=shift(batch.next_obs, key_next)

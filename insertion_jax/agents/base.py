@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from insertion_jax import types
+from insertion_jax import observations
 from insertion_jax.types import Metrics, Params, Transition
 
 
@@ -117,6 +117,6 @@ def init_actor_critic(nets, key, obs_spec, action_spec, action_dim: int) -> Tupl
             f'The agent was built for actions of shape ({action_dim},), got {action_spec.shape}.'
         )
     key_actor, key_critic = jax.random.split(key)
-    obs = types.zeros_like_spec(obs_spec)
+    obs = observations.zeros_like_spec(obs_spec)
     action = jnp.zeros(action_spec.shape, jnp.float32)
     return nets.actor.init(key_actor, obs), nets.critic.init(key_critic, obs, action)

@@ -5,7 +5,7 @@ metres. Every module maps observations of shape (..., obs_dim) to outputs with
 the same leading axes, so one set of parameters serves a single observation, a
 batch, or the (envs,) batch of the collector.
 
-Image observations (dicts with `types.IMAGE`, see `types.py`) go through a
+Image observations (dicts with `observations.IMAGE`) go through a
 small CNN (`ImageEncoder`), as in DrQ and SERL: the critics own it and train
 it with the critic loss; the actor applies a copy of it (`share_encoder`
 copies the critic's weights in before each actor step) with its features'
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from insertion_jax import types
+from insertion_jax import observations
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -139,13 +139,13 @@ def network_input(
     """What the MLPs read: a vector observation as it is, or an image's
     features (an `ImageEncoder` of `channels`, named ENCODER in the calling
     module) with the 'state' part appended. Call it inside a compact module."""
-    if not types.has_image(obs):
+    if not observations.has_image(obs):
         return obs
-    features = ImageEncoder(tuple(channels), name=ENCODER)(obs[types.IMAGE])
+    features = ImageEncoder(tuple(channels), name=ENCODER)(obs[observations.IMAGE])
     if stop_gradient:
         features = jax.lax.stop_gradient(features)
-    if types.STATE in obs:
-        return jnp.concatenate([features, obs[types.STATE]], axis=-1)
+    if observations.STATE in obs:
+        return jnp.concatenate([features, obs[observations.STATE]], axis=-1)
     return features
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import types
+from insertion_jax import observations
 from insertion_jax.agents import networks
 from insertion_jax.types import Params
 
@@ -64,14 +64,14 @@ class ObsNormalizer:
 def normalize(normalizer: ObsNormalizer, obs: Any) -> Any:
     """(obs - mean) / std, std floored at MIN_STD, clipped to +-CLIP; obs (..., obs_dim).
 
-    Of an observation with an image (a dict, `types.observation_parts`) only
+    Of an observation with an image (a dict, `observations.observation_parts`) only
     the 'state' part is normalized; the image stays uint8 (the encoder scales
     it) and the controller's input stays raw.
     """
     if isinstance(obs, dict):
-        if types.STATE not in obs:
+        if observations.STATE not in obs:
             return obs
-        return {**obs, types.STATE: normalize(normalizer, obs[types.STATE])}
+        return {**obs, observations.STATE: normalize(normalizer, obs[observations.STATE])}
     std = jnp.maximum(jnp.sqrt(normalizer.var), MIN_STD)
     return jnp.clip((obs - normalizer.mean) / std, -CLIP, CLIP)
 

@@ -42,7 +42,7 @@ class State:
       data: physics state: `mjx.Data` for the MJX tasks, a dict of arrays for
         pure-JAX tasks.
       obs: observation: shape (obs_dim,), or a dict with an image
-        (`types.observation_parts`).
+        (`observations.observation_parts`).
       reward: reward of the last step, float32 ().
       done: episode over (horizon reached, task ended or physics diverged), bool ().
       metrics: named float32 scalars of the last step (reward terms, success,
@@ -51,7 +51,9 @@ class State:
       info: per-episode quantities of the task; always holds 'step' (int32 ())
         and 'success' (bool (), the task's success at this step). The connector
         task adds 'goal' ((3,)), 'goal_observed' ((3,)), 'friction' (()),
-        'ft_bias' ((3,)) and 'ever_success' (bool ()).
+        'ft_bias' ((3,)) and 'ever_success' (bool ()); with the camera on,
+        also 'camera_view' (`camera.View`), 'camera_key' (the pixel noise's
+        PRNG key) and 'goal_image' (uint8 (R, R)).
     """
 
     data: Any
@@ -95,7 +97,7 @@ class Env(Protocol):
     @property
     def observation_spec(self) -> Any:
         """Shape and dtype of one observation: (obs_dim,) float32, or a dict
-        of such specs when the task observes an image (`types.IMAGE`)."""
+        of such specs when the task observes an image (`observations.IMAGE`)."""
         ...
 
     @property
@@ -125,7 +127,7 @@ class Env(Protocol):
 
     def base_action(self, obs: Any) -> jax.Array:
         """The hand-designed controller's command (action_dim,) for `obs` (it
-        reads `types.state_vector(obs)`)."""
+        reads `observations.state_vector(obs)`)."""
         ...
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from insertion_jax import types
+from insertion_jax import observations
 from insertion_jax.envs import connector_obs
 
 DEFAULT_KP = (1.0, 1.0, 0.3)
@@ -30,13 +30,13 @@ def p_controller_action(obs: jax.Array, kp: Sequence[float] = DEFAULT_KP) -> jax
 
     Args:
       obs: observation(s), shape (..., OBS_DIM), laid out as `connector_obs.OBS_SPEC`
-        (of an image observation, its state vector: `types.state_vector`).
+        (of an image observation, its state vector: `observations.state_vector`).
       kp: per-axis gains (x, y, z).
 
     Returns:
       action of shape (..., 3): -kp * (x - x*), where x - x* is read from the
       observation (it is relative to the goal the controller is told).
     """
-    obs = types.state_vector(obs)
+    obs = observations.state_vector(obs)
     error_m = connector_obs.obs_field(obs, 'ee_pos_rel_goal_mm') * 1e-3
     return -jnp.asarray(kp, dtype=obs.dtype) * error_m

@@ -18,16 +18,17 @@ set-point moves on, and the force grows with the gap.
 
 Observation: `connector_obs.OBS_SPEC` (4 floats), the tool point relative
 to the goal the robot was told (mm, 3) and the vertical contact force (N).
-With the camera (`obs='image'` or `'state+image'`, see `types.OBS_TYPES`)
+With the camera (`obs='image'` or `'state+image'`, see `observations.OBS_TYPES`)
 it is a dict: 'image', the last `frame_stack` 32x32 grayscale frames (uint8
 (R, R, F)) of a camera fixed to the socket (`camera.py`), and the state
 vector, as 'state' (the policy sees it) or 'controller' (only the
 P-controller reads it, as on the paper's robot, whose policy saw the image
 alone).
 
-Image reward (`reward='image'`): -mean |I - I_goal| over the pixels, with
-intensities in [0, 1] (so the reward lies in [-1, 0]); I is the frame the
-policy observes (pixel noise included) and I_goal the same camera's noiseless
+Image reward (`reward='image'`, `rewards.image_reward`): -100 mean |I - I_goal|
+over the pixels, intensities in [0, 1] (the mean pixel difference in percent
+of the intensity range); I is the frame the policy observes (pixel noise
+included) and I_goal the same camera's noiseless
 frame with the plug seated at the true goal, under the episode's light and
 camera pose, rendered once at reset. Goal noise moves only what the
 controller is told, never the goal image.
@@ -53,7 +54,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from insertion_jax import checks, types
+from insertion_jax import checks, observations
 from insertion_jax.envs import base, camera, connectors, controllers, mjcf, rewards, scene
 from insertion_jax.envs.base import State, mjx
 
@@ -90,7 +91,7 @@ class InsertionConfig:
       reward: 'sparse' (eq. 1), 'dense' (eq. 2) or 'image' (the goal image's
         pixel L1 distance; see the module docstring).
       dense: coefficients of the dense reward.
-      obs: 'state', 'image' or 'state+image' (`types.OBS_TYPES`).
+      obs: 'state', 'image' or 'state+image' (`observations.OBS_TYPES`).
       camera: the camera of the image observation and reward.
       frame_stack: frames in an image observation (the newest last).
     """
@@ -114,7 +115,7 @@ class InsertionConfig:
     def __post_init__(self):
         connectors.get_task(self.task)  # raises with the list of valid names
         rewards.validate_reward_type(self.reward)
-        types.observation_parts(self.obs)  # raises with the list of valid types
+        observations.observation_parts(self.obs)  # raises with the list of valid types
         if isinstance(self.camera, dict):  # read back from JSON
             object.__setattr__(self, 'camera', camera.CameraConfig(**self.camera))
         owner = 'InsertionConfig'
@@ -220,13 +221,9 @@ class InsertionEnv(base.VectorTask):
     def observation_spec(self):
         """One observation: the state vector (obs_dim,) float32, or with the
         camera a dict of it and 'image' (R, R, frame_stack) uint8."""
-        vector = base.vector_spec(self.obs_dim)
-        parts = types.observation_parts(self.config.obs)
-        if not parts:
-            return vector
         size = self.config.camera.resolution
         image = jax.ShapeDtypeStruct((size, size, self.config.frame_stack), jnp.uint8)
-        return {part: image if part == types.IMAGE else vector for part in parts}
+        return observations.make_observation(self.config.obs, base.vector_spec(self.obs_dim), image)
 
     # ------------------------------------------------------- task interface
     @property
@@ -284,14 +281,13 @@ class InsertionEnv(base.VectorTask):
         rel_mm = (self.tip_position(data) - info['goal_observed']) * 1e3
         f_z = self._force(data, info['ft_bias'])[2]
         vector = jnp.concatenate([rel_mm, f_z[None]]).astype(jnp.float32)
-        parts = types.observation_parts(self.config.obs)
-        if not parts:
+        if frame is None:
             return vector, f_z
         if frames is None:
             stack = jnp.repeat(frame[..., None], self.config.frame_stack, axis=-1)
         else:
             stack = jnp.concatenate([frames[..., 1:], frame[..., None]], axis=-1)
-        return {part: stack if part == types.IMAGE else vector for part in parts}, f_z
+        return observations.make_observation(self.config.obs, vector, stack), f_z
 
     def _reward(self, data, info, f_z, connected, frame):
         if self.config.reward == 'sparse':
@@ -410,7 +406,7 @@ class InsertionEnv(base.VectorTask):
             'ever_success': state.info['ever_success'] | connected,
         }
         frame = self._frame(data, info)
-        frames = state.obs[types.IMAGE] if types.has_image(state.obs) else None
+        frames = state.obs[observations.IMAGE] if observations.has_image(state.obs) else None
         obs, f_z = self._observe(data, info, frame, frames)
         reward, terms = self._reward(data, info, f_z, connected, frame)
         metrics = self._metrics(data, info, f_z, terms, penetration, finite)

@@ -14,7 +14,7 @@ scripted demonstrator) is a P-controller that closes `base_gain` of the
 remaining distance per step, so residual and LfD runs exercise the same code
 paths as on the connectors without contact physics.
 
-With `obs='image'` (or 'state+image', `types.OBS_TYPES`) the observation
+With `obs='image'` (or 'state+image', `observations.OBS_TYPES`) the observation
 holds an `image_size` x `image_size` grayscale picture of the plane, drawn
 in pure JAX: the point a bright blob, the goal a blob half as bright. The
 image agents' code paths (uint8 replay, encoder, augmentation) then learn in
@@ -29,7 +29,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-from insertion_jax import checks, types
+from insertion_jax import checks, observations
 from insertion_jax.envs import base
 from insertion_jax.envs.base import State
 
@@ -48,7 +48,7 @@ class PointReachConfig:
     image_size: int = 12
 
     def __post_init__(self):
-        types.observation_parts(self.obs)  # raises with the list of valid types
+        observations.observation_parts(self.obs)  # raises with the list of valid types
         checks.positive_int('PointReachConfig', image_size=self.image_size)
         checks.positive_int('PointReachConfig', horizon=self.horizon)
         checks.positive(
@@ -77,13 +77,9 @@ class PointReachEnv(base.VectorTask):
     @property
     def observation_spec(self):
         """(4,) float32, or with an image a dict of it and 'image' (S, S, 1) uint8."""
-        vector = base.vector_spec(self.obs_dim)
-        parts = types.observation_parts(self.config.obs)
-        if not parts:
-            return vector
         size = self.config.image_size
         image = jax.ShapeDtypeStruct((size, size, 1), jnp.uint8)
-        return {part: image if part == types.IMAGE else vector for part in parts}
+        return observations.make_observation(self.config.obs, base.vector_spec(self.obs_dim), image)
 
     def image(self, x: jax.Array, g: jax.Array) -> jax.Array:
         """The plane [-1, 1]^2 seen from above, (S, S, 1) uint8: a Gaussian blob
@@ -113,11 +109,10 @@ class PointReachEnv(base.VectorTask):
         if cfg.terminate_on_success:
             done = done | (success & (step > 0))
         vector = jnp.concatenate([data['x'] - data['g'], data['x']])
-        parts = types.observation_parts(cfg.obs)
-        image = self.image(data['x'], data['g']) if parts else None
+        image = None if cfg.obs == 'state' else self.image(data['x'], data['g'])
         return State(
             data=data,
-            obs={p: image if p == types.IMAGE else vector for p in parts} if parts else vector,
+            obs=observations.make_observation(cfg.obs, vector, image),
             reward=reward,
             done=done,
             metrics={'nonfinite': jnp.zeros(()), 'distance': distance},
@@ -143,5 +138,7 @@ class PointReachEnv(base.VectorTask):
     def base_action(self, obs: jax.Array) -> jax.Array:
         """The P-controller's command (..., 2): `base_gain` of the way to the goal,
         from the observed offset x - g (obs[..., :2]), within the unit command box."""
-        move = -self.config.base_gain * types.state_vector(obs)[..., :2] / self.config.step_size
+        move = (
+            -self.config.base_gain * observations.state_vector(obs)[..., :2] / self.config.step_size
+        )
         return jnp.clip(move, -1.0, 1.0)

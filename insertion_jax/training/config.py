@@ -187,7 +187,7 @@ class TrainConfig:
     # ------------------------------------------------------------ derived
     @property
     def obs(self) -> str:
-        """The observation type (`types.OBS_TYPES`): the task's, 'state' for
+        """The observation type (`observations.OBS_TYPES`): the task's, 'state' for
         tasks without a camera."""
         return getattr(self.env, 'obs', 'state')
 

@@ -188,7 +188,8 @@ def for_mode(demos: Demonstrations, env: env_base.Env, mode: str) -> Demonstrati
         return demos
     steps = demos.steps
     valid = np.arange(np.shape(steps.action)[1])[None, :] < np.asarray(demos.lengths)[:, None]
-    base = np.asarray(env.base_action(jnp.asarray(steps.obs))) / np.asarray(env.action_scale)
+    obs = jax.tree.map(jnp.asarray, steps.obs)
+    base = np.asarray(env.base_action(obs)) / np.asarray(env.action_scale)
     residual = np.clip(np.asarray(steps.action) - base, -1.0, 1.0)
     action = np.where(valid[..., None], residual, 0.0).astype(np.asarray(steps.action).dtype)
     return demos.replace(steps=steps.replace(action=action))

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from insertion_jax import types
+from insertion_jax import observations
 from insertion_jax.agents import base as agent_base
 from insertion_jax.agents import policy as policy_lib
 from insertion_jax.agents import registry as agent_registry
@@ -160,7 +160,7 @@ def make_act(components: Components, state: TrainState) -> acting.Act:
 # ---------------------------------------------------------------- training
 def example_step(env: env_base.Env) -> Step:
     """One zero step with the shapes the replay stores."""
-    obs = types.zeros_like_spec(env.observation_spec)
+    obs = observations.zeros_like_spec(env.observation_spec)
     return Step(
         obs=obs,
         action=jnp.zeros(env.action_spec.shape, env.action_spec.dtype),
@@ -204,15 +204,18 @@ def sample_batch(
     """One training batch (observations normalized, images shifted at random
     when `config.image_shift_px` > 0) and the replay's sample info."""
     cfg = components.config
-    shift = cfg.image_shift_px if types.has_image(components.env.observation_spec) else 0
+    shift = cfg.image_shift_px if observations.has_image(components.env.observation_spec) else 0
     if shift:  # (state runs keep the key stream they always had)
         key, key_obs, key_next = jax.random.split(key, 3)
     batch, info = components.replay.sample(buffer_state, key, cfg.batch_size)
     obs = obs_norm.normalize(state.normalizer, batch.obs)
     next_obs = obs_norm.normalize(state.normalizer, batch.next_obs)
     if shift:
-        obs = {**obs, types.IMAGE: random_shift(obs[types.IMAGE], shift, key_obs)}
-        next_obs = {**next_obs, types.IMAGE: random_shift(next_obs[types.IMAGE], shift, key_next)}
+        obs = {**obs, observations.IMAGE: random_shift(obs[observations.IMAGE], shift, key_obs)}
+        next_obs = {
+            **next_obs,
+            observations.IMAGE: random_shift(next_obs[observations.IMAGE], shift, key_next),
+        }
     return batch.replace(obs=obs, next_obs=next_obs), info
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from insertion_jax import types
+from insertion_jax import observations
 from insertion_jax.agents.policy import CLIP, MIN_STD, ObsNormalizer, normalize
 
 NORMALIZERS = ('fixed', 'running')
@@ -57,9 +57,9 @@ def update(norm: ObsNormalizer, obs: Any) -> ObsNormalizer:
     if not norm.running:
         return norm
     if isinstance(obs, dict):
-        if types.STATE not in obs:
+        if observations.STATE not in obs:
             return norm
-        obs = obs[types.STATE]
+        obs = obs[observations.STATE]
     obs = obs.reshape(-1, obs.shape[-1])
     n = jnp.asarray(obs.shape[0], jnp.float32)
     batch_mean = jnp.mean(obs, axis=0)
