@@ -32,9 +32,10 @@ def env_config(
     frame_stack: int = 1,
     randomize_camera: bool = True,
 ) -> Any:
-    """The environment config of `task`; `reward`, `goal_noise_mm` and the
-    camera's settings apply to the connector tasks (the others have their own
-    reward and randomization, and no camera)."""
+    """The environment config of `task`. `reward`, `goal_noise_mm` and the
+    camera's settings apply to the connector tasks; point_reach takes `obs`
+    (it draws its own picture); the assembly tasks have their own reward and
+    randomization and no camera (ValueError for an image `obs`)."""
     if task in CONNECTORS:
         cam = insertion.InsertionConfig().camera
         if not randomize_camera:

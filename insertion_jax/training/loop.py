@@ -9,7 +9,8 @@ One *iteration* of `train_iteration`:
      the observation normalizer absorbs their observations.
   3. `updates_per_iteration` = utd * num_envs * unroll_length gradient updates
      run in a `lax.scan`, each on a fresh batch from the replay weighted by
-     its importance weights; each update hands its |TD errors| back to the
+     its importance weights (observations normalized, images randomly
+     shifted: `sample_batch`); each update hands its |TD errors| back to the
      replay. Before `learning_starts` env steps the updates are computed and
      discarded (a select over the small agent state; the replay's priority
      writes are masked), so one compiled function serves the whole run. The
