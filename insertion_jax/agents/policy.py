@@ -14,8 +14,8 @@ own `policy` fields use the deterministic actions defined here, so the
 deterministic forward pass is written once.
 
 An agent config is read for three fields only, `hidden`, `actor_out_scale`
-and `encoder_channels` (every agent config class has them); the config classes stay in the agent
-modules, which import optax.
+and `encoder_channels` (every agent config class has them); the config
+classes stay in the agent modules, which import optax.
 
 Modes, after the residual-RL paper:
   * 'residual': u = base_action(obs) + action_scale * a, with base_action the
@@ -112,8 +112,9 @@ def make_actor(algo: str, agent_config: Any, action_dim: int) -> nn.Module:
     """The actor network of `algo` for actions of `action_dim` dimensions.
 
     `agent_config` is the agent's config (its `hidden` widths,
-    `actor_out_scale` and `encoder_channels` are read). The agents build their actor here, so the
-    trained parameters always fit the network the policy applies.
+    `actor_out_scale` and `encoder_channels` are read). The agents build
+    their actor here, so the trained parameters always fit the network the
+    policy applies.
     """
     network, _ = _actor_kind(algo)
     return network(
