@@ -224,12 +224,6 @@ def forward_at_rest(model: mjx.Model, data: mjx.Data) -> mjx.Data:
     return mjx_sensor.sensor_acc(model, data.replace(qacc=data.qacc_smooth))
 
 
-def kinematics(model: mjx.Model, data: mjx.Data) -> mjx.Data:
-    """Positions and orientations of every body, geom and site for `data.qpos`
-    (MJX's kinematics stage alone): enough to render a pose."""
-    return mjx_smooth.kinematics(model, data)
-
-
 # `mjx.forward`'s stages in its order, less collision, constraints and solver.
 _STAGES_AT_REST = (
     mjx_smooth.kinematics,

@@ -215,7 +215,15 @@ class InsertionEnv(base.VectorTask):
         rest = mujoco.MjData(self.mj_model)
         mujoco.mj_kinematics(self.mj_model, rest)
         tip_at_rest = rest.site_xpos[self._tip_site] - rest.qpos[np.asarray(self._slide_qpos)]
-        self._seated_qpos = jnp.asarray(np.asarray(self.goal) - tip_at_rest, jnp.float32)
+        seated = mujoco.MjData(self.mj_model)
+        seated.qpos[np.asarray(self._slide_qpos)] = np.asarray(self.goal) - tip_at_rest
+        mujoco.mj_kinematics(self.mj_model, seated)
+        # Every geom's pose with the plug seated: a constant, so that a reset
+        # renders the goal image without running kinematics.
+        self._seated_geom_pose = (
+            jnp.asarray(seated.geom_xpos, jnp.float32),
+            jnp.asarray(seated.geom_xmat.reshape(-1, 3, 3), jnp.float32),
+        )
 
     @property
     def observation_spec(self):
@@ -268,10 +276,32 @@ class InsertionEnv(base.VectorTask):
         of this step included), or None when the camera is off."""
         if not self.config.renders:
             return None
-        cam = self.config.camera
-        image = camera.render(self.mjx_model, data, self.goal, cam, info['camera_view'])
+        image = camera.render(
+            self.mjx_model, data, self.goal, self.config.camera, info['camera_view']
+        )
+        return self._observed(image, info)
+
+    def _observed(self, image: jax.Array, info: Dict[str, Any]) -> jax.Array:
+        """A rendered image (R, R) float32 as the camera delivers it: with this
+        step's pixel noise, uint8."""
         key = jax.random.fold_in(info['camera_key'], info['step'])
-        return camera.to_uint8(camera.add_pixel_noise(image, cam, key))
+        return camera.to_uint8(camera.add_pixel_noise(image, self.config.camera, key))
+
+    def _render_seated_and(self, data: mjx.Data, view: camera.View) -> Tuple[jax.Array, jax.Array]:
+        """(the goal image's render, `data`'s render), both (R, R) float32 from
+        `view`, in one batched ray cast (one copy of the camera's code)."""
+        poses = jax.tree.map(
+            lambda seated, now: jnp.stack([seated, now]),
+            self._seated_geom_pose,
+            (data.geom_xpos, data.geom_xmat),
+        )
+
+        def one(xpos, xmat):
+            posed = data.replace(geom_xpos=xpos, geom_xmat=xmat)
+            return camera.render(self.mjx_model, posed, self.goal, self.config.camera, view)
+
+        images = jax.vmap(one)(*poses)
+        return images[0], images[1]
 
     def _observe(
         self, data: mjx.Data, info: Dict[str, Any], frame: jax.Array | None, frames: Any = None
@@ -301,9 +331,8 @@ class InsertionEnv(base.VectorTask):
     def goal_image(self, view: camera.View) -> jax.Array:
         """The noiseless frame (R, R) uint8 of the plug seated at the true goal,
         seen from `view` (the goal image of the image reward)."""
-        data = mjx.make_data(self.mjx_model)
-        data = data.replace(qpos=data.qpos.at[self._slide_qpos].set(self._seated_qpos))
-        data = base.kinematics(self.mjx_model, data)
+        xpos, xmat = self._seated_geom_pose
+        data = mjx.make_data(self.mjx_model).replace(geom_xpos=xpos, geom_xmat=xmat)
         image = camera.render(self.mjx_model, data, self.goal, self.config.camera, view)
         return camera.to_uint8(image)
 
@@ -358,8 +387,13 @@ class InsertionEnv(base.VectorTask):
             # Its own stream (fold_in), so the draws above stay as they were.
             key_view, key_noise = jax.random.split(jax.random.fold_in(key, 1))
             view = camera.draw_view(cfg.camera, key_view)
-            info.update(camera_view=view, camera_key=key_noise, goal_image=self.goal_image(view))
-        frame = self._frame(data, info)
+            goal_image, image = self._render_seated_and(data, view)
+            info.update(
+                camera_view=view, camera_key=key_noise, goal_image=camera.to_uint8(goal_image)
+            )
+            frame = self._observed(image, info)
+        else:
+            frame = None
         obs, f_z = self._observe(data, info, frame)
         reward, terms = self._reward(data, info, f_z, jnp.zeros((), bool), frame)
         metrics = self._metrics(data, info, f_z, terms, jnp.zeros(()))
