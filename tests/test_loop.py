@@ -332,3 +332,28 @@ def test_random_shift_moves_each_image_by_at_most_the_padding():
     edge = jnp.arange(81, dtype=jnp.uint8).reshape(1, 9, 9, 1)
     corner = np.asarray(loop.random_shift(edge, 3, jax.random.PRNGKey(1)))
     assert set(np.unique(corner)) <= set(np.arange(81))  # padding repeats edge pixels
+
+
+def test_a_run_written_before_a_new_setting_resumes_with_its_default(tmp_path):
+    """config.json from before `encoder_channels` and `image_shift_px` existed
+    reads back with their defaults (what that code ran with), so the run
+    resumes; a stored value that differs is still refused by name."""
+    now = runner.config_dict(TOY, TOY_RUN)
+    old = json.loads(json.dumps(now))
+    del old['train']['agent']['encoder_channels'], old['train']['image_shift_px']
+    run_dir.write_json(str(tmp_path / 'config.json'), old)
+
+    def open_run():
+        return run_dir.RunDir(
+            str(tmp_path),
+            now,
+            'config.json',
+            extendable=runner.EXTENDABLE,
+            read_back=runner.read_back,
+        )
+
+    assert open_run().changed == {}
+    old['train']['image_shift_px'] = 4
+    run_dir.write_json(str(tmp_path / 'config.json'), old)
+    with pytest.raises(run_dir.ConfigMismatchError, match='train.image_shift_px: 4 there, 2 here'):
+        open_run()

@@ -214,6 +214,11 @@ class RunDir:
       extendable: dotted keys of `config` (e.g. 'run.total_steps') that a
         later start may change: `changed` holds {key: (old, new)} for the
         caller to check, and `accept_changes()` rewrites the file.
+      read_back: optional `stored config dict -> config dict` applied to the
+        file before comparing: reading it through the config classes fills
+        fields added since it was written with their defaults, so a run
+        from before a new setting resumes when the setting's default is
+        what it ran with.
     """
 
     def __init__(
@@ -223,6 +228,7 @@ class RunDir:
         config_name: str,
         keep: int = 2,
         extendable: Sequence[str] = (),
+        read_back: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
     ):
         self.path = path
         os.makedirs(path, exist_ok=True)
@@ -230,7 +236,13 @@ class RunDir:
         config = json.loads(dumps(config))
         self.changed: Dict[str, Tuple[Any, Any]] = {}
         if os.path.exists(config_path):
-            changed = config_changes(read_json(config_path), config)
+            stored = read_json(config_path)
+            if read_back is not None:
+                try:
+                    stored = json.loads(dumps(read_back(stored)))
+                except (ValueError, TypeError):
+                    pass  # compared as written: the mismatch names the key
+            changed = config_changes(stored, config)
             fixed = sorted(set(changed) - set(extendable))
             if fixed:
                 was, now = changed[fixed[0]]

@@ -82,6 +82,13 @@ def config_dict(train_config: TrainConfig, run_config: RunConfig) -> Dict[str, A
     return {'train': config_lib.to_dict(train_config), 'run': dataclasses.asdict(run_config)}
 
 
+def read_back(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored `config.json` dict read through the config classes and written
+    again: the fields added since it was written take their defaults."""
+    train = config_lib.from_dict(d['train'])
+    return config_dict(train, config_lib.dataclass_from_dict(RunConfig, d['run'], 'run'))
+
+
 def read_config(path: str) -> Tuple[TrainConfig, RunConfig]:
     """The configs of a run directory's `config.json`; a missing, malformed or
     unknown key raises ValueError naming it."""
@@ -144,7 +151,11 @@ def train(
 ) -> Dict[str, Any]:
     """Trains, evaluates and saves a run; returns the summary (see module docstring)."""
     out = run_dir.RunDir(
-        out_dir, config_dict(train_config, run_config), 'config.json', extendable=EXTENDABLE
+        out_dir,
+        config_dict(train_config, run_config),
+        'config.json',
+        extendable=EXTENDABLE,
+        read_back=read_back,
     )
     iterations_per_call = run_config.iterations_per_call
     steps_per_call = train_config.env_steps_per_iteration * iterations_per_call
