@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import jax
+from absl import app
 from absl import logging as absl_logging
 
 from insertion_jax.envs import (
@@ -58,6 +59,18 @@ def env_config(
     if task in ASSEMBLY:
         return assembly.AssemblyConfig(task=task)
     raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(TASKS)}.')
+
+
+def batch_sizes(values, flag: str = 'batch_sizes') -> list:
+    """The positive integers of a list flag's `values`; app.UsageError (one
+    line, naming the flag) otherwise."""
+    try:
+        sizes = [int(v) for v in values]
+    except ValueError:
+        sizes = [0]
+    if not sizes or min(sizes) <= 0:
+        raise app.UsageError(f'--{flag}={",".join(values)} must be positive integers.')
+    return sizes
 
 
 def quiet_logs() -> None:

@@ -41,3 +41,9 @@ def unit_interval(owner: str, **values) -> None:
     for name, value in values.items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f'{owner}.{name}={value!r} must be in [0, 1].')
+
+
+def tuples_from_json(d):
+    """`d` with every list value turned into a tuple: JSON writes a config's
+    tuple fields as lists, and frozen configs compare by value."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}

@@ -89,12 +89,7 @@ def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    try:
-        batches = [int(b) for b in _BATCHES.value]
-    except ValueError:
-        batches = [0]
-    if min(batches) <= 0:
-        raise app.UsageError(f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.')
+    batches = common.batch_sizes(_BATCHES.value)
     common.enable_compilation_cache()
     cam = dataclasses.replace(insertion.InsertionConfig().camera, resolution=_RESOLUTION.value)
     state_config = insertion.InsertionConfig(task=_TASK.value, camera=cam)

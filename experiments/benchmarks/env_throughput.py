@@ -122,14 +122,7 @@ def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    try:
-        batches = [int(b) for b in _BATCHES.value]
-    except ValueError:
-        raise app.UsageError(
-            f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.'
-        ) from None
-    if any(b <= 0 for b in batches):
-        raise app.UsageError(f'--batch_sizes={",".join(_BATCHES.value)} must be positive integers.')
+    batches = common.batch_sizes(_BATCHES.value)
     # Read when the CPU backend starts (the first computation, not `import jax`);
     # ignored on GPU/TPU.
     os.environ['XLA_FLAGS'] = (

@@ -104,7 +104,9 @@ class CameraConfig:
     def __post_init__(self):
         checks.positive_int('CameraConfig', resolution=self.resolution)
         if isinstance(self.randomize, dict):  # read back from JSON
-            object.__setattr__(self, 'randomize', Randomization(**_tuples(self.randomize)))
+            object.__setattr__(
+                self, 'randomize', Randomization(**checks.tuples_from_json(self.randomize))
+            )
         for name in ('eye_mm', 'target_mm', 'light'):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -117,10 +119,6 @@ class CameraConfig:
             raise ValueError(
                 f'CameraConfig.eye_mm={self.eye_mm} equals target_mm: the camera looks nowhere.'
             )
-
-
-def _tuples(d):
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 @struct.dataclass

@@ -232,11 +232,6 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------- JSON
-def _replace_lists(d: Mapping[str, Any]) -> Dict[str, Any]:
-    """JSON turns tuples into lists; dataclass fields here are tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-
-
 def dataclass_from_dict(cls, d: Mapping[str, Any], where: str):
     """`cls(**d)` for a JSON dict, naming an unknown key and the valid ones.
 
@@ -252,7 +247,7 @@ def dataclass_from_dict(cls, d: Mapping[str, Any], where: str):
             f'{where}: unknown key {unknown[0]!r} for {cls.__name__}; valid keys: '
             f'{", ".join(valid)}.'
         )
-    return cls(**_replace_lists(d))
+    return cls(**checks.tuples_from_json(d))
 
 
 def to_dict(config: TrainConfig) -> Dict[str, Any]:
