@@ -18,7 +18,7 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 export PYTHONDONTWRITEBYTECODE :=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: train calibrate test bench render lint clean
+.PHONY: train calibrate test test-warp bench render lint clean
 
 # --no-compile: Python compiles each module it imports on first use instead of
 # every installed file up front (the install takes a third of the time).
@@ -36,6 +36,18 @@ calibrate: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=10
+
+# The camera's Warp backend against the ray caster (tests/test_camera.py),
+# with warp-lang installed into .venv (about 400 MB); `make test` then runs
+# these tests too.
+WARP_STAMP := $(VENV)/.warp-stamp
+
+$(WARP_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-compile -e '.[test,warp]'
+	touch $(WARP_STAMP)
+
+test-warp: $(WARP_STAMP)
+	$(PY) -m pytest -q tests/test_camera.py -k warp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -32,15 +32,23 @@ def env_config(
     obs: str = 'state',
     frame_stack: int = 1,
     randomize_camera: bool = True,
+    camera_backend: str = 'raycast',
 ) -> Any:
     """The environment config of `task`. `reward`, `goal_noise_mm` and the
     camera's settings apply to the connector tasks; point_reach takes `obs`
     (it draws its own picture); the assembly tasks have their own reward and
-    randomization and no camera (ValueError for an image `obs`)."""
+    randomization and no camera (ValueError for an image `obs`, or for the
+    Warp backend where warp-lang is missing)."""
     if task in CONNECTORS:
-        cam = insertion.InsertionConfig().camera
+        cam = dataclasses.replace(insertion.InsertionConfig().camera, backend=camera_backend)
         if not randomize_camera:
             cam = dataclasses.replace(cam, randomize=camera.NO_RANDOMIZATION)
+        if camera_backend == 'warp' and obs != 'state':
+            from insertion_jax.envs import warp_camera
+
+            ok, why = warp_camera.warp_available()
+            if not ok:
+                raise ValueError(f'--camera_backend=warp cannot run: {why}.')
         return insertion.InsertionConfig(
             task=task,
             reward=reward,

@@ -33,8 +33,8 @@ from absl import app, flags
 from experiments import common
 from insertion_jax import observations
 from insertion_jax.agents import registry as agent_registry
+from insertion_jax.envs import camera, rewards
 from insertion_jax.envs import registry as env_registry
-from insertion_jax.envs import rewards
 from insertion_jax.replay import der, prioritized
 from insertion_jax.replay import registry as replay_registry
 from insertion_jax.training import config as config_lib
@@ -66,6 +66,13 @@ _RANDOMIZE_CAMERA = flags.DEFINE_bool(
     'randomize_camera',
     True,
     "Draw each episode's light and camera pose and add pixel noise (image runs).",
+)
+_CAMERA_BACKEND = flags.DEFINE_enum(
+    'camera_backend',
+    'raycast',
+    list(camera.BACKENDS),
+    "What renders the camera: 'raycast' (mjx.ray, pure JAX) or 'warp' (MJX's Warp "
+    "renderer; needs pip install -e '.[warp]'). The same image either way.",
 )
 _IMAGE_SHIFT = flags.DEFINE_integer(
     'image_shift_px',
@@ -171,6 +178,7 @@ def build_configs():
             _OBS.value,
             _FRAME_STACK.value,
             _RANDOMIZE_CAMERA.value,
+            _CAMERA_BACKEND.value,
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from e

@@ -43,6 +43,15 @@ def unit_interval(owner: str, **values) -> None:
             raise ValueError(f'{owner}.{name}={value!r} must be in [0, 1].')
 
 
+def one_of(owner: str, name: str, value, allowed) -> None:
+    """`value` must be one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(
+            f'{owner}.{name}={value!r} is not allowed; choose one of: '
+            f'{", ".join(map(str, allowed))}.'
+        )
+
+
 def tuples_from_json(d):
     """`d` with every list value turned into a tuple: JSON writes a config's
     tuple fields as lists, and frozen configs compare by value."""

@@ -10,6 +10,7 @@ import pytest
 from absl import flags
 
 from experiments import train
+from insertion_jax.envs import warp_camera
 from insertion_jax.replay import der
 from insertion_jax.training import run_dir, runner
 from tests import cli
@@ -120,7 +121,13 @@ def test_evaluate_prints_json_on_its_last_line():
         ('--total_steps=-5', '--total_steps=-5'),
         ('--hidden=64,0', '--hidden=64,0: widths must be positive'),
         ('--batch_size=0', '--batch_size=0'),
-    ],
+        ('--camera_backend=opengl', 'value should be one of <raycast|warp>'),
+    ]
+    + (
+        []
+        if warp_camera.warp_available()[0]
+        else [('--obs=image --camera_backend=warp', '--camera_backend=warp cannot run: warp-lang')]
+    ),
 )
 def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
     """In this process (`cli.call_main`); the test below starts the program once."""

@@ -3,8 +3,8 @@ steps per second with state and with image observations.
 
   python -m experiments.benchmarks.camera_throughput --task=usb --json
 
-images_per_s: the ray-cast camera (`envs.camera.render`, 32x32 by default)
-on B worlds at once, vmapped and jitted, each world a different reset of the
+images_per_s: the camera (`InsertionEnv.render_image`, 32x32 by default,
+--camera_backend=raycast or warp) on B worlds at once, vmapped and jitted, each world a different reset of the
 task under its own randomized view; compile excluded, repeated until
 --min_seconds have been timed.
 
@@ -41,6 +41,12 @@ _RESOLUTION = flags.DEFINE_integer('resolution', 32, 'Image width and height.', 
 _MIN_SECONDS = flags.DEFINE_float(
     'min_seconds', 3.0, 'Minimum timed work per measurement.', lower_bound=0.1
 )
+_BACKEND = flags.DEFINE_enum(
+    'camera_backend',
+    'raycast',
+    list(camera.BACKENDS),
+    "The camera's backend ('warp' needs warp-lang).",
+)
 _JSON = flags.DEFINE_bool('json', False, 'Print the result as JSON on the last line.')
 
 
@@ -61,11 +67,10 @@ def timed_rate(fn, args_for, work_per_call: float, min_seconds: float) -> float:
 def images_per_s(env: insertion.InsertionEnv, batch: int, min_seconds: float) -> float:
     """Frames per second of `batch` worlds rendered at once."""
     states = jax.jit(base.batched(env.reset))(jax.random.split(jax.random.PRNGKey(0), batch))
-    cam = env.config.camera
 
     @jax.jit
     def render(data, view):
-        return jax.vmap(lambda d, v: camera.render(env.mjx_model, d, env.goal, cam, v))(data, view)
+        return jax.vmap(env.render_image)(data, view)
 
     view = states.info['camera_view']
     return timed_rate(render, lambda i: (states.data, view), batch, min_seconds)
@@ -91,7 +96,11 @@ def main(argv):
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     batches = common.batch_sizes(_BATCHES.value)
     common.enable_compilation_cache()
-    cam = dataclasses.replace(insertion.InsertionConfig().camera, resolution=_RESOLUTION.value)
+    try:
+        base_config = common.env_config(_TASK.value, obs='image', camera_backend=_BACKEND.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    cam = dataclasses.replace(base_config.camera, resolution=_RESOLUTION.value)
     state_config = insertion.InsertionConfig(task=_TASK.value, camera=cam)
     image_config = dataclasses.replace(state_config, obs='image', reward='image')
     image_env = insertion.InsertionEnv(image_config)
@@ -113,6 +122,7 @@ def main(argv):
         'device': str(jax.devices()[0].device_kind),
         'platform': jax.default_backend(),
         'cpu': platform.processor() or platform.machine(),
+        'camera_backend': _BACKEND.value,
         'resolution': _RESOLUTION.value,
         'images_per_s': {k: round(v) for k, v in rendered.items()},
         'env_batch': _ENV_BATCH.value,

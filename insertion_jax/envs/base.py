@@ -151,11 +151,17 @@ def batched(fn: Callable[..., Any]) -> Callable[..., Any]:
     plain batch of S * E. Keyword arguments are batched like positional ones;
     leaves that the outer vmap does not batch are broadcast along its axis.
     """
-    mapped = jax.vmap(fn)
+    return merge_outer_vmaps(jax.vmap(fn))
+
+
+def merge_outer_vmaps(batch_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`batch_fn`, a function of arrays with a leading batch axis, called
+    once with every outer vmap's axis merged into that axis (see `batched`):
+    it sees the whole batch of worlds, whatever vmaps wrap the call."""
 
     @custom_batching.custom_vmap
     def run(args, kwargs):
-        return mapped(*args, **kwargs)
+        return batch_fn(*args, **kwargs)
 
     @run.def_vmap
     def merged(axis_size, in_batched, args, kwargs):

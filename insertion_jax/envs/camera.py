@@ -14,6 +14,11 @@ edges, walls and the socket mouth show as the shading changes.
 batch it with `jax.vmap` (or `envs.base.batched`). Intensities are float32
 in [0, 1]; `to_uint8` is what the replay stores.
 
+Two backends find what each pixel sees (`CameraConfig.backend`): 'raycast',
+`render_depth` here (pure JAX, every platform), and 'warp', MJX's Warp batch
+renderer (`warp_camera.WarpTracer`, an optional install; CPU or NVIDIA GPU).
+Both return the same hits, and `shade` turns them into the same image.
+
 Per-episode randomization (`Randomization`, on by default): `draw_view`
 turns the light up to `light_angle_deg` away from its direction, scales its
 strength within `light_scale`, and moves the camera up to `eye_jitter_mm`
@@ -24,7 +29,7 @@ noise to each rendered frame. A `View` holds one episode's draw.
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +96,9 @@ class CameraConfig:
       light: direction the light travels; its length is the light's strength.
       ambient: the share of the light that reaches every surface.
       randomize: the per-episode randomization (`Randomization`).
+      backend: what casts the rays (`BACKENDS`): 'raycast', `mjx.ray` in
+        pure JAX; 'warp', MJX's Warp batch renderer (`warp_camera`). The
+        same image either way.
     """
 
     resolution: int = 32
@@ -100,9 +108,11 @@ class CameraConfig:
     light: Tuple[float, float, float] = (0.3, 0.5, -1.0)
     ambient: float = 0.3
     randomize: Randomization = Randomization()
+    backend: str = 'raycast'
 
     def __post_init__(self):
         checks.positive_int('CameraConfig', resolution=self.resolution)
+        checks.one_of('CameraConfig', 'backend', self.backend, BACKENDS)
         if isinstance(self.randomize, dict):  # read back from JSON
             object.__setattr__(
                 self, 'randomize', Randomization(**checks.tuples_from_json(self.randomize))
@@ -119,6 +129,9 @@ class CameraConfig:
             raise ValueError(
                 f'CameraConfig.eye_mm={self.eye_mm} equals target_mm: the camera looks nowhere.'
             )
+
+
+BACKENDS = ('raycast', 'warp')
 
 
 @struct.dataclass
@@ -162,11 +175,12 @@ def add_pixel_noise(image: jax.Array, config: CameraConfig, key: jax.Array) -> j
     return jnp.clip(image + sigma * jax.random.normal(key, image.shape), 0.0, 1.0)
 
 
-def ray_directions(
+def camera_pose(
     config: CameraConfig, eye_offset: jax.Array | None = None
 ) -> Tuple[jax.Array, jax.Array]:
-    """(eye (3,) in metres relative to the frame, moved by `eye_offset`; unit
-    directions (R, R, 3) toward the target); row 0 is the top of the image."""
+    """(eye (3,) in metres relative to the frame, moved by `eye_offset`;
+    orientation (3, 3), whose columns are the image's right, its up, and the
+    direction it looks in: the camera keeps looking at its target)."""
     eye = jnp.asarray(config.eye_mm, jnp.float32) * 1e-3
     if eye_offset is not None:
         eye = eye + eye_offset
@@ -175,6 +189,16 @@ def ray_directions(
     right = jnp.cross(forward, jnp.array([0.0, 0.0, 1.0]))
     right = right / jnp.linalg.norm(right)
     up = jnp.cross(right, forward)
+    return eye, jnp.stack([right, up, forward], axis=1)
+
+
+def ray_directions(
+    config: CameraConfig, eye_offset: jax.Array | None = None
+) -> Tuple[jax.Array, jax.Array]:
+    """(eye (3,) in metres relative to the frame, moved by `eye_offset`; unit
+    directions (R, R, 3) toward the target); row 0 is the top of the image."""
+    eye, basis = camera_pose(config, eye_offset)
+    right, up, forward = basis[:, 0], basis[:, 1], basis[:, 2]
     # Pixel centres, as OpenGL samples them: MuJoCo's renderer with the same
     # pose and field of view sees the same scene (tests/test_camera.py).
     half = jnp.tan(jnp.deg2rad(config.fovy_deg) / 2)
@@ -192,6 +216,11 @@ def geom_gray(model: mjx.Model) -> jax.Array:
     return rgba[:, :3] @ jnp.array([0.299, 0.587, 0.114], jnp.float32)
 
 
+# A backend: (model, data, origin, config, eye_offset) -> what `render_depth`
+# returns.
+Tracer = Callable[..., Tuple[jax.Array, jax.Array, jax.Array]]
+
+
 def render_depth(
     model: mjx.Model,
     data: mjx.Data,
@@ -201,7 +230,8 @@ def render_depth(
 ) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """(distance (R, R) in metres, -1 where nothing is hit; geom id (R, R), -1
     for none; the rays' unit directions (R, R, 3)) of the camera fixed at
-    `origin` (3,), its eye moved by `eye_offset` (3,) metres."""
+    `origin` (3,), its eye moved by `eye_offset` (3,) metres: the 'raycast'
+    backend, one `mjx.ray` per pixel."""
     eye, dirs = ray_directions(config, eye_offset)
     eye = eye + origin
     flat = dirs.reshape(-1, 3)
@@ -216,14 +246,31 @@ def render(
     origin: jax.Array,
     config: CameraConfig,
     view: View | None = None,
+    tracer: Tracer | None = None,
 ) -> jax.Array:
     """The grayscale image (R, R), float32 in [0, 1]; black where no geom is hit.
 
     `view` is the episode's camera and light (`draw_view`); None is the
-    configured one. The light's length scales the diffuse term.
+    configured one. `tracer` finds the hits (None: `render_depth`, the
+    'raycast' backend; a `warp_camera.WarpTracer` for 'warp').
     """
     view = fixed_view(config) if view is None else view
-    dist, geom, dirs = render_depth(model, data, origin, config, view.eye_offset)
+    tracer = render_depth if tracer is None else tracer
+    dist, geom, dirs = tracer(model, data, origin, config, view.eye_offset)
+    return shade(model, dist, geom, dirs, config, view)
+
+
+def shade(
+    model: mjx.Model,
+    dist: jax.Array,
+    geom: jax.Array,
+    dirs: jax.Array,
+    config: CameraConfig,
+    view: View,
+) -> jax.Array:
+    """The grayscale image (R, R) of a backend's hits (`render_depth`'s
+    distances, geom ids and ray directions) under `view`'s light, whose length
+    scales the diffuse term."""
     hit = geom >= 0
     points = dirs * jnp.where(hit, dist, 0.0)[..., None]
     # Normals from the hit points of each pixel's right and lower neighbours

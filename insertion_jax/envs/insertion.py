@@ -182,8 +182,15 @@ class InsertionEnv(base.VectorTask):
         self.config = config
         self.spec = spec or connectors.get_task(config.task)
         self.ee_spec = dataclasses.replace(ee or scene.DEFAULT_EE, timestep_s=config.timestep_s)
-        self.mj_model = scene.build_model(self.spec, self.ee_spec, config.max_contact_points)
+        xml = scene.build_mjcf(self.spec, self.ee_spec, config.max_contact_points)
+        self.mj_model = mujoco.MjModel.from_xml_string(xml)
         self.mjx_model = mjx.put_model(self.mj_model)
+        # The camera's backend: None is `camera.render_depth` (ray casting).
+        self._tracer = None
+        if config.renders and config.camera.backend == 'warp':
+            from insertion_jax.envs import warp_camera  # needs warp-lang
+
+            self._tracer = warp_camera.WarpTracer(xml, config.camera)
         name2id = functools.partial(mujoco.mj_name2id, self.mj_model)
         self._tip_site = name2id(mujoco.mjtObj.mjOBJ_SITE, scene.TIP_SITE)
         self._slide_qpos = jnp.array(
@@ -276,9 +283,7 @@ class InsertionEnv(base.VectorTask):
         of this step included), or None when the camera is off."""
         if not self.config.renders:
             return None
-        image = camera.render(
-            self.mjx_model, data, self.goal, self.config.camera, info['camera_view']
-        )
+        image = self.render_image(data, info['camera_view'])
         return self._observed(image, info)
 
     def _observed(self, image: jax.Array, info: Dict[str, Any]) -> jax.Array:
@@ -298,7 +303,7 @@ class InsertionEnv(base.VectorTask):
 
         def one(xpos, xmat):
             posed = data.replace(geom_xpos=xpos, geom_xmat=xmat)
-            return camera.render(self.mjx_model, posed, self.goal, self.config.camera, view)
+            return self.render_image(posed, view)
 
         images = jax.vmap(one)(*poses)
         return images[0], images[1]
@@ -333,8 +338,13 @@ class InsertionEnv(base.VectorTask):
         seen from `view` (the goal image of the image reward)."""
         xpos, xmat = self._seated_geom_pose
         data = mjx.make_data(self.mjx_model).replace(geom_xpos=xpos, geom_xmat=xmat)
-        image = camera.render(self.mjx_model, data, self.goal, self.config.camera, view)
-        return camera.to_uint8(image)
+        return camera.to_uint8(self.render_image(data, view))
+
+    def render_image(self, data: mjx.Data, view: camera.View) -> jax.Array:
+        """The camera's image (R, R) float32 of `data` from `view`."""
+        return camera.render(
+            self.mjx_model, data, self.goal, self.config.camera, view, self._tracer
+        )
 
     # --------------------------------------------------------------- interface
     def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
