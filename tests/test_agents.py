@@ -1,6 +1,7 @@
 """Agent losses and updates, and the inference policy, against values computed
 by hand (NumPy, float64)."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -110,8 +111,8 @@ def test_sac_critic_loss_soft_target_by_hand():
     # Distinct targets so that the min over the target critics matters.
     target = jax.tree.map(lambda x: x * 1.3 + 0.01, state.critic_params)
     batch, key, alpha = make_batch(jax.random.PRNGKey(1)), jax.random.PRNGKey(2), 0.37
-    loss, aux = sac.critic_loss(
-        state.critic_params, target, state.actor_params, alpha, batch, key, nets
+    loss, aux = jax.jit(functools.partial(sac.critic_loss, nets=nets))(
+        state.critic_params, target, state.actor_params, alpha, batch, key
     )
     b = np64(batch)
     mean, log_std = np_gaussian_actor(np64(state.actor_params), b.next_obs)
@@ -131,7 +132,9 @@ def test_sac_actor_loss_entropy_term_by_hand():
         networks.GaussianActor(ACTION_DIM, (8, 8)), networks.Critic((8, 8), num_critics=2)
     )
     batch, key, alpha = make_batch(jax.random.PRNGKey(4)), jax.random.PRNGKey(5), 0.2
-    loss, aux = sac.actor_loss(state.actor_params, state.critic_params, alpha, batch, key, nets)
+    loss, aux = jax.jit(functools.partial(sac.actor_loss, nets=nets))(
+        state.actor_params, state.critic_params, alpha, batch, key
+    )
     b = np64(batch)
     mean, log_std = np_gaussian_actor(np64(state.actor_params), b.obs)
     eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
@@ -226,7 +229,9 @@ def test_ddpg_critic_loss_bootstraps_from_the_target_networks_with_the_batch_dis
     target_actor = jax.tree.map(lambda x: x * 0.7 + 0.02, state.actor_params)
     target_critic = jax.tree.map(lambda x: x * 1.2 - 0.01, state.critic_params)
     batch = make_batch(jax.random.PRNGKey(13))
-    loss, aux = ddpg.critic_loss(state.critic_params, target_critic, target_actor, batch, nets)
+    loss, aux = jax.jit(functools.partial(ddpg.critic_loss, nets=nets))(
+        state.critic_params, target_critic, target_actor, batch
+    )
     b = np64(batch)
     next_action = np_det_actor(np64(target_actor), b.next_obs)
     y = b.reward + b.discount * np_critic(np64(target_critic), b.next_obs, next_action)[0]
@@ -271,8 +276,8 @@ def test_ddpg_loss_coefficients_scale_the_losses():
     batch = make_batch(jax.random.PRNGKey(15))
     agent_1, _ = init('ddpg')
     agent_2, _ = init('ddpg', actor_loss_coef=0.1, critic_loss_coef=2.0)
-    _, m1 = agent_1.update(state, batch, jax.random.PRNGKey(0))
-    _, m2 = agent_2.update(state, batch, jax.random.PRNGKey(0))
+    _, m1 = jax.jit(agent_1.update)(state, batch, jax.random.PRNGKey(0))
+    _, m2 = jax.jit(agent_2.update)(state, batch, jax.random.PRNGKey(0))
     assert float(m2['critic_loss']) == pytest.approx(2.0 * float(m1['critic_loss']), rel=1e-5)
     assert float(m2['actor_loss']) == pytest.approx(0.1 * float(m1['actor_loss']), rel=1e-5)
 
@@ -371,7 +376,7 @@ def test_apex_ddpg_gives_every_environment_its_own_noise_scale():
     obs = jnp.zeros((8, OBS_DIM))
     greedy = agent.policy(agent.actor_params(state), obs)
     keys = jax.random.split(jax.random.PRNGKey(2), 200)
-    actions = jax.vmap(lambda k: agent.explore(state, obs, noise, k)[0])(keys)
+    actions = jax.jit(jax.vmap(lambda k: agent.explore(state, obs, noise, k)[0]))(keys)
     spread = np.asarray(jnp.std(actions - greedy[None], axis=(0, 2)))
     assert spread[0] > 0.3 and spread[7] < 0.01
     assert agent_registry.make_agent('ddpg', None, ACTION_DIM).init_noise(None, 3)[
@@ -568,7 +573,7 @@ def test_an_actor_loss_never_moves_the_image_encoder(actor):
     def loss(params):
         return sum(jnp.sum(out**2) for out in jax.tree.leaves(actor.apply(params, obs)))
 
-    grads = jax.grad(loss)(params)['params']
+    grads = jax.jit(jax.grad(loss))(params)['params']
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads[networks.ENCODER]))
     assert all(float(jnp.max(jnp.abs(g))) > 0.0 for g in jax.tree.leaves(grads['MLP_0']))
 

@@ -115,7 +115,7 @@ def zone_ids(state, buffer):
 )
 def test_structures_load_the_right_demonstrations(structure, expected):
     buffer = make(structure)
-    state = buffer.init(EXAMPLE, demos())
+    state = jax.jit(buffer.init)(EXAMPLE, demos())
     leaves = np.asarray(sumtree.leaves(state.tree, 200))
     for k, ids in enumerate(expected):
         got_ids, lengths = zone_ids(state, k)

@@ -53,10 +53,17 @@ class Sim:
     starts: base.State  # its first three worlds
 
     def drawn_offsets(self, keys) -> jax.Array:
-        return jax.vmap(self.env.reset_args)(keys)['goal_offset_mm']
+        return _drawn_offsets(self.env, keys)
 
     def start(self, i: int) -> base.State:
-        return jax.tree.map(lambda x: x[i], self.starts)
+        return _take(self.starts, i)
+
+
+# Jitted: eagerly, each of a state's hundred-odd leaves would compile its own slice.
+_take = jax.jit(lambda states, index: jax.tree.map(lambda x: x[index], states))
+_drawn_offsets = jax.jit(
+    lambda env, keys: jax.vmap(env.reset_args)(keys)['goal_offset_mm'], static_argnums=0
+)
 
 
 @pytest.fixture(scope='module')
@@ -79,7 +86,7 @@ def sim() -> Sim:
             jax.random.split(jax.random.PRNGKey(3), RESETS - len(OFFSETS_MM)),
         ]
     )
-    offsets = jax.vmap(env.reset_args)(keys)['goal_offset_mm']
+    offsets = _drawn_offsets(env, keys)
     resets = vreset(keys, goal_offset_mm=offsets.at[: len(OFFSETS_MM)].set(jnp.array(OFFSETS_MM)))
     return Sim(
         env=env,
@@ -88,7 +95,7 @@ def sim() -> Sim:
         vreset=vreset,
         traces=traces,
         resets=resets,
-        starts=jax.tree.map(lambda x: x[: len(OFFSETS_MM)], resets),
+        starts=_take(resets, jnp.arange(len(OFFSETS_MM))),
     )
 
 
@@ -174,7 +181,7 @@ def test_reset_physics_is_mujoco_forward_with_nothing_touching(sim):
 def test_config_goal_noise_is_uniform_within_its_bound(sim):
     """`reset(key)` perturbs the goal by `reset_args(key)` (one line of `reset`);
     the draws, and what a reset does with them, are checked here."""
-    states = jax.tree.map(lambda x: x[len(OFFSETS_MM) :], sim.resets)  # the drawn worlds
+    states = _take(sim.resets, jnp.arange(len(OFFSETS_MM), RESETS))  # the drawn worlds
     offset_mm = np.asarray(states.info['goal_observed'] - states.info['goal']) * 1e3
     assert np.all(np.abs(offset_mm[:, :2]) <= 1.0 + 1e-4)
     assert np.all(offset_mm[:, 2] == 0.0)  # only the horizontal goal is perturbed

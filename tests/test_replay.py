@@ -242,11 +242,11 @@ def test_mixed_batches_end_with_uniform_demonstration_draws():
         next_obs=jnp.zeros((k, 2, 2)),
     )
     last = jnp.zeros((k, 2), bool)
-    state = replay.add(state, steps, last, last, jax.random.PRNGKey(0))
+    state = jax.jit(replay.add)(state, steps, last, last, jax.random.PRNGKey(0))
     key, b = jax.random.PRNGKey(3), 16
     d = 4  # round(0.25 * 16)
     batch, info = jax.jit(replay.sample, static_argnums=2)(state, key, b)
-    agent, _ = inner.sample(state.inner, key, b - d)
+    agent, _ = jax.jit(inner.sample, static_argnums=2)(state.inner, key, b - d)
     for got, want in zip(jax.tree.leaves(batch), jax.tree.leaves(agent), strict=True):
         np.testing.assert_array_equal(got[: b - d], want)
     np.testing.assert_array_equal(batch.is_demo, [0] * (b - d) + [1] * d)
@@ -260,11 +260,12 @@ def test_mixed_batches_end_with_uniform_demonstration_draws():
     # Priorities: the first B - d errors go to the inner replay; the demo ones
     # (huge here) never reach it.
     td = jnp.concatenate([jnp.linspace(1.0, 4.0, b - d), jnp.full((d,), 1e6)])
-    skipped = replay.set_priorities(state, info, td, False)
+    set_priorities = jax.jit(replay.set_priorities, static_argnums=3)
+    skipped = set_priorities(state, info, td, False)
     for got, want in zip(jax.tree.leaves(skipped), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(got, want)
-    new = replay.set_priorities(state, info, td, True)
-    expected = inner.set_priorities(state.inner, info, td[: b - d], True)
+    new = set_priorities(state, info, td, True)
+    expected = jax.jit(inner.set_priorities, static_argnums=3)(state.inner, info, td[: b - d], True)
     for got, want in zip(jax.tree.leaves(new.inner), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(got, want)
     assert float(new.inner.max_priority) < 5.0
