@@ -2,10 +2,10 @@
 the human-like demonstrator and the demonstrations file format.
 
 Every test of a task shares one compiled recorder
-(`demonstrations.make_recorder`) and one batched reset from given poses
-(`demonstrations.reset_fn`), the two programs `experiments.record_demos` runs
-with a batch of B: the drivers below are `HumanDemonstrator` settings, a
-pytree, not new programs.
+(`demonstrations.make_recorder`: B resets from given poses and the recording
+from them), the program `experiments.record_demos` runs with a batch of B:
+the drivers below are `HumanDemonstrator` settings, a pytree, not new
+programs.
 """
 
 import json
@@ -55,9 +55,9 @@ def env_of(task):
 
 
 def starts(task, key, poses):
-    """B start states from `poses` ('yaw_deg' (B,), 'ground_xy_mm' (B, 2)): the
-    program `demonstrations.start_states` runs, with the poses given."""
-    return demonstrations.reset_fn(env_of(task))(jax.random.split(key, B), **poses)
+    """B start states from `poses` ('yaw_deg' (B,), 'ground_xy_mm' (B, 2)),
+    as the recorder resets them."""
+    return record(task, PRECISE, key, poses, with_starts=True)[3]
 
 
 def draw_poses(task, key):
@@ -65,11 +65,13 @@ def draw_poses(task, key):
     return jax.vmap(env_of(task).reset_args)(jax.random.split(key, B))
 
 
-def record(task, driver, key, poses):
-    """(Demonstrations, success (B,), metrics (B, T)) of `driver` from `poses`."""
+def record(task, driver, key, poses, with_starts=False):
+    """(Demonstrations, success (B,), metrics (B, T)) of `driver` from `poses`
+    (and the start states, `with_starts`)."""
     key_start, key_run = jax.random.split(key)
-    states = starts(task, key_start, poses)
-    return jax.device_get(demonstrations.make_recorder(env_of(task))(driver, key_run, states))
+    reset_keys = jax.random.split(key_start, B)
+    out = demonstrations.make_recorder(env_of(task))(driver, key_run, reset_keys, poses)
+    return jax.device_get(out if with_starts else out[:3])
 
 
 def run(task, driver, yaw_deg, ground_xy_mm=None, seed=0):

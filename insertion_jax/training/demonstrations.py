@@ -69,21 +69,16 @@ def default_demonstrator(env: env_base.Env, noise: float = 0.3):
     return demos_lib.HumanDemonstrator().validate()
 
 
-def start_states(env: env_base.Env, key: jax.Array, episodes: int) -> env_base.State:
-    """`episodes` start states, drawn with the task's own randomization.
+def draw_starts(env: env_base.Env, key: jax.Array, episodes: int) -> Tuple[jax.Array, Dict]:
+    """(reset keys (episodes,), reset_args) of `episodes` starts drawn with the
+    task's own randomization (`env.reset_args`: a start pose on the assembly
+    tasks).
 
-    The draws (`env.reset_args`, a start pose on the assembly tasks) are made
-    outside the compiled reset, so that starts from given poses (the physics
-    tests) run the same program (`reset_fn`).
+    The draws are made outside the compiled recorder, so that recordings
+    from given poses (the physics tests) run the same program.
     """
     keys = jax.random.split(key, episodes)
-    return reset_fn(env)(keys, **jax.vmap(env.reset_args)(keys))
-
-
-@functools.lru_cache(maxsize=8)
-def reset_fn(env: env_base.Env):
-    """Jitted `(keys (B,), **reset_args (B, ...)) -> B start states`."""
-    return jax.jit(jax.vmap(env.reset))
+    return keys, jax.vmap(env.reset_args)(keys)
 
 
 def record_episodes(
@@ -126,11 +121,25 @@ def record_episodes(
     return demos, success, batch_major(trajectory.metrics)
 
 
+def record_from_starts(
+    env: env_base.Env,
+    demonstrator: Any,
+    key: jax.Array,
+    reset_keys: jax.Array,
+    reset_args: Dict[str, jax.Array],
+) -> Tuple[Demonstrations, jax.Array, Dict[str, jax.Array], env_base.State]:
+    """`record_episodes` from the B start states `env.reset(reset_keys[i],
+    **reset_args[i])`; returns its three results and the start states."""
+    states = jax.vmap(env.reset)(reset_keys, **reset_args)
+    return (*record_episodes(env, demonstrator, key, states), states)
+
+
 @functools.lru_cache(maxsize=8)
 def make_recorder(env: env_base.Env):
-    """Jitted `(demonstrator, key, states) -> record_episodes(...)`; one compile
-    per environment, demonstrator type and batch size."""
-    return jax.jit(functools.partial(record_episodes, env))
+    """Jitted `record_from_starts(env, ...)`: the resets and the recording in
+    one program, compiled once per environment, demonstrator type and batch
+    size."""
+    return jax.jit(functools.partial(record_from_starts, env))
 
 
 def record(
@@ -157,8 +166,9 @@ def record(
     kept, tried, succeeded = [], 0, 0
     for batch_key in jax.random.split(key, max_batches):
         key_start, key_run = jax.random.split(batch_key)
-        states = start_states(env, key_start, batch)
-        demos, success, _ = jax.device_get(recorder(demonstrator, key_run, states))
+        demos, success, _, _ = jax.device_get(
+            recorder(demonstrator, key_run, *draw_starts(env, key_start, batch))
+        )
         tried, succeeded = tried + batch, succeeded + int(np.sum(success))
         for e in np.flatnonzero(success):
             kept.append(jax.tree.map(lambda x, e=e: x[e], demos))
