@@ -1,5 +1,6 @@
-"""Robot-side loop (Sawyer, KUKA) that runs an exported policy.
+"""The robot side: what runs on the PC next to a Sawyer or a KUKA arm.
 
-Empty until the export format exists; it will import only that format, never
-flax or optax.
+`hardware.policy.load(EXPORT_DIR)` runs a policy that `experiments.export`
+wrote, with jax and numpy alone (no flax, optax, orbax, mujoco or
+insertion_jax), numpy in and numpy out.
 """

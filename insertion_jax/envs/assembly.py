@@ -163,6 +163,12 @@ class AssemblyEnv(base.VectorTask):
     """One assembly task on MJX (a `base.Env`); see the module docstring."""
 
     obs_dim = OBS_DIM
+    obs_fields = (
+        ('tip_rel_goal_mm', 3, 'mm'),
+        ('orientation_wxyz', 4, 'unit quaternion'),
+        ('force_n', 3, 'N'),
+        ('torque_nm', 3, 'N m'),
+    )
     action_dim = ACTION_DIM
     obs_scale = OBS_SCALE
     has_base_controller = False

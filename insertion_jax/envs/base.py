@@ -77,6 +77,8 @@ class Env(Protocol):
       action_dim: size of one agent action.
       obs_scale: (obs_dim,) typical magnitude of each observation entry (the
         agents' fixed input scale).
+      obs_fields: the state vector's layout, ((name, size, unit), ...) in
+        order (what an exported policy's policy.json tells the robot loop).
       action_scale: (action_dim,) physical command per unit agent action (an
         agent acts in [-1, 1]).
       has_base_controller: whether `base_action` exists (residual RL).
@@ -86,6 +88,7 @@ class Env(Protocol):
     obs_dim: int
     action_dim: int
     obs_scale: Tuple[float, ...]
+    obs_fields: Tuple[Tuple[str, int, str], ...]
     has_base_controller: bool
 
     @property

@@ -20,6 +20,8 @@ import jax
 
 OBS_SPEC: Tuple[Tuple[str, int], ...] = (('ee_pos_rel_goal_mm', 3), ('f_z_n', 1))
 OBS_DIM = sum(size for _, size in OBS_SPEC)
+OBS_UNITS = {'ee_pos_rel_goal_mm': 'mm', 'f_z_n': 'N'}
+OBS_FIELDS = tuple((name, size, OBS_UNITS[name]) for name, size in OBS_SPEC)
 
 
 def _obs_slices() -> Dict[str, slice]:

@@ -60,7 +60,13 @@ from insertion_jax.envs.base import State, mjx
 
 # The observation layout, re-exported: it lives in `connector_obs` so that the
 # P-controller reads it without importing this module.
-from insertion_jax.envs.connector_obs import OBS_DIM, OBS_SLICES, OBS_SPEC, obs_field  # noqa: F401
+from insertion_jax.envs.connector_obs import (  # noqa: F401
+    OBS_DIM,
+    OBS_FIELDS,
+    OBS_SLICES,
+    OBS_SPEC,
+    obs_field,
+)
 
 # Typical magnitude of each observation field (the agents' fixed input scale):
 # positions within about 10 mm of the goal matter most, contact forces reach
@@ -166,6 +172,7 @@ class InsertionEnv(base.VectorTask):
     obs_dim = OBS_DIM
     action_dim = ACTION_DIM
     obs_scale = OBS_SCALE
+    obs_fields = OBS_FIELDS
     has_base_controller = True
 
     def __init__(

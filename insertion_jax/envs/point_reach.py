@@ -66,6 +66,7 @@ class PointReachEnv(base.VectorTask):
     """See the module docstring."""
 
     obs_dim = 4
+    obs_fields = (('position_rel_goal', 2, 'plane units'), ('position', 2, 'plane units'))
     action_dim = 2
     obs_scale: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     has_base_controller = True

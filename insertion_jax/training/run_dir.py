@@ -68,12 +68,21 @@ def dumps(obj: Any, **kwargs) -> str:
 
 def write_text(path: str, text: str) -> None:
     """Writes `text` to `path` atomically: readers see the old file or the new one."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` atomically, with the permissions a plain
+    `open` would give it (the umask's; a temporary file starts private)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
     try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
