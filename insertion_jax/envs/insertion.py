@@ -161,6 +161,26 @@ class InsertionConfig:
         return self.obs != 'state' or self.reward == 'image'
 
 
+def episode_draws(
+    config: InsertionConfig, spec: connectors.ConnectorSpec, key: jax.Array
+) -> Tuple[jax.Array, jax.Array]:
+    """`InsertionEnv.episode_draws` without an env: (start xy (2,) metres,
+    friction ())."""
+    key_xy, _, key_mu = jax.random.split(key, 3)
+    reach = config.reset_xy_range_mm
+    start_xy = jax.random.uniform(key_xy, (2,), minval=-reach, maxval=reach) * 1e-3
+    low, high = spec.friction_range
+    return start_xy, jax.random.uniform(key_mu, (), minval=low, maxval=high)
+
+
+def goal_offset_draw(config: InsertionConfig, key: jax.Array) -> jax.Array:
+    """The goal offset (2,) mm that `InsertionEnv.reset(key)` draws: uniform
+    within `config.goal_noise_mm` per horizontal axis."""
+    noise = config.goal_noise_mm
+    key_goal = jax.random.split(key, 3)[1]
+    return jax.random.uniform(key_goal, (2,), minval=-noise, maxval=noise)
+
+
 class InsertionEnv(base.VectorTask):
     """One connector-insertion task on MJX; see the module docstring.
 
@@ -357,9 +377,13 @@ class InsertionEnv(base.VectorTask):
     def reset_args(self, key: jax.Array) -> Dict[str, jax.Array]:
         """The goal perturbation `reset(key)` draws: 'goal_offset_mm' (2,),
         uniform within `config.goal_noise_mm` per horizontal axis."""
-        noise = self.config.goal_noise_mm
-        key_goal = jax.random.split(key, 3)[1]
-        return {'goal_offset_mm': jax.random.uniform(key_goal, (2,), minval=-noise, maxval=noise)}
+        return {'goal_offset_mm': goal_offset_draw(self.config, key)}
+
+    def episode_draws(self, key: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """What `reset(key)` draws besides the goal offset: the start's
+        horizontal position (2,) in metres and the friction coefficient ()
+        (the MuJoCo twin, `hardware.sim_robot`, draws its episodes here too)."""
+        return episode_draws(self.config, self.spec, key)
 
     def reset(self, key: jax.Array, goal_offset_mm: jax.Array | None = None) -> State:
         """Starts an episode and returns its initial `State`.
@@ -371,20 +395,12 @@ class InsertionEnv(base.VectorTask):
             offsets so that one compiled rollout serves every noise level).
         """
         cfg = self.config
-        key_xy, _, key_mu = jax.random.split(key, 3)
-        start_xy = (
-            jax.random.uniform(
-                key_xy, (2,), minval=-cfg.reset_xy_range_mm, maxval=cfg.reset_xy_range_mm
-            )
-            * 1e-3
-        )
+        start_xy, friction = self.episode_draws(key)
         start = jnp.concatenate([start_xy, self.goal[2:] + cfg.reset_height_mm * 1e-3])
         if goal_offset_mm is None:
             goal_offset_mm = self.reset_args(key)['goal_offset_mm']
         goal_offset = jnp.asarray(goal_offset_mm, jnp.float32) * 1e-3
         goal_observed = self.goal + jnp.concatenate([goal_offset, jnp.zeros(1)])
-        low, high = self.spec.friction_range
-        friction = jax.random.uniform(key_mu, (), minval=low, maxval=high)
 
         data = mjx.make_data(self.mjx_model)
         qpos = data.qpos.at[self._slide_qpos].set(start)

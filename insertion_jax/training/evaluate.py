@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -121,11 +121,17 @@ def rollout(
     return _run_episodes(env, policy, params, states, key_policy, with_path)
 
 
+def episode_keys(key: jax.Array, episodes: int) -> Tuple[jax.Array, jax.Array]:
+    """(the reset keys (episodes,), the policy's key) of `rollout(key)`: the
+    MuJoCo twin replays an evaluation's episodes from them."""
+    key_reset, key_policy = jax.random.split(key)
+    return jax.random.split(key_reset, episodes), key_policy
+
+
 def _starts(env, key, reset_args, episodes):
     """(B start states, the policy's key) of `rollout`."""
-    key_reset, key_policy = jax.random.split(key)
-    states = env_base.batched(env.reset)(jax.random.split(key_reset, episodes), **reset_args)
-    return states, key_policy
+    keys, key_policy = episode_keys(key, episodes)
+    return env_base.batched(env.reset)(keys, **reset_args), key_policy
 
 
 def _run_episodes(env, policy, params, states, key, with_path=False) -> Rollout:

@@ -1,0 +1,80 @@
+"""One episode of a policy on a robot, through the safety layer.
+
+`connector_observation(state, goal_m)` builds the connector tasks'
+observation (`envs.connector_obs.OBS_SPEC`) from a robot reading, as the MJX
+env builds it from its state: the tool point minus the goal the robot was
+told, in mm, and the vertical contact force in N. `run_episode` then drives
+one episode: read, check, call the policy, send, `horizon` times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from hardware.robot import Robot, RobotState
+from hardware.safety import SafetyConfig, SafetyLayer, SafetyStop
+
+DEFAULT_SAFETY = SafetyConfig()
+
+# obs (4,) float32 -> command (3,) metres: an exported policy, or the P-controller.
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def connector_observation(state: RobotState, goal_m: np.ndarray) -> np.ndarray:
+    """(4,) float32: tool point minus `goal_m` in mm (3), force z in N (0
+    where the robot reports no wrench)."""
+    force_z = 0.0 if state.force_n is None else float(state.force_n[2])
+    rel_mm = (np.asarray(state.position_m) - np.asarray(goal_m)) * 1e3
+    return np.concatenate([rel_mm, [force_z]]).astype(np.float32)
+
+
+@dataclasses.dataclass
+class EpisodeLog:
+    """What one episode did: per step the observation, the command the
+    policy asked for, what was sent, and the policy call's duration."""
+
+    observations: List[np.ndarray] = dataclasses.field(default_factory=list)
+    commands: List[np.ndarray] = dataclasses.field(default_factory=list)
+    sent: List[np.ndarray] = dataclasses.field(default_factory=list)
+    call_s: List[float] = dataclasses.field(default_factory=list)
+    stopped: Optional[str] = None
+    final_state: Optional[RobotState] = None
+
+
+def run_episode(
+    robot: Robot,
+    policy: Policy,
+    goal_m: np.ndarray,
+    horizon: int,
+    safety: SafetyConfig = DEFAULT_SAFETY,
+    done: Callable[[], bool] = lambda: False,
+) -> EpisodeLog:
+    """`horizon` control steps of `policy` on `robot` toward `goal_m` (the
+    goal the robot was told), or until `done()`; a safety stop ends it early
+    (`EpisodeLog.stopped` says why)."""
+    log = EpisodeLog()
+    layer = SafetyLayer(robot, goal_m, safety)
+
+    def act(state: RobotState) -> np.ndarray:
+        obs = connector_observation(state, goal_m)
+        start = time.perf_counter()
+        command = np.asarray(policy(obs), np.float64)
+        log.call_s.append(time.perf_counter() - start)
+        log.observations.append(obs)
+        log.commands.append(command)
+        return command
+
+    with layer:
+        try:
+            for _ in range(horizon):
+                log.sent.append(layer.step(act))
+                if done():
+                    break
+        except SafetyStop as stop:
+            log.stopped = str(stop)
+    log.final_state = robot.observe()
+    return log
