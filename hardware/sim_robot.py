@@ -139,3 +139,20 @@ class SimRobot:
 
     def stop(self) -> None:
         self.data.ctrl[:3] = self.data.qpos[self._slide]
+
+    # ------------------------------------------------------------ RSI cycles
+    @property
+    def set_point_m(self) -> np.ndarray:
+        """(3,) the impedance set-point, as the tool point it commands."""
+        offset = self.data.site_xpos[self._tip] - self.data.qpos[self._slide]
+        return self.data.ctrl[:3] + offset
+
+    def nudge(self, delta_m: np.ndarray) -> None:
+        """Moves the set-point by `delta_m` (3,) from where it is (a KUKA
+        RSI correction), without advancing time."""
+        self.data.ctrl[:3] += np.asarray(delta_m, np.float64)
+
+    def advance(self, seconds: float) -> None:
+        """Runs the physics for `seconds` (whole timesteps)."""
+        for _ in range(max(1, round(seconds / self.model.opt.timestep))):
+            mujoco.mj_step(self.model, self.data)
