@@ -43,6 +43,7 @@ class EpisodeLog:
     call_s: List[float] = dataclasses.field(default_factory=list)
     stopped: Optional[str] = None
     final_state: Optional[RobotState] = None
+    final_observation: Optional[np.ndarray] = None
 
 
 def run_episode(
@@ -77,4 +78,20 @@ def run_episode(
         except SafetyStop as stop:
             log.stopped = str(stop)
     log.final_state = robot.observe()
+    log.final_observation = connector_observation(log.final_state, goal_m)
     return log
+
+
+def retract(
+    robot: Robot, goal_m: np.ndarray, height_m: float, safety: SafetyConfig = DEFAULT_SAFETY
+) -> None:
+    """Brings the tool straight up to `height_m` above `goal_m` through the
+    safety layer (between episodes on a real robot), at most 30 steps."""
+    layer = SafetyLayer(robot, goal_m, safety)
+    with layer:
+        for _ in range(30):
+            state = robot.observe()
+            to_go = goal_m[2] + height_m - state.position_m[2]
+            if abs(to_go) < 1e-3:
+                return
+            layer.execute(np.array([0.0, 0.0, to_go]), state, 0.0)

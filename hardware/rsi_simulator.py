@@ -15,6 +15,7 @@ after a given time. Prints a summary (JSON with --json) when it ends.
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -158,3 +159,73 @@ class RSISimulator(threading.Thread):
             break
         if expect is not None:
             self.counts['answered' if answered else 'late_or_missing'] += 1
+
+
+def main(argv):
+    from absl import app
+
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    host, _, port = _TARGET.value.rpartition(':')
+    if not host or not port.isdigit():
+        raise app.UsageError(f'--target={_TARGET.value!r} must be HOST:PORT.')
+    for name, value in (('loss', _LOSS.value), ('malformed', _MALFORMED.value)):
+        if not 0.0 <= value <= 1.0:
+            raise app.UsageError(f'--{name}={value!r} must be a probability in [0, 1].')
+    from insertion_jax.envs import connectors, insertion
+
+    if _TASK.value not in connectors.task_names():
+        raise app.UsageError(
+            f'--task={_TASK.value!r}: one of {", ".join(connectors.task_names())}.'
+        )
+    twin = SimRobot(insertion.InsertionConfig(task=_TASK.value), seed=_SEED.value)
+    twin.reset(goal_offset_mm=np.zeros(2))
+    faults = Faults(
+        loss=_LOSS.value,
+        jitter_ms=_JITTER_MS.value,
+        malformed=_MALFORMED.value,
+        silent_after_s=_SILENT_AFTER_S.value,
+    )
+    simulator = RSISimulator(
+        twin,
+        (host, int(port)),
+        cycle_s=_CYCLE_MS.value * 1e-3,
+        faults=faults,
+        seed=_SEED.value,
+        duration_s=_DURATION_S.value,
+    )
+    print(
+        f'RSI simulator: {_TASK.value} twin, a packet every {_CYCLE_MS.value:g} ms to '
+        f'{_TARGET.value}; goal (the socket) at {np.round(twin.goal_m * 1e3, 3).tolist()} mm',
+        flush=True,
+    )
+    simulator.start()
+    try:
+        simulator.join()
+    except KeyboardInterrupt:
+        simulator.stop()
+        simulator.join()
+    result = {
+        **simulator.counts,
+        'max_correction_mm': simulator.max_correction_mm.round(4).tolist(),
+        'connected': twin.connected(),
+    }
+    print(json.dumps(result) if _JSON.value else result, flush=True)
+
+
+if __name__ == '__main__':
+    # The flags exist only when this module runs as the program: the tests
+    # import it next to programs with a --task of their own.
+    from absl import app, flags
+
+    _TASK = flags.DEFINE_string('task', 'usb', 'Connector task of the twin.')
+    _TARGET = flags.DEFINE_string('target', '127.0.0.1:49152', 'HOST:PORT of the RSI responder.')
+    _CYCLE_MS = flags.DEFINE_float('cycle_ms', 4.0, 'RSI cycle, ms (4 or 12 on a KUKA).')
+    _DURATION_S = flags.DEFINE_float('duration_s', None, 'Stop after this long (default: Ctrl-C).')
+    _LOSS = flags.DEFINE_float('loss', 0.0, 'Probability that a cycle sends nothing.')
+    _JITTER_MS = flags.DEFINE_float('jitter_ms', 0.0, 'Largest extra delay before a send, ms.')
+    _MALFORMED = flags.DEFINE_float('malformed', 0.0, 'Probability of a malformed packet.')
+    _SILENT_AFTER_S = flags.DEFINE_float('silent_after_s', None, 'Fall silent after this long.')
+    _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed.')
+    _JSON = flags.DEFINE_bool('json', False, 'Print the counts as JSON at the end.')
+    app.run(main)

@@ -25,6 +25,7 @@ from hardware import policy as hw_policy
 from hardware import safety as hw_safety
 from insertion_jax.agents import sac
 from insertion_jax.envs import insertion, point_reach
+from insertion_jax.replay import demos as demos_lib
 from insertion_jax.training import config, export, loop, runner
 from tests import cli, conftest
 
@@ -404,3 +405,49 @@ def test_a_slow_policy_still_gets_every_packet_answered():
     assert error is None and 'policy calls in a row over the 100 ms deadline' in log.stopped
     assert simulator.counts['answered'] >= 0.95 * simulator.counts['sent'], simulator.counts
     assert np.percentile(responder.reply_s, 99) < 0.004
+
+
+# ------------------------------------------------------------ run_policy
+def test_run_policy_drives_the_twin_and_logs_episodes_as_demonstrations(exported, tmp_path):
+    """The documented dry run: the exported policy on the twin, 3 episodes;
+    the logs load as demonstrations; the summary is the last line, JSON."""
+    logs = str(tmp_path / 'logs')
+    host = cli.host('hardware.run_policy')
+    result = host.run(
+        '--robot=sim',
+        f'--policy={exported[0]}',
+        '--task=usb',
+        '--episodes=3',
+        '--goal_noise_mm=1',
+        f'--log_dir={logs}',
+        '--json',
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary['episodes'] == 3 and summary['stopped'] is None
+    assert summary['successes'] is not None and len(summary['final_distance_mm']) == 3
+    assert summary['latency_ms']['policy_call']['p99'] > 0
+    assert sorted(os.listdir(logs)) == [
+        'episode_000.npz',
+        'episode_001.npz',
+        'episode_002.npz',
+        'latency.png',
+        'summary.json',
+    ]
+    assert summary['successes'] == sum(summary['success'])
+    if summary['successes']:  # a connected episode loads as a demonstration
+        first = summary['success'].index(True)
+        demo, _ = demos_lib.load(os.path.join(logs, f'episode_{first:03d}.npz'), 'usb', 4, 3, 30)
+        assert demo.count == 1 and np.all(np.abs(np.asarray(demo.steps.action)) <= 1.0)
+    refused = [
+        host.run('--robot=kuka_rsi', '--policy=p_controller'),
+        host.run('--robot=sim', '--policy=p_controller', '--task=peg_in_hole'),
+        host.run('--robot=sim', f'--policy={exported[0]}', '--task=dsub'),
+    ]
+    for result, message in zip(
+        refused,
+        ['--goal_mm=x,y,z', 'the robot loop runs the connector tasks', 'is a usb policy'],
+        strict=True,
+    ):
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-500:]
+        assert 'Traceback' not in result.stderr
