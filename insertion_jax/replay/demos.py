@@ -23,8 +23,8 @@ returns anything, so a malformed file (truncated, damaged, empty, a wrong
 key or value) raises a `DemoFormatError` whose one-line message names the
 file and what is wrong, and nothing is loaded half-way. `load` returns only
 the episodes marked successful (a demonstration zone takes successes only)
-and refuses a file without any. A robot loop that records demonstrations is
-meant to write this format (none does yet).
+and refuses a file without any. `hardware.run_policy --log_dir` writes
+each robot episode in this format.
 
 `HumanDemonstrator` drives a task the way a person with a game controller
 does: it sees where the parts are (the paper's demonstrations were given by
