@@ -76,20 +76,23 @@ _ROBOT_TIMEOUT_MS = flags.DEFINE_float(
 _CONNECT_TIMEOUT_S = flags.DEFINE_float(
     'connect_timeout_s', 30.0, 'RSI: wait for the first packet, s.'
 )
-# Safety.
+# Safety (defaults: `safety.SafetyConfig`'s).
+DEFAULTS = safety.SafetyConfig()
 _WORKSPACE_MM = flags.DEFINE_float(
-    'workspace_mm', 5.0, 'Safety: half-width of the box around the goal, mm.'
+    'workspace_mm', DEFAULTS.workspace_mm, 'Safety: half-width of the box around the goal, mm.'
 )
 _MAX_MOVE_MM = flags.DEFINE_float(
-    'max_move_mm', 10.0, 'Safety: largest move per axis per control step, mm.'
+    'max_move_mm', DEFAULTS.max_step_mm, 'Safety: largest move per axis per control step, mm.'
 )
 _MAX_FORCE_N = flags.DEFINE_float(
-    'max_force_n', 60.0, 'Safety: retract and stop above this force, N.'
+    'max_force_n', DEFAULTS.max_force_n, 'Safety: retract and stop above this force, N.'
 )
 _DEADLINE_MS = flags.DEFINE_float(
-    'deadline_ms', 100.0, 'Safety: a later policy call holds position, ms.'
+    'deadline_ms', DEFAULTS.deadline_s * 1e3, 'Safety: a later policy call holds position, ms.'
 )
-_MAX_LATE = flags.DEFINE_integer('max_late', 3, 'Safety: late calls in a row that stop the run.')
+_MAX_LATE = flags.DEFINE_integer(
+    'max_late', DEFAULTS.max_late, 'Safety: late calls in a row that stop the run.'
+)
 
 EXIT_SILENT, EXIT_SAFETY = 3, 4
 

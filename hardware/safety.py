@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from hardware.robot import Robot, RobotState
+from insertion_jax import checks
 
 
 class SafetyStop(RuntimeError):
@@ -47,14 +48,17 @@ class SafetyConfig:
     max_late: int = 3
 
     def __post_init__(self):
-        for name in ('workspace_mm', 'floor_mm', 'ceiling_mm', 'max_step_mm', 'retract_mm'):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f'SafetyConfig.{name}={getattr(self, name)!r} must be >= 0.')
-        for name in ('max_force_n', 'deadline_s'):
-            if not getattr(self, name) > 0:
-                raise ValueError(f'SafetyConfig.{name}={getattr(self, name)!r} must be > 0.')
-        if not (isinstance(self.max_late, int) and self.max_late >= 1):
-            raise ValueError(f'SafetyConfig.max_late={self.max_late!r} must be an integer >= 1.')
+        owner = 'SafetyConfig'
+        checks.non_negative(
+            owner,
+            workspace_mm=self.workspace_mm,
+            floor_mm=self.floor_mm,
+            ceiling_mm=self.ceiling_mm,
+            max_step_mm=self.max_step_mm,
+            retract_mm=self.retract_mm,
+        )
+        checks.positive(owner, max_force_n=self.max_force_n, deadline_s=self.deadline_s)
+        checks.positive_int(owner, max_late=self.max_late)
 
 
 class SafetyLayer:
