@@ -13,15 +13,23 @@ import dataclasses
 import time
 from typing import Callable, List, Optional
 
+import jax
 import numpy as np
 
 from hardware.robot import Robot, RobotState
 from hardware.safety import SafetyConfig, SafetyLayer, SafetyStop
+from insertion_jax.envs import controllers
 
 DEFAULT_SAFETY = SafetyConfig()
+_P_CONTROLLER = jax.jit(controllers.p_controller_action)
 
 # obs (4,) float32 -> command (3,) metres: an exported policy, or the P-controller.
 Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def p_controller(obs: np.ndarray) -> np.ndarray:
+    """The connector P-controller (eq. 5) as a robot-loop `Policy`."""
+    return np.asarray(_P_CONTROLLER(obs))
 
 
 def connector_observation(state: RobotState, goal_m: np.ndarray) -> np.ndarray:

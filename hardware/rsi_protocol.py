@@ -103,10 +103,15 @@ def parse_rob(data: bytes) -> RobPacket:
     return RobPacket(pose=pose, wrench=wrench, ipoc=int(ipoc.group(1)), setpoint=setpoint)
 
 
+def _attrs(names: Tuple[str, ...], values: np.ndarray) -> str:
+    """`name="value"` pairs, four decimals (what a KUKA controller writes)."""
+    return ' '.join(f'{name}="{value:.4f}"' for name, value in zip(names, values, strict=True))
+
+
 def sen_reply(ipoc: int, correction: np.ndarray, sen_type: str = 'ImFree') -> bytes:
     """The `<Sen>` answer: `correction` (6,) RKorr (mm, degrees) and `ipoc` echoed."""
-    values = ' '.join(f'{axis}="{value:.4f}"' for axis, value in zip(AXES, correction, strict=True))
-    return (f'<Sen Type="{sen_type}"><RKorr {values}/><IPOC>{ipoc}</IPOC></Sen>').encode()
+    korr = _attrs(AXES, correction)
+    return f'<Sen Type="{sen_type}"><RKorr {korr}/><IPOC>{ipoc}</IPOC></Sen>'.encode()
 
 
 def rob_packet(
@@ -117,13 +122,9 @@ def rob_packet(
 ) -> bytes:
     """A `<Rob>` packet as a KUKA controller sends it (the RSI simulator's):
     RIst `pose`, RSol `setpoint` (default: `pose`)."""
-    rist = ' '.join(f'{a}="{v:.4f}"' for a, v in zip(AXES, pose, strict=True))
-    setpoint = pose if setpoint is None else setpoint
-    rsol = ' '.join(f'{a}="{v:.4f}"' for a, v in zip(AXES, setpoint, strict=True))
-    fts = ''
-    if wrench is not None:
-        fts = '<FTS ' + ' '.join(f'{a}="{v:.4f}"' for a, v in zip(FTS_AXES, wrench, strict=True))
-        fts += '/>'
+    rist = _attrs(AXES, pose)
+    rsol = _attrs(AXES, pose if setpoint is None else setpoint)
+    fts = '' if wrench is None else f'<FTS {_attrs(FTS_AXES, wrench)}/>'
     return (
         f'<Rob TYPE="KUKA"><RIst {rist}/><RSol {rsol}/>{fts}<Delay D="0"/><IPOC>{ipoc}</IPOC></Rob>'
     ).encode()

@@ -33,14 +33,13 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-import jax
 import numpy as np
 from absl import app, flags
 
 from hardware import kuka_rsi, loop, safety, sim_robot
 from hardware import policy as hw_policy
 from insertion_jax import types
-from insertion_jax.envs import connectors, controllers, insertion
+from insertion_jax.envs import connectors, insertion
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.training import run_dir
 
@@ -106,8 +105,7 @@ def _task_and_policy():
     """(task, policy obs -> command, the export's spec or None)."""
     if _POLICY.value == 'p_controller':
         task = _TASK.value or 'usb'
-        gains = jax.jit(controllers.p_controller_action)
-        return task, (lambda obs: np.asarray(gains(obs))), None
+        return task, loop.p_controller, None
     try:
         policy = hw_policy.load(_POLICY.value)
     except hw_policy.PolicyLoadError as e:
@@ -221,9 +219,7 @@ def main(argv):
             goal_base = np.array([float(v) for v in _GOAL_MM.value]) * 1e-3
         except ValueError as e:
             raise app.UsageError(f'--goal_mm={",".join(_GOAL_MM.value)}: three numbers, mm.') from e
-        c = safety_config
-        low = goal_base * 1e3 + np.array([-c.workspace_mm, -c.workspace_mm, -c.floor_mm])
-        high = goal_base * 1e3 + np.array([c.workspace_mm, c.workspace_mm, c.ceiling_mm])
+        low, high = (bound * 1e3 for bound in safety.box_m(goal_base, safety_config))
         try:
             rsi_config = kuka_rsi.RSIConfig(
                 listen=_host_port(_LISTEN.value),

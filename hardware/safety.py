@@ -61,6 +61,14 @@ class SafetyConfig:
         checks.positive_int(owner, max_late=self.max_late)
 
 
+def box_m(goal_m: np.ndarray, config: SafetyConfig):
+    """(low (3,), high (3,)) of the set-point around `goal_m`, metres."""
+    c = config
+    low = np.asarray(goal_m) + np.array([-c.workspace_mm, -c.workspace_mm, -c.floor_mm]) * 1e-3
+    high = np.asarray(goal_m) + np.array([c.workspace_mm, c.workspace_mm, c.ceiling_mm]) * 1e-3
+    return low, high
+
+
 class SafetyLayer:
     """Guards `robot` around `goal_m` (3,), the goal the robot was told."""
 
@@ -76,11 +84,8 @@ class SafetyLayer:
     # ------------------------------------------------------------ the box
     @property
     def box_m(self):
-        """(low (3,), high (3,)) of the set-point, metres."""
-        c = self.config
-        low = self.goal_m + np.array([-c.workspace_mm, -c.workspace_mm, -c.floor_mm]) * 1e-3
-        high = self.goal_m + np.array([c.workspace_mm, c.workspace_mm, c.ceiling_mm]) * 1e-3
-        return low, high
+        """(low (3,), high (3,)) of the set-point, metres (`box_m`)."""
+        return box_m(self.goal_m, self.config)
 
     def safe_delta(self, delta_m: np.ndarray, state: RobotState) -> np.ndarray:
         """`delta_m` within the move limit and the box (from `state`'s position)."""

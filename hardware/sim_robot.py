@@ -108,10 +108,9 @@ class SimRobot:
     def connected(self) -> bool:
         """Electrically connected, as `InsertionEnv.connected` judges it."""
         tip = self.data.site_xpos[self._tip]
-        seated = tip[2] - self.goal_m[2] < self.spec.success_tolerance_mm * 1e-3
-        inside = (
-            np.linalg.norm(tip[:2] - self.goal_m[:2]) < (self.spec.clearance_mm / 2 + 1.0) * 1e-3
-        )
+        tolerance_m, capture_m = insertion.success_bounds_m(self.spec)
+        seated = tip[2] - self.goal_m[2] < tolerance_m
+        inside = np.linalg.norm(tip[:2] - self.goal_m[:2]) < capture_m
         return bool(seated and inside)
 
     # ------------------------------------------------------------ Robot

@@ -15,15 +15,8 @@ import numpy as np
 
 from hardware import loop as hw_loop
 from hardware import sim_robot
-from insertion_jax.envs import controllers, insertion, registry
+from insertion_jax.envs import insertion, registry
 from insertion_jax.training import evaluate
-
-
-def p_controller(obs: np.ndarray) -> np.ndarray:
-    return np.asarray(_P_CONTROLLER(obs))
-
-
-_P_CONTROLLER = jax.jit(controllers.p_controller_action)
 
 
 def paired_outcomes(
@@ -48,6 +41,8 @@ def paired_outcomes(
         keys, _ = evaluate.episode_keys(key_env, batch)
         for key, offset in zip(keys, np.asarray(offsets), strict=True):
             episode = twin.reset(key, offset)
-            log = hw_loop.run_episode(twin, p_controller, episode.goal_observed_m, env.horizon)
+            log = hw_loop.run_episode(
+                twin, hw_loop.p_controller, episode.goal_observed_m, env.horizon
+            )
             out['twin'].append(log.stopped is None and twin.connected())
     return {name: np.array(v[:episodes]) for name, v in out.items()}

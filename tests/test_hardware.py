@@ -186,7 +186,7 @@ def twin():
     return sim_robot.SimRobot(insertion.InsertionConfig(task='usb'))
 
 
-p_controller = twin_check.p_controller
+p_controller = hw_loop.p_controller
 
 
 def test_the_twin_replays_mjx_episodes_with_the_same_outcomes():
@@ -220,7 +220,7 @@ def test_the_box_and_the_move_limit_hold_whatever_the_policy_asks(twin):
     assert log.stopped is None
     sent = np.array(log.sent)
     assert np.all(np.abs(sent) <= 0.010 + 1e-12)  # 10 mm a step at most
-    low, high = hw_safety.SafetyLayer(twin, e.goal_observed_m).box_m
+    low, high = hw_safety.box_m(e.goal_observed_m, hw_safety.SafetyConfig())
     position = log.final_state.position_m
     assert np.all(position >= low - 1e-3) and np.all(position <= high + 1e-3)
     corner = np.array([high[0], low[1], high[2]])  # where +x, -y, +z lead
@@ -337,7 +337,7 @@ def rsi_episode(policy, faults=None, offset_mm=(0.0, 0.0), **safety):
     twin = sim_robot.SimRobot(insertion.InsertionConfig(task='usb'))
     episode = twin.reset(jax.random.PRNGKey(5), np.asarray(offset_mm))
     layer_config = hw_safety.SafetyConfig(**safety)
-    low, high = hw_safety.SafetyLayer(twin, episode.goal_observed_m, layer_config).box_m
+    low, high = hw_safety.box_m(episode.goal_observed_m, layer_config)
     robot = kuka_rsi.KukaRSIRobot(
         kuka_rsi.RSIConfig(listen=('127.0.0.1', 0), connect_timeout_s=5.0),
         box_mm=(low * 1e3, high * 1e3),

@@ -173,6 +173,12 @@ def episode_draws(
     return start_xy, jax.random.uniform(key_mu, (), minval=low, maxval=high)
 
 
+def success_bounds_m(spec: connectors.ConnectorSpec) -> Tuple[float, float]:
+    """(how far above the goal the tool point may be, how far off-centre)
+    for the plug to count as electrically connected (`InsertionEnv.connected`)."""
+    return spec.success_tolerance_mm * 1e-3, (spec.clearance_mm / 2 + 1.0) * 1e-3
+
+
 def goal_offset_draw(config: InsertionConfig, key: jax.Array) -> jax.Array:
     """The goal offset (2,) mm that `InsertionEnv.reset(key)` draws: uniform
     within `config.goal_noise_mm` per horizontal axis."""
@@ -242,8 +248,7 @@ class InsertionEnv(base.VectorTask):
         self._rigid_pair = jnp.asarray(~soft)
         depth_m = self.spec.insertion_depth_mm * 1e-3
         self.goal = jnp.array([0.0, 0.0, -depth_m])
-        self._tolerance_m = self.spec.success_tolerance_mm * 1e-3
-        self._capture_m = (self.spec.clearance_mm / 2 + 1.0) * 1e-3
+        self._tolerance_m, self._capture_m = success_bounds_m(self.spec)
         # The slide joints' positions that seat the tool point at the goal
         # (what the goal image shows).
         rest = mujoco.MjData(self.mj_model)
