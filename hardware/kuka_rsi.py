@@ -37,7 +37,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from hardware import rsi_protocol
-from hardware.robot import RobotState
+from hardware.robot import RobotState, Ticker
 
 
 class RobotSilent(RuntimeError):
@@ -175,8 +175,7 @@ class KukaRSIRobot:
         self.config = config
         self.responder = Responder(config, box_mm)
         self.responder.start()
-        self._period_s = 1.0 / config.control_hz
-        self._next_tick: Optional[float] = None
+        self._ticker = Ticker(config.control_hz)
 
     def _check(self) -> None:
         if self.responder.silent:
@@ -202,11 +201,7 @@ class KukaRSIRobot:
     def command(self, delta_m: np.ndarray) -> None:
         self._check()
         self.responder.set_move(np.asarray(delta_m, np.float64) * 1e3)
-        now = time.monotonic()
-        self._next_tick = max((self._next_tick or now) + self._period_s, now)
-        while time.monotonic() < self._next_tick:
-            self._check()
-            time.sleep(min(0.002, max(0.0, self._next_tick - time.monotonic())))
+        self._ticker.wait(self._check)
 
     def stop(self) -> None:
         self.responder.hold()

@@ -40,6 +40,29 @@ def connector_observation(state: RobotState, goal_m: np.ndarray) -> np.ndarray:
     return np.concatenate([rel_mm, [force_z]]).astype(np.float32)
 
 
+class WrenchZeroed:
+    """`robot` with its wrench read relative to its reading now (the episode's
+    start): the tool's weight and a sensor's drift drop out, as the
+    simulator's reset removes them."""
+
+    def __init__(self, robot: Robot):
+        self.robot = robot
+        wrench = robot.observe().wrench
+        self.bias = None if wrench is None else np.array(wrench, np.float64)
+
+    def observe(self) -> RobotState:
+        state = self.robot.observe()
+        if state.wrench is None or self.bias is None:
+            return state
+        return dataclasses.replace(state, wrench=state.wrench - self.bias)
+
+    def command(self, delta_m: np.ndarray) -> None:
+        self.robot.command(delta_m)
+
+    def stop(self) -> None:
+        self.robot.stop()
+
+
 @dataclasses.dataclass
 class EpisodeLog:
     """What one episode did: per step the observation, the command the
@@ -66,6 +89,7 @@ def run_episode(
     goal the robot was told), or until `done()`; a safety stop ends it early
     (`EpisodeLog.stopped` says why)."""
     log = EpisodeLog()
+    robot = WrenchZeroed(robot)
     layer = SafetyLayer(robot, goal_m, safety)
 
     def act(state: RobotState) -> np.ndarray:

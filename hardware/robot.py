@@ -6,15 +6,17 @@ SI units throughout. Every robot, simulated (`sim_robot.SimRobot`) or real
 
 Frames: positions are the tool point (the plug's mating-face centre) in the
 robot's base frame, z up. The wrench is what the environment exerts on the
-tool, in the base frame, with the reading at the episode's start removed:
-contact pushing the plug up reads as a positive force z, as the simulator's
-`f_z_n` observation does.
+tool, in the base frame: contact pushing the plug up reads as a positive
+force z, as the simulator's `f_z_n` observation does. A robot reports it as
+its sensor reads it (the tool's weight included); `loop.run_episode` removes
+the reading at the episode's start, as the simulator removes its own at reset.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Protocol, runtime_checkable
+import time
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -55,3 +57,23 @@ class Robot(Protocol):
 
     def stop(self) -> None:
         """Holds the current position and ends motion; safe to call twice."""
+
+
+class Ticker:
+    """The policy's clock: `wait()` returns at the next tick of `hz`, a period
+    after the last one (or now, after a pause longer than a period), calling
+    `check()` while it waits (a robot that can fail mid-wait raises there)."""
+
+    def __init__(self, hz: float):
+        self.period_s = 1.0 / hz
+        self._next: Optional[float] = None
+
+    def reset(self) -> None:
+        self._next = None
+
+    def wait(self, check: Callable[[], None] = lambda: None) -> None:
+        now = time.monotonic()
+        self._next = max((self._next or now) + self.period_s, now)
+        while (left := self._next - time.monotonic()) > 0:
+            check()
+            time.sleep(min(0.002, left))

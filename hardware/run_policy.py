@@ -1,8 +1,10 @@
-r"""Runs a policy on a robot: the MuJoCo twin, or a KUKA arm over RSI.
+r"""Runs a policy on a robot: the MuJoCo twin, a KUKA arm over RSI, or a Sawyer.
 
   python -m hardware.run_policy --robot=sim --policy=exports/usb_sac --task=usb --episodes=25 --json
   python -m hardware.run_policy --robot=kuka_rsi --policy=exports/usb_sac \
       --goal_mm=612.0,-40.5,212.3 --listen=0.0.0.0:49152 --episodes=5 --log_dir=logs/kuka
+  python -m hardware.run_policy --robot=sawyer --policy=exports/usb_sac \
+      --goal_mm=650.0,120.0,-45.0 --sawyer_tool_offset_mm=0,0,95 --episodes=5
 
 --policy is an export directory (`experiments.export`) or 'p_controller'
 (the connector P-controller, eq. 5). Every command passes through the
@@ -22,7 +24,13 @@ demonstrations format (`episode_000.npz`; it loads as demonstrations for LfD
 and DER), latency.png (histograms of the policy call and, over RSI, the
 responder's reply) and summary.json. Prints a line per episode and, with
 --json, the summary as one JSON object on the last line. Exit status: 0 done,
-2 bad flags, 3 the robot fell silent, 4 a safety stop.
+1 a bad flag (absl's usage, the reason on its last line), 2 the robot cannot
+serve the policy (no Intera SDK, no force over RSI for a policy that needs
+it; one line), 3 the robot fell silent, 4 a safety stop.
+
+A Sawyer (`--robot=sawyer`, `hardware.sawyer`) runs under Intera's
+interaction control; --sawyer_tool_offset_mm places the plug's mating face
+in the hand frame, and the run needs a shell where Intera's SDK imports.
 """
 
 from __future__ import annotations
@@ -36,16 +44,18 @@ from typing import Dict, List, Optional
 import numpy as np
 from absl import app, flags
 
-from hardware import kuka_rsi, loop, safety, sim_robot
+from hardware import kuka_rsi, loop, safety, sawyer, sim_robot
 from hardware import policy as hw_policy
 from insertion_jax import types
 from insertion_jax.envs import connectors, insertion
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.training import run_dir
 
-ROBOTS = ('sim', 'kuka_rsi')
+ROBOTS = ('sim', 'kuka_rsi', 'sawyer')
 
-_ROBOT = flags.DEFINE_enum('robot', 'sim', list(ROBOTS), 'The robot: the MuJoCo twin or KUKA RSI.')
+_ROBOT = flags.DEFINE_enum(
+    'robot', 'sim', list(ROBOTS), 'The robot: the MuJoCo twin, KUKA RSI or a Sawyer (Intera).'
+)
 _POLICY = flags.DEFINE_string('policy', 'p_controller', "An export directory or 'p_controller'.")
 _TASK = flags.DEFINE_string(
     'task', None, "Connector task (default: the export's; usb for p_controller)."
@@ -75,6 +85,19 @@ _ROBOT_TIMEOUT_MS = flags.DEFINE_float(
 _CONNECT_TIMEOUT_S = flags.DEFINE_float(
     'connect_timeout_s', 30.0, 'RSI: wait for the first packet, s.'
 )
+# Sawyer (Intera).
+SAWYER = sawyer.SawyerConfig()
+_TOOL_OFFSET_MM = flags.DEFINE_list(
+    'sawyer_tool_offset_mm', '0,0,0', 'Sawyer: the tool point in the hand frame, x,y,z mm.'
+)
+_STIFFNESS = flags.DEFINE_float(
+    'sawyer_stiffness', SAWYER.stiffness[0], 'Sawyer: translational impedance stiffness, N/m.'
+)
+_WRENCH_SIGN = flags.DEFINE_float(
+    'sawyer_wrench_sign',
+    SAWYER.wrench_sign,
+    "Sawyer: -1 reads Intera's endpoint wrench as the environment's on the tool.",
+)
 # Safety (defaults: `safety.SafetyConfig`'s).
 DEFAULTS = safety.SafetyConfig()
 _WORKSPACE_MM = flags.DEFINE_float(
@@ -93,7 +116,7 @@ _MAX_LATE = flags.DEFINE_integer(
     'max_late', DEFAULTS.max_late, 'Safety: late calls in a row that stop the run.'
 )
 
-EXIT_SILENT, EXIT_SAFETY = 3, 4
+EXIT_CANNOT_SERVE, EXIT_SILENT, EXIT_SAFETY = 2, 3, 4
 
 
 def _fail(code: int, message: str):
@@ -141,6 +164,60 @@ def _host_port(text: str):
     if not host or not port.isdigit():
         raise app.UsageError(f'--listen={text!r} must be HOST:PORT.')
     return host, int(port)
+
+
+def _metres(name: str, values: Optional[List[str]]) -> np.ndarray:
+    """The flag --NAME=x,y,z (mm) as metres (3,)."""
+    try:
+        if values is None or len(values) != 3:
+            raise ValueError
+        return np.array([float(v) for v in values]) * 1e-3
+    except ValueError:
+        raise app.UsageError(
+            f'--{name}={",".join(values or [])}: x,y,z, three numbers in mm.'
+        ) from None
+
+
+def _goal_base() -> np.ndarray:
+    """--goal_mm as metres (3,)."""
+    if not _GOAL_MM.value:
+        raise app.UsageError(
+            '--goal_mm=x,y,z (the goal in the base frame, mm) is required for a real robot.'
+        )
+    return _metres('goal_mm', _GOAL_MM.value)
+
+
+def _kuka(config: insertion.InsertionConfig, box_m) -> kuka_rsi.KukaRSIRobot:
+    try:
+        rsi_config = kuka_rsi.RSIConfig(
+            listen=_host_port(_LISTEN.value),
+            sen_type=_SEN_TYPE.value,
+            max_step_mm=_MAX_STEP_MM.value,
+            robot_timeout_ms=_ROBOT_TIMEOUT_MS.value,
+            connect_timeout_s=_CONNECT_TIMEOUT_S.value,
+            control_hz=config.control_hz,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    return kuka_rsi.KukaRSIRobot(rsi_config, box_mm=tuple(bound * 1e3 for bound in box_m))
+
+
+def _sawyer(config: insertion.InsertionConfig, box_m) -> sawyer.SawyerRobot:
+    offset = _metres('sawyer_tool_offset_mm', _TOOL_OFFSET_MM.value)
+    try:
+        sawyer_config = sawyer.SawyerConfig(
+            tool_offset_m=tuple(offset),
+            stiffness=(_STIFFNESS.value, SAWYER.stiffness[1]),
+            control_hz=config.control_hz,
+            wrench_sign=_WRENCH_SIGN.value,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    try:
+        sdk = sawyer.load_sdk()
+    except sawyer.SDKMissing as e:
+        _fail(EXIT_CANNOT_SERVE, str(e))
+    return sawyer.SawyerRobot(sdk, sawyer_config, box_m=box_m)
 
 
 def _episode_demo(log: loop.EpisodeLog, scale: np.ndarray, success: bool):
@@ -211,27 +288,9 @@ def main(argv):
         robot = sim_robot.SimRobot(config, seed=_SEED.value, real_time=_REAL_TIME.value)
         goal_base = None
     else:
-        if not _GOAL_MM.value or len(_GOAL_MM.value) != 3:
-            raise app.UsageError(
-                '--goal_mm=x,y,z (the goal in the base frame, mm) is required for a real robot.'
-            )
-        try:
-            goal_base = np.array([float(v) for v in _GOAL_MM.value]) * 1e-3
-        except ValueError as e:
-            raise app.UsageError(f'--goal_mm={",".join(_GOAL_MM.value)}: three numbers, mm.') from e
-        low, high = (bound * 1e3 for bound in safety.box_m(goal_base, safety_config))
-        try:
-            rsi_config = kuka_rsi.RSIConfig(
-                listen=_host_port(_LISTEN.value),
-                sen_type=_SEN_TYPE.value,
-                max_step_mm=_MAX_STEP_MM.value,
-                robot_timeout_ms=_ROBOT_TIMEOUT_MS.value,
-                connect_timeout_s=_CONNECT_TIMEOUT_S.value,
-                control_hz=config.control_hz,
-            )
-        except ValueError as e:
-            raise app.UsageError(str(e)) from e
-        robot = kuka_rsi.KukaRSIRobot(rsi_config, box_mm=(low, high))
+        goal_base = _goal_base()
+        box = safety.box_m(goal_base, safety_config)
+        robot = (_kuka if _ROBOT.value == 'kuka_rsi' else _sawyer)(config, box)
     scale = np.full(3, config.max_action_m)
     results, policy_s = [], []
     stopped = None
@@ -244,7 +303,7 @@ def main(argv):
                 offset = rng.uniform(-_GOAL_NOISE_MM.value, _GOAL_NOISE_MM.value, 2) * 1e-3
                 goal = goal_base + np.concatenate([offset, [0.0]])
                 true_goal = goal_base
-                if episode == 0:
+                if episode == 0 and _ROBOT.value == 'kuka_rsi':
                     robot.wait_for_robot()
                     if (
                         spec
@@ -254,7 +313,7 @@ def main(argv):
                         )
                     ):
                         _fail(
-                            2,
+                            EXIT_CANNOT_SERVE,
                             f'{_POLICY.value} observes the contact force, and the RSI '
                             'packets carry none: add the <FTS> element to the RSI context '
                             '(README, "Deploying to a robot").',
@@ -294,6 +353,9 @@ def main(argv):
     except kuka_rsi.RobotSilent as e:
         stopped = f'robot silent: {e}'
         robot_silent = True
+    except safety.SafetyStop as e:  # while retracting between episodes
+        stopped = str(e)
+        robot_silent = False
     else:
         robot_silent = False
     finally:

@@ -19,14 +19,13 @@ another physics engine (tests/test_hardware.py compares their success).
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Optional
 
 import jax
 import mujoco
 import numpy as np
 
-from hardware.robot import RobotState
+from hardware.robot import RobotState, Ticker
 from insertion_jax.envs import connectors, insertion, scene
 
 
@@ -69,8 +68,7 @@ class SimRobot:
         self.goal_m = np.array([0.0, 0.0, -self.spec.insertion_depth_mm * 1e-3])
         self._rng = np.random.default_rng(seed)
         self._bias = np.zeros(3)
-        self._period_s = 1.0 / config.control_hz
-        self._next_tick = None
+        self._ticker = Ticker(config.control_hz)
         self.real_time = real_time
         self.episode: Optional[Episode] = None
 
@@ -102,7 +100,7 @@ class SimRobot:
         self.episode = Episode(
             goal_observed_m=observed, goal_m=self.goal_m.copy(), friction=friction
         )
-        self._next_tick = None
+        self._ticker.reset()
         return self.episode
 
     def connected(self) -> bool:
@@ -131,10 +129,7 @@ class SimRobot:
         for _ in range(self.config.substeps):
             mujoco.mj_step(self.model, self.data)
         if self.real_time:
-            now = time.monotonic()
-            self._next_tick = (self._next_tick or now) + self._period_s
-            if self._next_tick > now:
-                time.sleep(self._next_tick - now)
+            self._ticker.wait()
 
     def stop(self) -> None:
         self.data.ctrl[:3] = self.data.qpos[self._slide]

@@ -7,19 +7,22 @@ runs the SMALL run's P-controller reference program, so this file shares
 their worker with test_cli.
 """
 
+import collections
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
+import mujoco
 import numpy as np
 import pytest
 
-from hardware import kuka_rsi, rsi_protocol, rsi_simulator, sim_robot, twin_check
+from hardware import kuka_rsi, rsi_protocol, rsi_simulator, sawyer, sim_robot, twin_check
 from hardware import loop as hw_loop
 from hardware import policy as hw_policy
 from hardware import safety as hw_safety
@@ -407,6 +410,173 @@ def test_a_slow_policy_still_gets_every_packet_answered():
     assert np.percentile(responder.reply_s, 99) < 0.004
 
 
+# ------------------------------------------------------------ Sawyer (Intera)
+Point = collections.namedtuple('Point', 'x y z')
+Quaternion = collections.namedtuple('Quaternion', 'x y z w')
+Pose = collections.namedtuple('Pose', 'position orientation')
+
+
+class StandInLimb:
+    """`intera_interface.Limb`'s methods over the MuJoCo twin: the three
+    "joints" are the flange's slide set-points (a gantry), IK maps a hand
+    position to them within `reach_m` of the socket and fails beyond it,
+    and the physics catches up with the wall clock whenever the arm is read
+    or commanded, as a real arm moves while the PC waits. Its wrench is the
+    one the arm applies (Intera's sign)."""
+
+    names = ('right_j0', 'right_j1', 'right_j2')
+
+    def __init__(self, twin, reach_m=0.1):
+        self.twin, self.reach_m = twin, reach_m
+        self.ee = twin.model.body('ee').id
+        self.lock = threading.Lock()
+        self.start = time.monotonic() - twin.data.time
+        self.ik_targets, self.references, self.exits = [], [], 0
+
+    def _now(self):
+        model, data = self.twin.model, self.twin.data
+        while data.time < time.monotonic() - self.start:
+            mujoco.mj_step(model, data)
+        return data
+
+    def joint_names(self):
+        return list(self.names)
+
+    def joint_angles(self):
+        with self.lock:
+            q = self._now().qpos[self.twin._slide]
+        return dict(zip(self.names, map(float, q), strict=True))
+
+    def endpoint_pose(self):
+        with self.lock:
+            data = self._now()
+            p, q = data.xpos[self.ee].copy(), data.xquat[self.ee].copy()
+        return {'position': Point(*p), 'orientation': Quaternion(q[1], q[2], q[3], q[0])}
+
+    def endpoint_effort(self):
+        with self.lock:
+            force = self._now().sensordata[self.twin._ft].copy()
+        return {'force': Point(*force), 'torque': Point(0.0, 0.0, 0.0)}
+
+    def ik_request(self, pose, end_point='right_hand', joint_seed=None):
+        assert end_point == 'right_hand' and set(joint_seed) == set(self.names)
+        hand = np.array(pose.position)
+        with self.lock:
+            data = self._now()
+            flange = data.xpos[self.ee] - data.qpos[self.twin._slide]
+        self.ik_targets.append((hand, np.array(pose.orientation)))
+        if np.linalg.norm(hand[:2]) > self.reach_m:
+            return False
+        return dict(zip(self.names, map(float, hand - flange), strict=True))
+
+    def set_joint_positions(self, joints):
+        with self.lock:
+            self._now()
+            self.twin.data.ctrl[:3] = [joints[n] for n in self.names]
+        self.references.append(time.monotonic())
+
+    def exit_control_mode(self):
+        self.exits += 1
+
+
+class StandInOptions:
+    """`InteractionOptions`' setters, recorded."""
+
+    def __getattr__(self, name):
+        if not name.startswith('set_'):
+            raise AttributeError(name)
+        return lambda value: self.__dict__.__setitem__(name[4:], value)
+
+
+class StandInPublisher:
+    """`InteractionPublisher`: what was published, and when."""
+
+    def __init__(self):
+        self.sent = []  # (time, interaction control active)
+
+    def send_command(self, options, rate):
+        assert rate == 0  # once; the adapter's thread repeats it
+        self.sent.append((time.monotonic(), options.interaction_control_active))
+
+    def send_position_mode_cmd(self):
+        self.sent.append((time.monotonic(), False))
+
+
+def sawyer_on_twin(offset_mm=(0.0, 0.0), reach_m=0.1, **safety):
+    """The adapter over the stand-in limb on a USB episode of the twin; the
+    tool offset is the plug's tip in the flange frame. Returns (robot, limb,
+    publisher, twin episode, the safety box)."""
+    twin = sim_robot.SimRobot(insertion.InsertionConfig(task='usb'))
+    drawn = twin.reset(jax.random.PRNGKey(3), np.asarray(offset_mm))
+    ee = twin.model.body('ee').id
+    rotation = twin.data.xmat[ee].reshape(3, 3)
+    tip = twin.data.site_xpos[twin._tip] - twin.data.xpos[ee]
+    limb, publisher = StandInLimb(twin, reach_m), StandInPublisher()
+    sdk = sawyer.SDK(
+        limb=limb,
+        options=StandInOptions,
+        publisher=publisher,
+        pose=lambda p, q: Pose(tuple(p), tuple(q)),
+    )
+    box = hw_safety.box_m(drawn.goal_observed_m, hw_safety.SafetyConfig(**safety))
+    config = sawyer.SawyerConfig(tool_offset_m=tuple(rotation.T @ tip))
+    return sawyer.SawyerRobot(sdk, config, box_m=box), limb, publisher, drawn, box
+
+
+def test_the_sawyer_adapter_inserts_the_plug_and_keeps_interaction_control_alive():
+    """The P-controller through the adapter and the stand-in limb, in real
+    time, told the goal 0.7 mm off: the tool point is the twin's, the plug
+    lands on the rim (the force reads positive, the socket pushing back),
+    slides in and connects; the options went out at 10 Hz or faster the whole
+    time, in impedance mode; stop holds, leaves interaction control, and can
+    be called twice."""
+    robot, limb, publisher, drawn, _ = sawyer_on_twin(offset_mm=(0.7, 0.0))
+    twin = limb.twin
+    np.testing.assert_allclose(robot.observe().position_m, twin.observe().position_m, atol=1e-9)
+    options = robot._options
+    assert options.interaction_control_active is True
+    assert options.interaction_control_mode == [1] * 6 and options.K_impedance[:3] == [1300.0] * 3
+    log = hw_loop.run_episode(robot, p_controller, drawn.goal_observed_m, 30)
+    robot.stop()
+    robot.stop()
+    assert log.stopped is None and twin.connected()
+    assert max(obs[3] for obs in log.observations) > 5.0  # the rim pushes the plug up
+    active = [t for t, on in publisher.sent if on]
+    gaps = np.diff(active)
+    assert len(active) >= 10 * (active[-1] - active[0]) and np.percentile(gaps, 95) <= 0.1, gaps
+    assert [on for _, on in publisher.sent][-1] is False and limb.exits == 1
+    assert sum(not on for _, on in publisher.sent) == 1  # one position-mode command
+
+
+def test_sawyer_commands_stay_in_the_box_and_an_unreachable_target_stops():
+    """Moves of 5 cm a step sent straight to the adapter (no safety layer):
+    every IK target is inside the box, with the orientation held. A target
+    the IK cannot reach holds and stops with the reason."""
+    robot, limb, _, _, (low, high) = sawyer_on_twin()
+    offset = np.asarray(robot.config.tool_offset_m)
+    for _ in range(4):
+        robot.command(np.array([0.05, -0.05, 0.05]))
+    robot.stop()
+    held = limb.ik_targets[0][1]
+    for hand, q in limb.ik_targets:
+        tool = hand + sawyer._rotate(q, offset)
+        assert np.all(tool >= low - 1e-9) and np.all(tool <= high + 1e-9), tool
+        np.testing.assert_array_equal(q, held)
+    np.testing.assert_allclose(tool, [high[0], low[1], high[2]], atol=1e-9)
+
+    robot, limb, publisher, _, _ = sawyer_on_twin(reach_m=0.0)
+    with pytest.raises(hw_safety.SafetyStop, match='Intera IK found no joint solution'):
+        robot.command(np.array([0.001, 0.0, 0.0]))
+    assert robot.stopped and limb.exits == 1 and publisher.sent[-1][1] is False
+
+
+def test_without_intera_the_sawyer_says_what_to_install():
+    with pytest.raises(sawyer.SDKMissing, match='Intera SDK on ROS 1'):
+        sawyer.load_sdk()
+    with pytest.raises(ValueError, match='publish_hz=5 must be >= 10'):
+        sawyer.SawyerConfig(publish_hz=5)
+
+
 # ------------------------------------------------------------ run_policy
 def test_run_policy_drives_the_twin_and_logs_episodes_as_demonstrations(exported, tmp_path):
     """The documented dry run: the exported policy on the twin, 3 episodes;
@@ -443,10 +613,18 @@ def test_run_policy_drives_the_twin_and_logs_episodes_as_demonstrations(exported
         host.run('--robot=kuka_rsi', '--policy=p_controller'),
         host.run('--robot=sim', '--policy=p_controller', '--task=peg_in_hole'),
         host.run('--robot=sim', f'--policy={exported[0]}', '--task=dsub'),
+        host.run('--robot=sawyer', '--goal_mm=600,0,100'),
+        host.run('--robot=sawyer', '--goal_mm=600,0,100', '--sawyer_tool_offset_mm=0,95'),
     ]
     for result, message in zip(
         refused,
-        ['--goal_mm=x,y,z', 'the robot loop runs the connector tasks', 'is a usb policy'],
+        [
+            '--goal_mm=x,y,z',
+            'the robot loop runs the connector tasks',
+            'is a usb policy',
+            "needs Rethink's Intera SDK",
+            '--sawyer_tool_offset_mm=0,95: x,y,z',
+        ],
         strict=True,
     ):
         assert result.returncode != 0 and message in result.stderr, result.stderr[-500:]
