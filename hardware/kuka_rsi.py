@@ -29,6 +29,7 @@ otherwise (see `rsi_protocol`).
 from __future__ import annotations
 
 import dataclasses
+import select
 import socket
 import threading
 import time
@@ -118,26 +119,33 @@ class Responder(threading.Thread):
         limit = self.config.max_step_mm
         return np.clip(target - commanded, -limit, limit)
 
+    def _silence(self) -> Optional[str]:
+        """Why the robot counts as gone, or None. A packet already waiting
+        means this thread was kept from running (another thread held the
+        interpreter), not that the robot fell silent."""
+        now = time.monotonic()
+        if self.latest_time is not None:
+            if now - self.latest_time <= self.config.robot_timeout_ms * 1e-3:
+                return None
+            reason = (
+                f'no packet from the robot for {1e3 * (now - self.latest_time):.0f} ms '
+                f'(--robot_timeout_ms={self.config.robot_timeout_ms:g})'
+            )
+        elif now - self.started_at > self.config.connect_timeout_s:
+            reason = (
+                f'no packet from the robot within {self.config.connect_timeout_s:g} s '
+                f'on {self.address[0]}:{self.address[1]}'
+            )
+        else:
+            return None
+        return None if select.select([self.sock], [], [], 0.0)[0] else reason
+
     def run(self) -> None:
-        timeout_s = self.config.robot_timeout_ms * 1e-3
         while not self._stop_event.is_set():
             try:
                 data, peer = self.sock.recvfrom(rsi_protocol.MAX_PACKET_BYTES + 1)
             except socket.timeout:
-                now = time.monotonic()
-                if self.latest_time is not None and now - self.latest_time > timeout_s:
-                    self.silent = (
-                        f'no packet from the robot for {1e3 * (now - self.latest_time):.0f} ms '
-                        f'(--robot_timeout_ms={self.config.robot_timeout_ms:g})'
-                    )
-                elif (
-                    self.latest_time is None
-                    and now - self.started_at > self.config.connect_timeout_s
-                ):
-                    self.silent = (
-                        f'no packet from the robot within {self.config.connect_timeout_s:g} s '
-                        f'on {self.address[0]}:{self.address[1]}'
-                    )
+                self.silent = self._silence()
                 if self.silent:
                     return
                 continue

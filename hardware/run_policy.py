@@ -47,7 +47,7 @@ from absl import app, flags
 from hardware import kuka_rsi, loop, safety, sawyer, sim_robot
 from hardware import policy as hw_policy
 from insertion_jax import types
-from insertion_jax.envs import connectors, insertion
+from insertion_jax.envs import connector_obs, connectors, insertion
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.training import run_dir
 
@@ -293,6 +293,7 @@ def main(argv):
         robot = (_kuka if _ROBOT.value == 'kuka_rsi' else _sawyer)(config, box)
     scale = np.full(3, config.max_action_m)
     results, policy_s = [], []
+    policy(np.zeros(connector_obs.OBS_DIM, np.float32))  # compiled before a robot waits on it
     stopped = None
     try:
         for episode in range(_EPISODES.value):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -408,6 +409,49 @@ def test_a_slow_policy_still_gets_every_packet_answered():
     assert error is None and 'policy calls in a row over the 100 ms deadline' in log.stopped
     assert simulator.counts['answered'] >= 0.95 * simulator.counts['sent'], simulator.counts
     assert np.percentile(responder.reply_s, 99) < 0.004
+
+
+def test_sigint_mid_episode_over_rsi_stops_the_real_programs_cleanly():
+    """The two programs as a lab runs them, in their own processes, over
+    loopback: `run_policy --robot=kuka_rsi` and `rsi_simulator`. A SIGINT
+    in the second episode: run_policy holds, stops and exits 4 with the
+    reason, its JSON summary still the last line; the simulator saw every
+    reply echo its IPOC and no correction over the limit."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    depth = sim_robot.SimRobot(insertion.InsertionConfig(task='usb')).spec.insertion_depth_mm
+    runner_args = [
+        sys.executable, '-m', 'hardware.run_policy', '--robot=kuka_rsi', '--policy=p_controller',
+        '--task=usb', f'--goal_mm=0,0,{-depth}', f'--listen=127.0.0.1:{port}', '--episodes=3',
+        '--connect_timeout_s=60', '--json',
+    ]  # fmt: skip
+    robot_pc = subprocess.Popen(runner_args, cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    controller = subprocess.Popen(
+        [sys.executable, '-m', 'hardware.rsi_simulator', '--task=usb',
+         f'--target=127.0.0.1:{port}', '--duration_s=40', '--json'],
+        cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = robot_pc.stdout.readline()
+        assert first.startswith('episode 0: 30 steps'), (first, robot_pc.stderr.read()[-2000:])
+        time.sleep(1.5)  # the retract (about 0.5 s), then a second into episode 1
+        robot_pc.send_signal(signal.SIGINT)
+        out, err = robot_pc.communicate(timeout=30)
+        controller.send_signal(signal.SIGINT)
+        sim_out, _ = controller.communicate(timeout=30)
+    finally:
+        for process in (robot_pc, controller):
+            process.kill()
+    assert robot_pc.returncode == 4, err[-2000:]
+    assert err.strip().splitlines()[-1] == 'safety stop: SIGINT received: stopped', err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary['episodes'] == 2 and summary['stopped'] == 'SIGINT received: stopped'
+    assert summary['latency_ms']['rsi_reply']['p99'] < 4.0
+    counts = json.loads(sim_out.strip().splitlines()[-1])
+    assert counts['wrong_ipoc'] == 0 and counts['answered'] > 500, counts
+    assert max(counts['max_correction_mm']) <= 0.5 + 1e-9
 
 
 # ------------------------------------------------------------ Sawyer (Intera)
