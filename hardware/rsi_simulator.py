@@ -3,7 +3,8 @@ r"""A simulated KUKA controller speaking RSI, for tests and dry runs.
   python -m hardware.rsi_simulator --task=usb --target=127.0.0.1:49152
 
 Every cycle (4 ms) it sends a `<Rob>` packet with the MuJoCo twin's tool
-pose (mm, degrees) and wrench (`<FTS>`, N and N m) and a rising IPOC, waits
+pose (mm, degrees) and wrench (`<FTS>`, N and N m; --nofts leaves it out, as
+a context without a force sensor does) and a rising IPOC, waits
 up to the rest of the cycle for the `<Sen>` reply with that IPOC, applies its
 RKorr to the twin's set-point, and advances the twin's physics by one cycle.
 Like a real controller it does not wait longer: a late or missing reply
@@ -61,8 +62,10 @@ class RSISimulator(threading.Thread):
         faults: Faults = Faults(),
         seed: int = 0,
         duration_s: Optional[float] = None,
+        send_force: bool = True,
     ):
         super().__init__(name='rsi-simulator', daemon=True)
+        self.send_force = send_force
         self.twin = twin
         self.target = target
         self.cycle_s = cycle_s
@@ -117,7 +120,7 @@ class RSISimulator(threading.Thread):
                 packet = rsi_protocol.rob_packet(
                     self._pose_mm(state.position_m),
                     ipoc,
-                    state.wrench,
+                    state.wrench if self.send_force else None,
                     self._pose_mm(self.twin.set_point_m),
                 )
                 self.sock.sendto(packet, self.target)
@@ -193,6 +196,7 @@ def main(argv):
         faults=faults,
         seed=_SEED.value,
         duration_s=_DURATION_S.value,
+        send_force=_FTS.value,
     )
     print(
         f'RSI simulator: {_TASK.value} twin, a packet every {_CYCLE_MS.value:g} ms to '
@@ -228,4 +232,7 @@ if __name__ == '__main__':
     _SILENT_AFTER_S = flags.DEFINE_float('silent_after_s', None, 'Fall silent after this long.')
     _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed.')
     _JSON = flags.DEFINE_bool('json', False, 'Print the counts as JSON at the end.')
+    _FTS = flags.DEFINE_bool(
+        'fts', True, 'Send the wrench (<FTS>), as a context with a sensor does.'
+    )
     app.run(main)

@@ -166,6 +166,23 @@ def _host_port(text: str):
     return host, int(port)
 
 
+def _no_force(spec) -> None:
+    """The robot reports no wrench: a policy that observes force cannot
+    run (exit status 2); any other runs without the force limit."""
+    if spec and any(f['name'].startswith('f_') for f in spec['observation']['state_fields']):
+        _fail(
+            EXIT_CANNOT_SERVE,
+            f'{_POLICY.value} observes the contact force, and the RSI packets carry none: '
+            'add the <FTS> element to the RSI context (README, "Deploying to a robot").',
+        )
+    print(
+        'warning: the RSI packets carry no force (no <FTS> element): the force limit '
+        f'(--max_force_n={_MAX_FORCE_N.value:g}) is off and the policy reads f_z = 0.',
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _metres(name: str, values: Optional[List[str]]) -> np.ndarray:
     """The flag --NAME=x,y,z (mm) as metres (3,)."""
     try:
@@ -306,19 +323,8 @@ def main(argv):
                 true_goal = goal_base
                 if episode == 0 and _ROBOT.value == 'kuka_rsi':
                     robot.wait_for_robot()
-                    if (
-                        spec
-                        and robot.observe().wrench is None
-                        and any(
-                            f['name'].startswith('f_') for f in spec['observation']['state_fields']
-                        )
-                    ):
-                        _fail(
-                            EXIT_CANNOT_SERVE,
-                            f'{_POLICY.value} observes the contact force, and the RSI '
-                            'packets carry none: add the <FTS> element to the RSI context '
-                            '(README, "Deploying to a robot").',
-                        )
+                    if robot.observe().wrench is None:
+                        _no_force(spec)
             log = loop.run_episode(robot, policy, goal, config.horizon, safety_config)
             policy_s += log.call_s
             success = robot.connected() if goal_base is None else None

@@ -82,8 +82,9 @@ def load_sdk(limb: str = 'right', node: str = 'insertion_jax') -> SDK:
     except ImportError as e:
         raise SDKMissing(
             f"--robot=sawyer needs Rethink's Intera SDK on ROS 1 ({e.name or e} is missing): "
-            'install ROS Noetic and the intera_sdk workspace, run `source intera.sh` in it, '
-            'then rerun from that shell (README, "Deploying to a robot").'
+            'build the intera_sdk workspace in a ROS Noetic environment on Python >= 3.10 '
+            "(RoboStack's packages), run `source intera.sh` in it and rerun from that shell "
+            '(README, "Deploying to a robot").'
         ) from e
     if not rospy.core.is_initialized():
         rospy.init_node(node, disable_signals=True)

@@ -413,10 +413,12 @@ def test_a_slow_policy_still_gets_every_packet_answered():
 
 def test_sigint_mid_episode_over_rsi_stops_the_real_programs_cleanly():
     """The two programs as a lab runs them, in their own processes, over
-    loopback: `run_policy --robot=kuka_rsi` and `rsi_simulator`. A SIGINT
-    in the second episode: run_policy holds, stops and exits 4 with the
-    reason, its JSON summary still the last line; the simulator saw every
-    reply echo its IPOC and no correction over the limit."""
+    loopback: `run_policy --robot=kuka_rsi` and `rsi_simulator`, here
+    without a force sensor (the P-controller runs, with a warning that the
+    force limit is off). A SIGINT in the second episode: run_policy holds,
+    stops and exits 4 with the reason, its JSON summary still the last line;
+    the simulator saw every reply echo its IPOC and no correction over the
+    limit."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(('127.0.0.1', 0))
     port = probe.getsockname()[1]
@@ -430,7 +432,7 @@ def test_sigint_mid_episode_over_rsi_stops_the_real_programs_cleanly():
     robot_pc = subprocess.Popen(runner_args, cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     controller = subprocess.Popen(
         [sys.executable, '-m', 'hardware.rsi_simulator', '--task=usb',
-         f'--target=127.0.0.1:{port}', '--duration_s=40', '--json'],
+         f'--target=127.0.0.1:{port}', '--duration_s=40', '--nofts', '--json'],
         cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -446,6 +448,7 @@ def test_sigint_mid_episode_over_rsi_stops_the_real_programs_cleanly():
             process.kill()
     assert robot_pc.returncode == 4, err[-2000:]
     assert err.strip().splitlines()[-1] == 'safety stop: SIGINT received: stopped', err[-2000:]
+    assert 'warning: the RSI packets carry no force' in err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary['episodes'] == 2 and summary['stopped'] == 'SIGINT received: stopped'
     assert summary['latency_ms']['rsi_reply']['p99'] < 4.0
