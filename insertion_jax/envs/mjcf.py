@@ -40,9 +40,9 @@ class Geom:
 
     Attributes:
       name: the geom's name.
-      kind: 'box' or 'capsule'.
+      kind: 'box', 'capsule' or 'sphere'.
       pos: (3,) centre (unused when `fromto` is given).
-      size: MJCF size (half extents of a box; (radius,) of a capsule).
+      size: MJCF size (half extents of a box; (radius,) of a capsule or a sphere).
       rot: (3, 3) rotation matrix of the geom's frame.
       rgba: colour, as MJCF writes it.
       group: visualisation group.
@@ -50,7 +50,7 @@ class Geom:
     """
 
     name: str
-    kind: str  # 'box' | 'capsule'
+    kind: str  # 'box' | 'capsule' | 'sphere'
     pos: np.ndarray
     size: Tuple[float, ...]
     rot: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))

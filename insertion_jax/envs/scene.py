@@ -6,7 +6,7 @@ The scene has two parts:
   walls turned by the taper angle for a trapezoidal shell), a 45 degree lead-in
   chamfer box along each wall's inner top edge, the floor as a plane at
   z = -insertion_depth, and, per connector, key grooves cut into the +y wall,
-  an O-ring seal (two soft capsules) near the floor, and pin sockets below the
+  an O-ring seal (two soft spheres, one on each x face) near the floor, and pin sockets below the
   floor.
 * The compliant end effector: a body `ee` (the robot flange) with three slide
   and three hinge joints, each driven by a position actuator and damped, so
@@ -108,7 +108,7 @@ def _plug_half_width_at(spec: ConnectorSpec, y: float) -> float:
 
 
 def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom], List[mjcf.Geom]]:
-    """Socket geoms: (shell walls, chamfers and key posts; seal capsules; pin-socket walls)."""
+    """Socket geoms: (shell walls, chamfers and key posts; seal spheres; pin-socket walls)."""
     depth = spec.insertion_depth_mm * _MM
     chamfer = spec.chamfer_mm * _MM
     gap = spec.clearance_mm * _MM / 2
@@ -191,11 +191,15 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom],
         z = -depth + spec.seal_height_mm * _MM
         for sign, side in ((1, 'px'), (-1, 'nx')):
             x = sign * (_plug_half_width_at(spec, 0.0) - spec.seal_interference_mm * _MM + radius)
+            # A sphere, not a capsule along the face: sphere-box contact is
+            # exact in both MJX and native MuJoCo, where MJX's capsule-box
+            # misses a capsule's rounded top (BUILD_NOTES, pitfalls).
             seals.append(
-                mjcf.capsule(
-                    f'seal_{side}',
-                    (x, -half_t, z, x, half_t, z),
-                    radius,
+                mjcf.Geom(
+                    name=f'seal_{side}',
+                    kind='sphere',
+                    pos=np.array([x, 0.0, z]),
+                    size=(radius,),
                     rgba='0.1 0.1 0.1 1',
                     group=SEAL_GROUP,
                 )
