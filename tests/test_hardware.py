@@ -429,12 +429,20 @@ def test_sigint_mid_episode_over_rsi_stops_the_real_programs_cleanly():
         '--task=usb', f'--goal_mm=0,0,{-depth}', f'--listen=127.0.0.1:{port}', '--episodes=3',
         '--connect_timeout_s=60', '--json',
     ]  # fmt: skip
-    robot_pc = subprocess.Popen(runner_args, cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    controller = subprocess.Popen(
-        [sys.executable, '-m', 'hardware.rsi_simulator', '--task=usb',
-         f'--target=127.0.0.1:{port}', '--duration_s=40', '--nofts', '--json'],
-        cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # Started as from a terminal, with SIGINT's default action: a
+    # pytest-xdist worker ignores SIGINT, and a child inherits an ignored
+    # signal (a handled one is reset to the default at exec).
+    terminal = dict(cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        robot_pc = subprocess.Popen(runner_args, **terminal)
+        controller = subprocess.Popen(
+            [sys.executable, '-m', 'hardware.rsi_simulator', '--task=usb',
+             f'--target=127.0.0.1:{port}', '--duration_s=40', '--nofts', '--json'],
+            **terminal,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         first = robot_pc.stdout.readline()
         assert first.startswith('episode 0: 30 steps'), (first, robot_pc.stderr.read()[-2000:])
