@@ -191,7 +191,7 @@ MODEL_E = ConnectorSpec(
     success_tolerance_mm=1.0,
     friction_range=(0.2, 0.8),
     seal_interference_mm=0.25,
-    seal_timeconst_s=0.0115,
+    seal_timeconst_s=0.012,
     seal_radius_mm=4.0,
     seal_height_mm=4.0,
     keys=(KeySpec(x_mm=2.0, width_mm=1.6, protrusion_mm=1.0, groove_clearance_mm=0.3),),
