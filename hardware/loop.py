@@ -119,6 +119,7 @@ def retract(
 ) -> None:
     """Brings the tool straight up to `height_m` above `goal_m` through the
     safety layer (between episodes on a real robot), at most 30 steps."""
+    robot = WrenchZeroed(robot)
     layer = SafetyLayer(robot, goal_m, safety)
     with layer:
         for _ in range(30):
