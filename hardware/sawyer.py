@@ -171,7 +171,6 @@ class SawyerRobot:
         self._lock = threading.Lock()
         self._reference: Optional[Dict[str, float]] = None
         self._stop_event = threading.Event()
-        self.published_at = []  # when each options message went out (the clock's s)
         self.stopped = False
         options = sdk.options()
         options.set_interaction_control_active(True)
@@ -260,7 +259,6 @@ class SawyerRobot:
             self.sdk.publisher.send_command(self._options, 0)  # 0: publish once
             if self._reference is not None:
                 self.sdk.limb.set_joint_positions(self._reference)
-        self.published_at.append(self._clock())
 
     def _keep(self) -> None:
         period = 1.0 / self.config.publish_hz
