@@ -53,11 +53,9 @@ def main(argv):
         finals = []
         for ax, key in zip(axes, EVAL_KEYS, strict=True):
             steps, values = plots.curves(records, key, num_seeds)
-            mean, band = plots.mean_and_band(100 * values)
+            mean, lower, upper = plots.mean_and_band(100 * values)
             (line,) = ax.plot(steps, mean, marker='o', ms=3, label=label(config))
-            ax.fill_between(
-                steps, *plots.band_limits(mean, band), color=line.get_color(), alpha=0.2
-            )
+            ax.fill_between(steps, lower, upper, color=line.get_color(), alpha=0.2)
             finals.append(f'{mean[-1]:.0f}%' if len(mean) else '–')
         steps_to, seconds_to = plots.first_reaching(
             records, EVAL_KEYS[0], _THRESHOLD.value, num_seeds

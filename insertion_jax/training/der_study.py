@@ -15,10 +15,13 @@ that ended in it. Outputs in `out_dir`:
 
   results.csv      one row per configuration, seed and iteration
   der_study.png    the paper's figure layout: one panel per structure, DER on
-                   and off, mean over seeds and 95% band; success on top,
-                   return below
-  summary.md/json  final success (mean of the last quarter of iterations),
-                   iterations to reach `threshold`, per configuration
+                   and off, mean over seeds and bootstrap 95% band;
+                   success on top, return below
+  summary.md/json  per configuration (`structure`, `der` true/false): final
+                   success (mean of the last quarter of iterations, seeds
+                   averaged) with its bootstrap 95% band (`final_success_low`,
+                   `final_success_high`), `seeds`, iterations to reach
+                   `threshold`
   demos.npz        the demonstrations used (unless given)
   checkpoints/     the batched training state after every iteration; the
                    same call resumes a stopped study
@@ -408,7 +411,11 @@ def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
         final = _nanmean(success[:, -tail:], axis=1) if success.size else np.zeros(0)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
-            mean, band = plots.mean_and_band(final[:, None]) if final.size else (np.nan, 0.0)
+            mean, low, high = (
+                plots.mean_and_band(final[:, None], None, None)
+                if final.size
+                else (np.nan, np.nan, np.nan)
+            )
         seed_mean = _nanmean(success, axis=0) if success.size else np.zeros(0)
         reached = [
             int(i) for i, v in zip(iterations, seed_mean, strict=True) if v >= config.threshold
@@ -416,9 +423,11 @@ def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
         out['configurations'].append(
             {
                 'structure': structure,
-                'der': 'on' if der_on else 'off',
+                'der': der_on,
                 'final_success': run_dir.to_python(np.squeeze(mean)),
-                'final_success_band': run_dir.to_python(np.squeeze(band)),
+                'final_success_low': run_dir.to_python(np.squeeze(low)),
+                'final_success_high': run_dir.to_python(np.squeeze(high)),
+                'seeds': int(final.size),
                 'final_return': run_dir.to_python(_nanmean(returns[:, -tail:]))
                 if returns.size
                 else None,
@@ -435,18 +444,18 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
 
     lines = [
         f'**{summary["task"]}**: success of the training episodes, last quarter of the '
-        'iterations, mean over seeds (± 95% band)',
+        'iterations, mean over seeds [bootstrap 95% band]',
         '',
         f'| structure | DER | final success | final return | iterations to '
         f'{100 * summary["threshold"]:.0f}% |',
         '|---|---|---|---|---|',
     ]
     for c in summary['configurations']:
-        band = c['final_success_band'] or 0.0
         ret = '–' if c['final_return'] is None else f'{c["final_return"]:.0f}'
+        band = f'[{pct(c["final_success_low"])}, {pct(c["final_success_high"])}]'
         lines.append(
-            f'| {c["structure"]} | {c["der"]} | {pct(c["final_success"])} ± {100 * band:.0f} '
-            f'| {ret} | {c["iterations_to_threshold"] or "not reached"} |'
+            f'| {c["structure"]} | {"on" if c["der"] else "off"} | {pct(c["final_success"])} '
+            f'{band} | {ret} | {c["iterations_to_threshold"] or "not reached"} |'
         )
     return '\n'.join(lines)
 
@@ -478,14 +487,10 @@ def plot_study(config: StudyConfig, rows, path: str) -> None:
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', RuntimeWarning)
-                    mean, band = plots.mean_and_band(values * scale)
+                    bounds = (0.0, 100.0) if key == 'success_rate' else (None, None)
+                    mean, low, high = plots.mean_and_band(values * scale, *bounds)
                 name = 'with DER' if der_on else 'without DER'
                 ax.plot(iterations, mean, ':', marker='.', color=colours[der_on], label=name)
-                low, high = (
-                    plots.band_limits(mean, band)
-                    if key == 'success_rate'
-                    else (mean - band, mean + band)
-                )
                 ax.fill_between(iterations, low, high, color=colours[der_on], alpha=0.2)
             if row == 0:
                 ax.set_title(STRUCTURE_TITLES[structure])

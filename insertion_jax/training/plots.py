@@ -8,7 +8,6 @@ randomization.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import matplotlib
@@ -17,21 +16,18 @@ import numpy as np
 matplotlib.use('Agg')  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def mean_and_band(values: np.ndarray) -> tuple:
-    """Mean over axis 0 and the half-width of its 95% confidence band (normal
-    approximation, 1.96 standard errors; zero for a single seed)."""
-    values = np.asarray(values, float)
-    mean = np.nanmean(values, axis=0)
-    if values.shape[0] < 2:
-        return mean, np.zeros_like(mean)
-    sem = np.nanstd(values, axis=0, ddof=1) / math.sqrt(values.shape[0])
-    return mean, 1.96 * sem
+from insertion_jax.training import stats  # noqa: E402
 
 
-def band_limits(mean: np.ndarray, band: np.ndarray, low: float = 0.0, high: float = 100.0):
-    """(lower, upper) edges of a band around a percentage, clipped to [low, high]."""
-    return np.clip(mean - band, low, high), np.clip(mean + band, low, high)
+def mean_and_band(values: np.ndarray, low: float = 0.0, high: float = 100.0) -> tuple:
+    """(mean, lower edge, upper edge) over axis 0 (seeds): the percentile
+    bootstrap 95% band of the mean (`stats.bootstrap_band`; no width for a
+    single seed), its edges clipped to [low, high] (a percentage by default;
+    None: unclipped)."""
+    mean, lower, upper = stats.bootstrap_band(values)
+    if low is not None or high is not None:
+        lower, upper = np.clip(lower, low, high), np.clip(upper, low, high)
+    return mean, lower, upper
 
 
 def curves(records: Sequence[Mapping[str, Any]], key: str, num_seeds: int):
@@ -113,10 +109,10 @@ def plot_learning_curve(
     fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for condition, colour in zip(eval_conditions(records), COLOURS, strict=False):
         steps, values = curves(records, f'eval/success_{condition}', num_seeds)
-        mean, band = mean_and_band(100 * values)
+        mean, lower, upper = mean_and_band(100 * values)
         label = condition_label(condition, noise_mm)
         ax_eval.plot(steps, mean, color=colour, marker='o', ms=3, label=label)
-        ax_eval.fill_between(steps, *band_limits(mean, band), color=colour, alpha=0.2)
+        ax_eval.fill_between(steps, lower, upper, color=colour, alpha=0.2)
         if reference and reference.get(condition) is not None:
             ax_eval.axhline(
                 100 * reference[condition],
@@ -134,13 +130,13 @@ def plot_learning_curve(
 
     steps, values = curves(records, 'success', num_seeds)
     if steps.size:
-        mean, band = mean_and_band(100 * smooth(values, 5))
+        mean, lower, upper = mean_and_band(100 * smooth(values, 5))
         ax_train.plot(steps, mean, color='tab:green', label='training episodes')
-        ax_train.fill_between(steps, *band_limits(mean, band), color='tab:green', alpha=0.2)
+        ax_train.fill_between(steps, lower, upper, color='tab:green', alpha=0.2)
     ax_train.set_title('training episodes (exploring), moving average of 5 iterations')
     ax_train.set_xlabel('environment steps per seed')
     ax_train.grid(alpha=0.3)
-    band_note = f'mean and 95% band over {num_seeds} seeds' if num_seeds > 1 else '1 seed'
+    band_note = f'mean and bootstrap 95% band over {num_seeds} seeds' if num_seeds > 1 else '1 seed'
     fig.suptitle(f'{title} ({band_note})')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
