@@ -6,13 +6,13 @@ from typing import Dict, Iterable, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from insertion_jax.training import paper_table
 from insertion_jax.training.plots import plt
 
 # The paper's P-controller row (Schoettler, Nair et al., Fig. 6), in percent.
 PAPER_P_CONTROLLER = {
-    'usb': (100.0, 60.0),
-    'dsub': (100.0, 44.0),
-    'model_e': (52.0, 24.0),
+    connector: tuple(100.0 * v for v in paper_table.PAPER[(connector, 'p_controller')])
+    for connector in paper_table.CONNECTORS
 }
 CALIBRATION_BAND_PCT = 15.0
 PAPER_NOISE_MM = 1.0  # the paper's noisy condition
