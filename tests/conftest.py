@@ -82,6 +82,7 @@ SHARED_WORKER = {
     'test_learning': 'test_cli',
     'test_loop': 'test_cli',  # TOY, which test_cli also trains through the CLI
     'test_hardware': 'test_cli',  # exports the SMALL run
+    'test_reproduce': 'test_cli',  # its USB cell is the SMALL run's configuration
     'test_evaluate': 'test_physics',  # the USB rig
 }
 HEAVIEST_FIRST = ('test_cli', 'test_assembly', 'test_physics', 'test_env_pure')

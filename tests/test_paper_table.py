@@ -52,7 +52,9 @@ def test_a_table_like_the_papers_shows_all_five_effects():
     found = pt.effects(table())
     assert [e.verdict for e in found] == ['shown'] * 5, pt.effects_markdown(found)
     text = pt.effects_markdown(found)
-    assert 'usb, noisy: Residual RL, dense (SAC) 84% [76, 90] above P-controller 60% [50, 69]' in text
+    assert (
+        'usb, noisy: Residual RL, dense (SAC) 84% [76, 90] above P-controller 60% [50, 69]' in text
+    )
 
 
 def test_verdicts_follow_the_numbers():
