@@ -113,6 +113,47 @@ def test_chamfer_bevel_runs_from_the_wall_edge_to_the_top():
     assert wall.pos[2] + wall.size[2] == pytest.approx(-chamfer)
 
 
+def test_prism_chamfer_is_the_bevel_a_back_face_and_a_bottom():
+    """The prism chamfer's section: the bevel from the wall's inner top edge to
+    the top (z = 0) `chamfer` outward, a vertical back face down to the wall's
+    top (z = -chamfer) and a bottom on it; MuJoCo places the mesh there."""
+    normal_in = np.array([0.6, 0.8])
+    face_point = np.array([0.01, -0.02])
+    chamfer = 0.4e-3
+    wall, prism = mjcf.wall_with_chamfer(
+        'w',
+        face_point,
+        np.array([-0.8, 0.6]),
+        normal_in,
+        half_length=5e-3,
+        depth=10e-3,
+        chamfer=chamfer,
+        thickness=4e-3,
+        chamfer_prism=True,
+    )
+    assert prism.kind == 'mesh' and len(prism.vertices) == 6
+    world = prism.pos + prism.vertices @ prism.rot.T
+    outward = -(world[:, :2] - face_point) @ normal_in
+    section = {(round(o * 1e6), round(z * 1e6)) for o, z in zip(outward, world[:, 2], strict=True)}
+    c = round(chamfer * 1e6)
+    assert section == {(0, -c), (c, 0), (c, -c)}
+    # The compiled model puts the mesh at the same place (MuJoCo recentres it).
+    xml = (
+        f'<mujoco><asset>{prism.asset_xml()}</asset><worldbody>{wall.xml()}{prism.xml()}'
+        '</worldbody></mujoco>'
+    )
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    g = model.geom('w_chamfer').id
+    mesh = model.geom_dataid[g]
+    verts = model.mesh_vert[
+        model.mesh_vertadr[mesh] : model.mesh_vertadr[mesh] + model.mesh_vertnum[mesh]
+    ]
+    placed = data.geom_xpos[g] + verts @ data.geom_xmat[g].reshape(3, 3).T
+    np.testing.assert_allclose(np.sort(placed, axis=0), np.sort(world, axis=0), atol=1e-9)
+
+
 def test_rotation_refuses_axes_that_are_not_orthogonal():
     with pytest.raises(ValueError, match='not orthogonal'):
         mjcf.rotation(np.array([1.0, 0.0]), np.array([1.0, 1.0]), mjcf.UP)

@@ -40,23 +40,38 @@ class Geom:
 
     Attributes:
       name: the geom's name.
-      kind: 'box', 'capsule' or 'sphere'.
+      kind: 'box', 'capsule', 'sphere' or 'mesh' (a convex mesh: `vertices`).
       pos: (3,) centre (unused when `fromto` is given).
-      size: MJCF size (half extents of a box; (radius,) of a capsule or a sphere).
+      size: MJCF size (half extents of a box; (radius,) of a capsule or a
+        sphere; unused by a mesh).
       rot: (3, 3) rotation matrix of the geom's frame.
       rgba: colour, as MJCF writes it.
       group: visualisation group.
       fromto: a capsule's two end points (6,), or () for a positioned geom.
+      vertices: a mesh's vertices (N, 3) in the geom's frame; MuJoCo collides
+        their convex hull. The mesh asset is named '{name}_mesh' (`asset_xml`).
     """
 
     name: str
-    kind: str  # 'box' | 'capsule' | 'sphere'
+    kind: str  # 'box' | 'capsule' | 'sphere' | 'mesh'
     pos: np.ndarray
     size: Tuple[float, ...]
     rot: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
     rgba: str = DEFAULT_RGBA
     group: int = 1
     fromto: Tuple[float, ...] = ()
+    vertices: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3)))
+
+    @property
+    def mesh_name(self) -> str:
+        return f'{self.name}_mesh'
+
+    def asset_xml(self) -> str:
+        """The `<mesh .../>` asset of a mesh geom ('' for the other kinds)."""
+        if self.kind != 'mesh':
+            return ''
+        vertex = ' '.join(f'{v:.9g}' for v in np.asarray(self.vertices, np.float64).reshape(-1))
+        return f'<mesh name="{self.mesh_name}" vertex="{vertex}"/>'
 
     def xml(self) -> str:
         """The `<geom .../>` element of this geom."""
@@ -74,7 +89,10 @@ class Geom:
         else:
             attrs.append('pos="' + ' '.join(f'{v:.7g}' for v in self.pos) + '"')
             attrs.append('quat="' + ' '.join(f'{v:.7g}' for v in quat) + '"')
-            attrs.append('size="' + ' '.join(f'{v:.7g}' for v in self.size) + '"')
+            if self.kind == 'mesh':
+                attrs.append(f'mesh="{self.mesh_name}"')
+            else:
+                attrs.append('size="' + ' '.join(f'{v:.7g}' for v in self.size) + '"')
         attrs.append(f'rgba="{self.rgba}"')
         return '<geom ' + ' '.join(attrs) + '/>'
 
@@ -116,6 +134,7 @@ def wall_with_chamfer(
     group: int = 1,
     chamfer_overhang: float = 0.0,
     rgba: str = DEFAULT_RGBA,
+    chamfer_prism: bool = False,
 ) -> List[Geom]:
     """A wall of an opening whose top is at z = 0, plus its 45 degree lead-in chamfer.
 
@@ -127,6 +146,17 @@ def wall_with_chamfer(
     to the top z = 0, `chamfer` outward of the opening; it runs
     `chamfer_overhang` past both ends of the wall to close the corners. No
     chamfer box when `chamfer` is 0. Lengths in metres.
+
+    With `chamfer_prism`, the chamfer is instead a convex-mesh triangular
+    prism: the same bevel, a vertical back face `chamfer` outward of the wall
+    face, from the top z = 0 down to the wall's top, and a bottom face on the
+    wall's top. MJX collides it with a box through its general convex
+    collider (`convex_convex`), whose contacts at a tilted plug box resting on
+    the prism's top edge match native MuJoCo's; its box-box collider reports
+    phantom contacts there, tens of micrometres deep, against a box turned
+    45 degrees (BUILD_NOTES.md). A flat top on the prism is worse: MJX then
+    takes the tilted plug's face normal for an edge resting on the flat top and
+    pushes the plug toward the opening.
 
     Returns:
       the geoms '{name}_wall' and (if chamfered) '{name}_chamfer'.
@@ -145,7 +175,28 @@ def wall_with_chamfer(
             group=group,
         )
     ]
-    if chamfer > 0:
+    if chamfer > 0 and chamfer_prism:
+        half = half_length + chamfer_overhang
+        # Cross-section (outward distance from the wall face, z), about its
+        # centre: the wall's inner top edge, the bevel's top edge, the back foot.
+        section = [(0.0, -chamfer), (chamfer, 0.0), (chamfer, -chamfer)]
+        centre_out, centre_z = chamfer / 2, -chamfer / 2
+        vertices = np.array(
+            [(t, centre_out - o, z - centre_z) for t in (-half, half) for o, z in section]
+        )
+        geoms.append(
+            Geom(
+                name=f'{name}_chamfer',
+                kind='mesh',
+                pos=np.array([*(face_point - normal_in * centre_out), centre_z]),
+                size=(),
+                rot=rotation(tangent, normal_in, UP),
+                rgba=rgba,
+                group=group,
+                vertices=vertices,
+            )
+        )
+    elif chamfer > 0:
         out = np.array([*(-normal_in), 0.0])
         bevel = (out + UP) / math.sqrt(2)  # from inner edge up and outward
         material = (out - UP) / math.sqrt(2)  # into the socket material

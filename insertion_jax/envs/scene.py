@@ -4,7 +4,8 @@ The scene has two parts:
 
 * The socket, static in the world: four walls around the opening (the two x
   walls turned by the taper angle for a trapezoidal shell), a 45 degree lead-in
-  chamfer box along each wall's inner top edge, the floor as a plane at
+  chamfer along each wall's inner top edge (a box, or a convex-mesh prism with
+  `ConnectorSpec.chamfer_prism`), the floor as a plane at
   z = -insertion_depth, and, per connector, key grooves cut into the +y wall,
   an O-ring seal (two soft spheres, one on each x face) near the floor, and pin sockets below the
   floor.
@@ -132,6 +133,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom],
             depth=depth,
             chamfer=chamfer,
             thickness=thick,
+            chamfer_prism=spec.chamfer_prism,
             group=1,
             chamfer_overhang=chamfer,
         )
@@ -182,6 +184,7 @@ def socket_geoms(spec: ConnectorSpec) -> Tuple[List[mjcf.Geom], List[mjcf.Geom],
                 depth=depth,
                 chamfer=chamfer,
                 thickness=thick,
+                chamfer_prism=spec.chamfer_prism,
                 group=group,
             )
 
@@ -396,6 +399,7 @@ def build_mjcf(
         (pivot, pivot, pivot),
     )
     socket_xml = '\n    '.join(g.xml() for g in shell + seals + holes)
+    mesh_xml = '\n    '.join(a for a in (g.asset_xml() for g in shell) if a)
     plug_xml = '\n          '.join(g.xml() for g in body + pins)
     return f"""<mujoco model="insertion_{spec.name}">
   <compiler angle="radian" autolimits="true"/>
@@ -412,6 +416,7 @@ def build_mjcf(
              width="256" height="256"/>
     <material name="board" texture="board" texrepeat="40 40" reflectance="0.05"/>
     <material name="metal" rgba="0.78 0.78 0.82 1" specular="0.6" shininess="0.6"/>
+    {mesh_xml}
   </asset>
   <worldbody>
     <light name="key" pos="0.05 -0.08 0.15" dir="-0.3 0.5 -1" diffuse="0.45 0.45 0.45" specular="0.1 0.1 0.1"/>
