@@ -84,22 +84,31 @@ def test_keyed_and_pinned_connectors_have_their_features():
     assert any(cls == 'seal' for _, _, cls in model_e_pairs)
 
 
+NORMAL_IN = np.array([0.6, 0.8])
+FACE_POINT = np.array([0.01, -0.02])
+CHAMFER = 0.4e-3
+
+
+def slanted_wall(**kwargs):
+    """A wall turned off the axes, with a 0.4 mm chamfer: (wall, chamfer)."""
+    return mjcf.wall_with_chamfer(
+        'w',
+        FACE_POINT,
+        np.array([-0.8, 0.6]),
+        NORMAL_IN,
+        half_length=5e-3,
+        depth=10e-3,
+        chamfer=CHAMFER,
+        thickness=4e-3,
+        **kwargs,
+    )
+
+
 def test_chamfer_bevel_runs_from_the_wall_edge_to_the_top():
     """The chamfer box's bevel face holds the wall's inner top edge (z = -chamfer
     at the wall face) and the point `chamfer` outward of it at the top (z = 0)."""
-    normal_in = np.array([0.6, 0.8])
-    face_point = np.array([0.01, -0.02])
-    chamfer = 0.4e-3
-    wall, bevel_box = mjcf.wall_with_chamfer(
-        'w',
-        face_point,
-        np.array([-0.8, 0.6]),
-        normal_in,
-        half_length=5e-3,
-        depth=10e-3,
-        chamfer=chamfer,
-        thickness=4e-3,
-    )
+    wall, bevel_box = slanted_wall()
+    normal_in, face_point, chamfer = NORMAL_IN, FACE_POINT, CHAMFER
     assert wall.name == 'w_wall' and bevel_box.name == 'w_chamfer'
     rot, centre, size = bevel_box.rot, bevel_box.pos, bevel_box.size
     material = rot[:, 2]  # the box's z axis points into the socket material
@@ -117,20 +126,8 @@ def test_prism_chamfer_is_the_bevel_a_back_face_and_a_bottom():
     """The prism chamfer's section: the bevel from the wall's inner top edge to
     the top (z = 0) `chamfer` outward, a vertical back face down to the wall's
     top (z = -chamfer) and a bottom on it; MuJoCo places the mesh there."""
-    normal_in = np.array([0.6, 0.8])
-    face_point = np.array([0.01, -0.02])
-    chamfer = 0.4e-3
-    wall, prism = mjcf.wall_with_chamfer(
-        'w',
-        face_point,
-        np.array([-0.8, 0.6]),
-        normal_in,
-        half_length=5e-3,
-        depth=10e-3,
-        chamfer=chamfer,
-        thickness=4e-3,
-        chamfer_prism=True,
-    )
+    wall, prism = slanted_wall(chamfer_prism=True)
+    normal_in, face_point, chamfer = NORMAL_IN, FACE_POINT, CHAMFER
     assert prism.kind == 'mesh' and len(prism.vertices) == 6
     world = prism.pos + prism.vertices @ prism.rot.T
     outward = -(world[:, :2] - face_point) @ normal_in

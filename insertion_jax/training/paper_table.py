@@ -77,6 +77,7 @@ COLUMNS = (
     'episodes',
     'steps_to_high',
 )
+RATES = COLUMNS[2:8]  # exact ... noisy_high
 HIGH_SUCCESS = 0.8  # "high success" of effect 4: this share of training episodes
 
 
@@ -174,17 +175,7 @@ def read_table_csv(text: str) -> List[Row]:
             Row(
                 connector=record['connector'],
                 method=record['method'],
-                **{
-                    k: float(record[k])
-                    for k in (
-                        'exact',
-                        'exact_low',
-                        'exact_high',
-                        'noisy',
-                        'noisy_low',
-                        'noisy_high',
-                    )
-                },
+                **{k: float(record[k]) for k in RATES},
                 paper_exact=number(record['paper_exact'], float),
                 paper_noisy=number(record['paper_noisy'], float),
                 seeds=int(record['seeds']),
@@ -279,6 +270,21 @@ def _missing(number: int, by_key: Mapping, keys: Sequence[Tuple[str, str]]) -> O
     return None
 
 
+def _above_under_noise(number: int, by_key: Mapping, higher: str, lower: str) -> Effect:
+    """`higher` above `lower` at ±1 mm on some connector and below on none."""
+    keys = [(c, m) for c in CONNECTORS for m in (higher, lower)]
+    missing = _missing(number, by_key, keys)
+    if missing:
+        return missing
+    lines, orders = [], []
+    for c in CONNECTORS:
+        order, line = _compare(by_key[(c, higher)], by_key[(c, lower)], 'noisy')
+        orders.append(order)
+        lines.append(line)
+    holds = 1 in orders and -1 not in orders
+    return _decide(number, [by_key[k] for k in keys], holds, lines)
+
+
 def effects(rows: Sequence[Row]) -> List[Effect]:
     """The five effects of the paper (TARGETS.md), each decided from `rows`."""
     by_key = {(r.connector, r.method): r for r in rows}
@@ -334,20 +340,7 @@ def effects(rows: Sequence[Row]) -> List[Effect]:
         out.append(_decide(2, needed, holds, lines))
 
     # 3. Residual SAC keeps more under noise than the P-controller.
-    keys = [(c, m) for c in CONNECTORS for m in ('residual_sac_dense', 'p_controller')]
-    missing = _missing(3, by_key, keys)
-    if missing:
-        out.append(missing)
-    else:
-        lines, orders, needed = [], [], []
-        for c in CONNECTORS:
-            residual, p = by_key[(c, 'residual_sac_dense')], by_key[(c, 'p_controller')]
-            needed += [residual, p]
-            order, line = _compare(residual, p, 'noisy')
-            orders.append(order)
-            lines.append(line)
-        holds = 1 in orders and -1 not in orders
-        out.append(_decide(3, needed, holds, lines))
+    out.append(_above_under_noise(3, by_key, 'residual_sac_dense', 'p_controller'))
 
     # 4. Sparse reward: prior information reaches high success twice as fast.
     keys = [('usb', m) for m in ('residual_sac_sparse', 'lfd_td3_sparse', 'pure_sac_dense')]
@@ -370,20 +363,7 @@ def effects(rows: Sequence[Row]) -> List[Effect]:
         out.append(_decide(4, needed, holds, lines))
 
     # 5. SAC more robust than TD3 under noise (the image rows).
-    keys = [(c, m) for c in CONNECTORS for m in ('residual_sac_image', 'residual_td3_image')]
-    missing = _missing(5, by_key, keys)
-    if missing:
-        out.append(missing)
-    else:
-        lines, orders, needed = [], [], []
-        for c in CONNECTORS:
-            sac, td3 = by_key[(c, 'residual_sac_image')], by_key[(c, 'residual_td3_image')]
-            needed += [sac, td3]
-            order, line = _compare(sac, td3, 'noisy')
-            orders.append(order)
-            lines.append(line)
-        holds = 1 in orders and -1 not in orders
-        out.append(_decide(5, needed, holds, lines))
+    out.append(_above_under_noise(5, by_key, 'residual_sac_image', 'residual_td3_image'))
     return out
 
 
