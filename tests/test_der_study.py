@@ -53,7 +53,14 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
         # [-1, 1]^2, g in [-0.5, 0.5]^2), and point_reach adds no success bonus.
         assert -15 * 2.13 < r['mean_return'] < 0
     assert len(summary['configurations']) == 8
-    for name in ('der_study.png', 'summary.md', 'summary.json', 'demos.npz', 'study.json'):
+    for name in (
+        'der_study.png',
+        'summary.md',
+        'summary.json',
+        'effects.md',
+        'demos.npz',
+        'study.json',
+    ):
         assert os.path.getsize(os.path.join(out, name)) > 0
     with pytest.raises(ValueError, match='holds a run with a different configuration'):
         der_study.run_study(der_study.StudyConfig(num_seeds=2), out, log=lines.append)
@@ -93,3 +100,39 @@ def test_summary_and_curves_from_rows():
     assert on['final_success_low'] == pytest.approx(1.0)
     assert on['final_success_high'] == pytest.approx(1.1)
     assert '| none | on | 105% [100%, 110%] | 100 | 2 |' in der_study.summary_markdown(summary)
+    # DER on's band [1.0, 1.1] lies above off's [0.6, 0.7]: the effect is shown.
+    (none, all_shots) = der_study.der_effects(summary)
+    assert none['verdict'] == 'shown' and 'bands above; 2 seeds' in none['evidence']
+    assert all_shots['verdict'] == 'not run'
+
+
+def test_der_effects_need_separate_bands_or_an_earlier_threshold_and_two_seeds():
+    def config(der_on, final, low, high, reached, seeds=3):
+        return {
+            'structure': 'none',
+            'der': der_on,
+            'final_success': final,
+            'final_success_low': low,
+            'final_success_high': high,
+            'iterations_to_threshold': reached,
+            'seeds': seeds,
+        }
+
+    def verdict(*configurations):
+        summary = {'task': 'peg_in_hole', 'configurations': list(configurations)}
+        return der_study.der_effects(summary)[0]['verdict']
+
+    assert verdict(config(True, 0.5, 0.4, 0.6, 10), config(False, 0.45, 0.35, 0.55, 20)) == 'shown'
+    assert (
+        verdict(config(True, 0.5, 0.4, 0.6, 20), config(False, 0.45, 0.35, 0.55, 10)) == 'not shown'
+    )
+    assert (
+        verdict(config(True, 0.2, 0.1, 0.3, None), config(False, 0.5, 0.4, 0.6, 5)) == 'not shown'
+    )
+    one_seed = (
+        config(True, 0.9, 0.9, 0.9, 1, seeds=1),
+        config(False, 0.1, 0.1, 0.1, None, seeds=1),
+    )
+    assert verdict(*one_seed) == 'not shown'
+    text = der_study.effects_markdown({'task': 'peg_in_hole', 'configurations': list(one_seed)})
+    assert 'too few to show anything' in text and '**not run** (all shots in all buffers)' in text

@@ -49,7 +49,7 @@ from insertion_jax.envs import assembly, assembly_scene, point_reach
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der
-from insertion_jax.training import demonstrations, loop, plots, run_dir
+from insertion_jax.training import demonstrations, loop, plots, run_dir, stats
 from insertion_jax.training.config import ALGO_PRESETS, TrainConfig
 
 # The loop-side Ape-X DDPG settings (3-step returns, a running observation
@@ -362,9 +362,13 @@ def run_study(
     rows = read_rows(records.path)
     summary = summarize(config, rows)
     out.write_summary(summary, summary_markdown(summary))
+    run_dir.write_text(out.file('effects.md'), effects_markdown(summary))
     plot_study(config, rows, out.file('der_study.png'))
     log('\n' + summary_markdown(summary))
-    log(f'\nWrote {out_dir}/: results.csv, der_study.png, summary.md, summary.json, checkpoints/')
+    log(
+        f'\nWrote {out_dir}/: results.csv, der_study.png, summary.md, summary.json, '
+        'effects.md, checkpoints/'
+    )
     return summary
 
 
@@ -458,6 +462,72 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
             f'{band} | {ret} | {c["iterations_to_threshold"] or "not reached"} |'
         )
     return '\n'.join(lines)
+
+
+# The DER paper's effect: DER helps with no demonstrations and with all of
+# them in all buffers.
+EFFECT_STRUCTURES = ('none', 'all_shots_all')
+
+
+def der_effects(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """For each of `EFFECT_STRUCTURES`: whether DER on beats DER off, decided
+    from the summary alone. 'shown' where the final success's 95% bands do
+    not overlap with DER on above (or, level, DER on reaches the threshold in
+    fewer iterations), 'not shown' otherwise, and on fewer than 2 seeds;
+    'not run' where a configuration is missing."""
+    by_key = {(c['structure'], c['der']): c for c in summary['configurations']}
+    out = []
+    for structure in EFFECT_STRUCTURES:
+        on, off = by_key.get((structure, True)), by_key.get((structure, False))
+        if on is None or off is None:
+            out.append({'structure': structure, 'verdict': 'not run', 'evidence': 'missing'})
+            continue
+
+        def band(c):
+            return (c['final_success_low'], c['final_success_high'])
+
+        order = stats.separated(band(on), band(off))
+        sooner = on['iterations_to_threshold'] is not None and (
+            off['iterations_to_threshold'] is None
+            or on['iterations_to_threshold'] < off['iterations_to_threshold']
+        )
+        seeds = min(on['seeds'], off['seeds'])
+        shown = (order == 1 or (order is None and sooner)) and stats.enough_seeds(seeds)
+
+        def cell(c):
+            return (
+                f'{100 * c["final_success"]:.0f}% [{100 * c["final_success_low"]:.0f}, '
+                f'{100 * c["final_success_high"]:.0f}], threshold at iteration '
+                f'{c["iterations_to_threshold"] or "never"}'
+            )
+
+        word = {1: 'above', -1: 'below', None: 'overlapping'}[order]
+        evidence = f'DER on {cell(on)}; off {cell(off)}: bands {word}; {seeds} seeds'
+        if not stats.enough_seeds(seeds):
+            evidence += ' (too few to show anything)'
+        out.append(
+            {
+                'structure': structure,
+                'verdict': 'shown' if shown else 'not shown',
+                'evidence': evidence,
+            }
+        )
+    return out
+
+
+def effects_markdown(summary: Dict[str, Any]) -> str:
+    lines = [
+        f'# DER on {summary["task"]}: does it help?',
+        '',
+        'The paper: with no demonstrations and with all demonstrations in all '
+        'buffers, DER reaches success sooner or higher. Final success: mean of the '
+        'training episodes over the last quarter of the iterations, seeds averaged, '
+        'with its bootstrap 95% band.',
+        '',
+    ]
+    for e in der_effects(summary):
+        lines.append(f'- **{e["verdict"]}** ({STRUCTURE_TITLES[e["structure"]]}): {e["evidence"]}')
+    return '\n'.join(lines) + '\n'
 
 
 STRUCTURE_TITLES = {
