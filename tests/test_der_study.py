@@ -52,6 +52,14 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
         # Fifteen steps, each paying -|x - g| (at most 2.13 apart: x in
         # [-1, 1]^2, g in [-0.5, 0.5]^2), and point_reach adds no success bonus.
         assert -15 * 2.13 < r['mean_return'] < 0
+        # The diagnostics: zones hold the demonstrations where the structure
+        # puts them (none: no zone episode unless DER refilled one), and the
+        # pool counts no more successes than episodes ended.
+        assert 0.0 <= r['zone_fill'] <= 1.0 and 0 <= r['pool_count'] <= 2 * r['iteration']
+        if r['structure'] == 'all_shots_all':
+            assert r['zone_fill'] > 0
+        if r['structure'] == 'none' and r['der'] == 'off':
+            assert r['zone_fill'] == 0.0
     assert len(summary['configurations']) == 8
     for name in (
         'der_study.png',

@@ -13,7 +13,8 @@ Like the paper, it reports per *iteration* (a fixed number of environment
 steps per run) the success rate and the mean return of the training episodes
 that ended in it. Outputs in `out_dir`:
 
-  results.csv      one row per configuration, seed and iteration
+  results.csv      one row per configuration, seed and iteration: success,
+                   return, and the diagnostics `DIAGNOSTICS`
   der_study.png    the paper's figure layout: one panel per structure, DER on
                    and off, mean over seeds and bootstrap 95% band;
                    success on top, return below
@@ -66,8 +67,16 @@ CSV_FIELDS = (
     'episodes',
     'success_rate',
     'mean_return',
+    'pool_count',
+    'zone_fill',
+    'q_mean',
     'wall_clock_s',
 )
+# The diagnostics among them (the state at the iteration's end; q_mean over
+# its updates): successes pushed to the pool so far, the share of zone slots
+# holding an episode, and the critic's mean Q on its batches (does it see the
+# success bonus?).
+DIAGNOSTICS = ('pool_count', 'zone_fill', 'q_mean')
 
 
 # The paper's assembly tasks, and point_reach: the same pipeline without
@@ -247,6 +256,10 @@ def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
     returns = np.nan_to_num(np.asarray(metrics['episode_return'], float)) * episodes
     total = episodes.sum(axis=1)
     safe = np.maximum(total, 1)
+    last = {k: np.asarray(metrics[k], float)[:, -1] for k in ('pool_count', 'zone_fill')}
+    with warnings.catch_warnings():  # NaN before learning starts
+        warnings.simplefilter('ignore', RuntimeWarning)
+        q_mean = np.nanmean(np.asarray(metrics['q_mean'], float), axis=1)
     rows = []
     for i, (structure, der_on) in enumerate(config.configurations):
         for s in range(config.num_seeds):
@@ -262,6 +275,9 @@ def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
                     'episodes': int(total[k]),
                     'success_rate': success[k].sum() / safe[k] if total[k] else float('nan'),
                     'mean_return': returns[k].sum() / safe[k] if total[k] else float('nan'),
+                    'pool_count': int(last['pool_count'][k]),
+                    'zone_fill': round(float(last['zone_fill'][k]), 4),
+                    'q_mean': float(q_mean[k]),
                     'wall_clock_s': round(wall, 1),
                 }
             )
@@ -272,9 +288,9 @@ def read_rows(path: str) -> List[Dict[str, Any]]:
     """The rows of a `results.csv` with their numbers parsed (a torn last line is dropped)."""
     rows = run_dir.Records(path, CSV_FIELDS).read()
     for r in rows:
-        for key in ('seed', 'iteration', 'env_steps', 'episodes'):
+        for key in ('seed', 'iteration', 'env_steps', 'episodes', 'pool_count'):
             r[key] = int(r[key])
-        for key in ('success_rate', 'mean_return', 'wall_clock_s'):
+        for key in ('success_rate', 'mean_return', 'zone_fill', 'q_mean', 'wall_clock_s'):
             r[key] = float(r[key]) if r[key] not in ('', 'nan') else float('nan')
     return rows
 
