@@ -286,8 +286,9 @@ def plot_table(rows: Sequence[paper_table.Row], path: str) -> None:
         ax.set_ylim(0, 105)
         ax.grid(axis='y', alpha=0.3)
     axes[0][0].set_ylabel('success (%), 95% interval')
-    axes[0][0].legend(fontsize=8, loc='lower left')
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='upper center', ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save(fig, path)
 
 
