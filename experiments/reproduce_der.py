@@ -49,6 +49,9 @@ _TARGET = flags.DEFINE_integer(
 )
 _HIDDEN = flags.DEFINE_list('hidden', None, "Network widths (default: the paper's per task).")
 _STARTS = flags.DEFINE_integer('learning_starts', 2_000, 'Steps before updates.', lower_bound=0)
+_YAW = flags.DEFINE_list(
+    'yaw_range_deg', None, "Start yaw low,high, degrees: a scaled task (default: the paper's)."
+)
 
 
 def main(argv):
@@ -60,6 +63,10 @@ def main(argv):
         hidden = tuple(int(h) for h in _HIDDEN.value) if _HIDDEN.value else None
     except ValueError as e:
         raise app.UsageError(f'--hidden={",".join(_HIDDEN.value)} must be integers.') from e
+    try:
+        yaw = tuple(float(v) for v in _YAW.value) if _YAW.value else None
+    except ValueError as e:
+        raise app.UsageError(f'--yaw_range_deg={",".join(_YAW.value)}: two numbers.') from e
     try:
         config = der_study.StudyConfig(
             task=_TASK.value,
@@ -79,6 +86,7 @@ def main(argv):
             target_every=_TARGET.value,
             hidden=hidden,
             learning_starts=_STARTS.value,
+            yaw_range_deg=yaw,
         )
         config.train_config()  # checks the sizes before any compile
     except ValueError as e:

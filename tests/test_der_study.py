@@ -81,6 +81,9 @@ def test_study_config_errors_name_the_value():
         der_study.StudyConfig(steps_per_iteration=1001)
     with pytest.raises(ValueError, match="structures=\\('two_shots',\\)"):
         der_study.StudyConfig(structures=('two_shots',))
+    with pytest.raises(ValueError, match='yaw_range_deg=\\(20.0, 0.0\\) must be \\(low, high\\)'):
+        der_study.StudyConfig(yaw_range_deg=(20.0, 0.0))
+    assert der_study.StudyConfig(yaw_range_deg=(-10.0, 10.0)).env_config.yaw_range_deg == (-10, 10)
 
 
 def test_summary_and_curves_from_rows():

@@ -111,6 +111,8 @@ class StudyConfig:
         takes the paper's for the task.
       learning_starts: environment steps before updates.
       threshold: success rate for 'iterations to reach'.
+      yaw_range_deg: (low, high) start yaw of the peg or the ground beam, a
+        scaled task; None: the paper's (`assembly.AssemblyConfig`).
     """
 
     task: str = 'peg_in_hole'
@@ -133,6 +135,7 @@ class StudyConfig:
     hidden: Optional[Tuple[int, ...]] = None
     learning_starts: int = 2_000
     threshold: float = 0.5
+    yaw_range_deg: Optional[Tuple[float, float]] = None
 
     def __post_init__(self):
         owner = 'StudyConfig'
@@ -163,6 +166,10 @@ class StudyConfig:
                 f'num_envs x unroll_length = {self.num_envs * self.unroll_length}.'
             )
         checks.unit_interval(owner, threshold=self.threshold)
+        if self.yaw_range_deg is not None:
+            if self.task == 'point_reach':
+                raise ValueError(f'{owner}.yaw_range_deg applies to the assembly tasks only.')
+            self.env_config  # noqa: B018 (AssemblyConfig checks the range)
 
     @property
     def configurations(self) -> List[Tuple[str, bool]]:
@@ -182,7 +189,7 @@ class StudyConfig:
     def env_config(self) -> Any:
         if self.task == 'point_reach':
             return point_reach.PointReachConfig()
-        return assembly.AssemblyConfig(task=self.task)
+        return assembly.AssemblyConfig(task=self.task, yaw_range_deg=self.yaw_range_deg)
 
     def train_config(self, structure: str = 'none', der_on: bool = True) -> TrainConfig:
         """The training configuration of one (structure, DER on/off) configuration."""
@@ -213,7 +220,7 @@ class StudyConfig:
 
 def study_config_from_dict(d: Dict[str, Any]) -> StudyConfig:
     d = dict(d)
-    for key in ('structures', 'der_modes', 'hidden'):
+    for key in ('structures', 'der_modes', 'hidden', 'yaw_range_deg'):
         if isinstance(d.get(key), list):
             d[key] = tuple(d[key])
     return StudyConfig(**d)
