@@ -492,6 +492,19 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
 EFFECT_STRUCTURES = ('none', 'all_shots_all')
 
 
+def _band(c: Dict[str, Any]) -> Tuple[float, float]:
+    return c['final_success_low'], c['final_success_high']
+
+
+def _final_cell(c: Dict[str, Any]) -> str:
+    """A configuration's final success, its band and when it reached the threshold."""
+    return (
+        f'{100 * c["final_success"]:.0f}% [{100 * c["final_success_low"]:.0f}, '
+        f'{100 * c["final_success_high"]:.0f}], threshold at iteration '
+        f'{c["iterations_to_threshold"] or "never"}'
+    )
+
+
 def der_effects(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
     """For each of `EFFECT_STRUCTURES`: whether DER on beats DER off, decided
     from the summary alone. 'shown' where the final success's 95% bands do
@@ -503,35 +516,23 @@ def der_effects(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
     for structure in EFFECT_STRUCTURES:
         on, off = by_key.get((structure, True)), by_key.get((structure, False))
         if on is None or off is None:
-            out.append({'structure': structure, 'verdict': 'not run', 'evidence': 'missing'})
+            out.append({'structure': structure, 'verdict': stats.NOT_RUN, 'evidence': 'missing'})
             continue
-
-        def band(c):
-            return (c['final_success_low'], c['final_success_high'])
-
-        order = stats.separated(band(on), band(off))
+        order = stats.separated(_band(on), _band(off))
         sooner = on['iterations_to_threshold'] is not None and (
             off['iterations_to_threshold'] is None
             or on['iterations_to_threshold'] < off['iterations_to_threshold']
         )
         seeds = min(on['seeds'], off['seeds'])
         shown = (order == 1 or (order is None and sooner)) and stats.enough_seeds(seeds)
-
-        def cell(c):
-            return (
-                f'{100 * c["final_success"]:.0f}% [{100 * c["final_success_low"]:.0f}, '
-                f'{100 * c["final_success_high"]:.0f}], threshold at iteration '
-                f'{c["iterations_to_threshold"] or "never"}'
-            )
-
         word = {1: 'above', -1: 'below', None: 'overlapping'}[order]
-        evidence = f'DER on {cell(on)}; off {cell(off)}: bands {word}; {seeds} seeds'
+        evidence = f'DER on {_final_cell(on)}; off {_final_cell(off)}: bands {word}; {seeds} seeds'
         if not stats.enough_seeds(seeds):
             evidence += ' (too few to show anything)'
         out.append(
             {
                 'structure': structure,
-                'verdict': 'shown' if shown else 'not shown',
+                'verdict': stats.SHOWN if shown else stats.NOT_SHOWN,
                 'evidence': evidence,
             }
         )

@@ -223,7 +223,7 @@ class Effect:
     evidence: Tuple[str, ...]
 
 
-SHOWN, NOT_SHOWN, NOT_RUN = 'shown', 'not shown', 'not run'
+SHOWN, NOT_SHOWN, NOT_RUN = stats.SHOWN, stats.NOT_SHOWN, stats.NOT_RUN
 CLAIMS = (
     'The P-controller succeeds with the exact goal on USB and D-Sub, struggles on '
     'Model-E, and loses much of its success under ±1 mm goal noise.',

@@ -22,7 +22,6 @@ SMALL run's configuration), 'cpu' (the whole table on a 2-core CPU in about
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -131,8 +130,7 @@ def p_controller_cell(
     `seed`); cached in its cell directory."""
     path = os.path.join(_cell_dir(out, connector, 'p_controller'), 'result.json')
     if os.path.exists(path):
-        with open(path) as f:
-            counts = json.load(f)
+        counts = run_dir.read_json(path)
     else:
         # The state cell's components: its environment, and the evaluation
         # programs a run of it compiles.
@@ -171,8 +169,7 @@ def learned_cell(
     summary_path = os.path.join(cell, 'summary.json')
     if not os.path.exists(summary_path):
         runner.train(train_config, run_config, cell, log=lambda line: log('    ' + line))
-    with open(summary_path) as f:
-        summary = json.load(f)
+    summary = run_dir.read_json(summary_path)
     per_seed = summary['seeds']
     episodes = summary['eval_episodes'] * len(per_seed)
     exact = int(round(sum(s['success_exact'] for s in per_seed) * summary['eval_episodes']))

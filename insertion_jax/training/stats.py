@@ -21,6 +21,8 @@ import numpy as np
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
 MIN_SEEDS = 2
+# The verdicts on a paper's effect (`paper_table.effects`, `der_study.der_effects`).
+SHOWN, NOT_SHOWN, NOT_RUN = 'shown', 'not shown', 'not run'
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> Tuple[float, float]:
