@@ -1,22 +1,25 @@
 r"""Reproduces the DER paper's ablation on an assembly task.
 
-  python -m experiments.reproduce_der --task=peg_in_hole --seeds=3 --out=runs/der_peg
+  python -m experiments.reproduce_der --task=peg_in_hole --preset=cpu --seeds=3 --out=runs/der_peg
+  python -m experiments.reproduce_der --task=lap_joint --preset=paper --out=runs/der_lap  # a GPU
 
 Trains Ape-X DDPG with DER replay in the 8 configurations (4 buffer
 structures x DER on/off), all seeds and configurations vmapped in one compiled
 program, and writes results.csv, der_study.png (the paper's figure layout),
-summary.md/json and checkpoints/ into --out; the same command resumes a
-stopped study. The defaults are a CPU-sized study; the paper's scale
-(200,000 steps per iteration) needs a GPU: raise --steps_per_iteration,
---iterations, --num_envs and --target_every together.
+summary.md/json, effects.md and checkpoints/ into --out; the same command
+resumes a stopped study. `--preset` sizes the study (`der_study.preset`: cpu,
+the paper's experiment scaled to 90 minutes on a 2-core CPU; paper, the
+appendix's sizes for a GPU); any size flag given goes on top of it.
 """
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags
 
 from experiments import common
-from insertion_jax.training import demonstrations, der_study
+from insertion_jax.training import demonstrations, der_study, run_dir
 
 _TASK = flags.DEFINE_string(
     'task',
@@ -31,24 +34,35 @@ _STRUCTURES = flags.DEFINE_list(
     'structures', ['none', 'one_shot_all', 'all_shots_all', 'one_shot_each'], 'Structures.'
 )
 _DER = flags.DEFINE_enum('der', 'both', ['both', 'on', 'off'], 'DER on, off, or both.')
-_ITERATIONS = flags.DEFINE_integer('iterations', 30, 'Reported iterations.', lower_bound=1)
-_STEPS = flags.DEFINE_integer(
-    'steps_per_iteration', 4_000, 'Environment steps per run per iteration.', lower_bound=1
+_PRESET = flags.DEFINE_enum(
+    'preset', 'cpu', list(der_study.PRESET_NAMES), 'Study size: cpu (90 min here) or paper (a GPU).'
 )
-_NUM_ENVS = flags.DEFINE_integer('num_envs', 8, 'Environments per run.', lower_bound=1)
-_UNROLL = flags.DEFINE_integer('unroll_length', 25, 'Steps per loop iteration.', lower_bound=1)
-_UTD = flags.DEFINE_float('utd', 0.25, 'Updates per environment step.', lower_bound=1e-6)
-_BATCH = flags.DEFINE_integer('batch_size', 512, 'Train batch.', lower_bound=1)
-_BUFFER = flags.DEFINE_integer('buffer_capacity', 100_000, 'Transitions per buffer.', lower_bound=1)
-_ZONE = flags.DEFINE_float('zone_fraction', 0.01, 'Demonstration zone share of a buffer.')
+_ITERATIONS = flags.DEFINE_integer(
+    'iterations', None, "Reported iterations (default: the preset's).", lower_bound=1
+)
+_STEPS = flags.DEFINE_integer(
+    'steps_per_iteration', None, 'Environment steps per run per iteration.', lower_bound=1
+)
+_NUM_ENVS = flags.DEFINE_integer('num_envs', None, 'Environments per run.', lower_bound=1)
+_UNROLL = flags.DEFINE_integer('unroll_length', None, 'Steps per loop iteration.', lower_bound=1)
+_UTD = flags.DEFINE_float('utd', None, 'Updates per environment step.', lower_bound=1e-6)
+_BATCH = flags.DEFINE_integer('batch_size', None, 'Train batch.', lower_bound=1)
+_BUFFER = flags.DEFINE_integer('buffer_capacity', None, 'Transitions per buffer.', lower_bound=1)
+_ZONE = flags.DEFINE_float('zone_fraction', None, 'Demonstration zone share of a buffer.')
 _REFRESH = flags.DEFINE_integer(
-    'refresh_every', 500, 'Updates between zone refreshes.', lower_bound=1
+    'refresh_every', None, 'Updates between zone refreshes.', lower_bound=1
 )
 _TARGET = flags.DEFINE_integer(
-    'target_every', 2_000, 'Updates between target copies.', lower_bound=1
+    'target_every', None, 'Updates between target copies.', lower_bound=1
 )
 _HIDDEN = flags.DEFINE_list('hidden', None, "Network widths (default: the paper's per task).")
-_STARTS = flags.DEFINE_integer('learning_starts', 2_000, 'Steps before updates.', lower_bound=0)
+_STARTS = flags.DEFINE_integer('learning_starts', None, 'Steps before updates.', lower_bound=0)
+_COMPARE = flags.DEFINE_list(
+    'compare',
+    None,
+    'PEG_DIR,LAP_DIR: instead of training, compare two finished studies (peg-in-hole, lap '
+    'joint) and write tasks.md and tasks.png into --out.',
+)
 _YAW = flags.DEFINE_list(
     'yaw_range_deg', None, "Start yaw low,high, degrees: a scaled task (default: the paper's)."
 )
@@ -58,6 +72,8 @@ def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    if _COMPARE.value is not None:
+        return compare(_COMPARE.value, _OUT.value)
     modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[_DER.value]
     try:
         hidden = tuple(int(h) for h in _HIDDEN.value) if _HIDDEN.value else None
@@ -68,25 +84,29 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(f'--yaw_range_deg={",".join(_YAW.value)}: two numbers.') from e
     try:
+        sizes = {
+            'iterations': _ITERATIONS.value,
+            'steps_per_iteration': _STEPS.value,
+            'num_envs': _NUM_ENVS.value,
+            'unroll_length': _UNROLL.value,
+            'utd': _UTD.value,
+            'batch_size': _BATCH.value,
+            'buffer_capacity': _BUFFER.value,
+            'zone_fraction': _ZONE.value,
+            'refresh_every': _REFRESH.value,
+            'target_every': _TARGET.value,
+            'hidden': hidden,
+            'learning_starts': _STARTS.value,
+            'yaw_range_deg': yaw,
+        }
+        given = {k: v for k, v in sizes.items() if v is not None}
         config = der_study.StudyConfig(
             task=_TASK.value,
             structures=tuple(_STRUCTURES.value),
             der_modes=modes,
             num_seeds=_SEEDS.value,
             seed=_SEED.value,
-            iterations=_ITERATIONS.value,
-            steps_per_iteration=_STEPS.value,
-            num_envs=_NUM_ENVS.value,
-            unroll_length=_UNROLL.value,
-            utd=_UTD.value,
-            batch_size=_BATCH.value,
-            buffer_capacity=_BUFFER.value,
-            zone_fraction=_ZONE.value,
-            refresh_every=_REFRESH.value,
-            target_every=_TARGET.value,
-            hidden=hidden,
-            learning_starts=_STARTS.value,
-            yaw_range_deg=yaw,
+            **{**der_study.preset(_PRESET.value, _TASK.value), **given},
         )
         config.train_config()  # checks the sizes before any compile
     except ValueError as e:
@@ -97,6 +117,27 @@ def main(argv):
     except (ValueError, FileNotFoundError, demonstrations.DemonstratorError) as e:
         # DemoFormatError and ConfigMismatchError are ValueErrors: one line each.
         raise app.UsageError(str(e)) from e
+
+
+def compare(dirs, out):
+    """Writes OUT/tasks.md and OUT/tasks.png from two studies' summary.json."""
+    if len(dirs) != 2:
+        raise app.UsageError(f'--compare={",".join(dirs)}: give PEG_DIR,LAP_DIR.')
+    summaries = []
+    for d, task in zip(dirs, ('peg_in_hole', 'lap_joint'), strict=True):
+        path = os.path.join(d, 'summary.json')
+        if not os.path.exists(path):
+            raise app.UsageError(f'{path} does not exist: run the {task} study first.')
+        summary = run_dir.read_json(path)
+        if summary.get('task') != task:
+            raise app.UsageError(f'{path} is a {summary.get("task")!r} study; expected {task}.')
+        summaries.append(summary)
+    comparison = der_study.compare_tasks(*summaries)
+    os.makedirs(out, exist_ok=True)
+    text = der_study.compare_tasks_markdown(comparison)
+    run_dir.write_text(os.path.join(out, 'tasks.md'), text)
+    der_study.plot_task_comparison(comparison, os.path.join(out, 'tasks.png'))
+    print(text + f'\nWrote {out}/: tasks.md, tasks.png')
 
 
 if __name__ == '__main__':

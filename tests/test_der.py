@@ -259,6 +259,12 @@ def test_sampling_uses_non_empty_buffers_and_zone_items_keep_top_priority():
         largest[i] = max(largest.get(i, 0.0), t)
     for i in idx[~zone]:
         assert leaves[i] == pytest.approx(largest[i] + 1e-6, rel=1e-5)
+    # zone_share: the chance that a draw comes from a zone, the zones' share
+    # of each buffer's priority mass (every buffer holds its demonstration).
+    mass = np.asarray(sumtree.leaves(state.tree, 200))
+    expected = np.mean(mass[:, : buffer.layout.zone_size].sum(1) / mass.sum(1))
+    assert 0 < expected < 1
+    assert float(buffer.metrics(state)['zone_share']) == pytest.approx(expected, rel=1e-5)
 
 
 def test_bad_configurations_are_named():

@@ -6,12 +6,14 @@ rows, resume, figure) does not depend on the task's physics, so it runs on
 point_reach, which compiles in seconds; the assembly tasks' own programs are
 tested in test_assembly, and `experiments.reproduce_der` runs them."""
 
+import json
 import os
 
 import pytest
 
 from insertion_jax.replay import der
 from insertion_jax.training import der_study
+from tests import cli
 
 SMALL_STUDY = der_study.StudyConfig(
     task='point_reach',
@@ -56,10 +58,11 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
         # puts them (none: no zone episode unless DER refilled one), and the
         # pool counts no more successes than episodes ended.
         assert 0.0 <= r['zone_fill'] <= 1.0 and 0 <= r['pool_count'] <= 2 * r['iteration']
+        assert 0.0 <= r['zone_share'] <= 1.0
         if r['structure'] == 'all_shots_all':
-            assert r['zone_fill'] > 0
+            assert r['zone_fill'] > 0 and r['zone_share'] > 0
         if r['structure'] == 'none' and r['der'] == 'off':
-            assert r['zone_fill'] == 0.0
+            assert r['zone_fill'] == 0.0 and r['zone_share'] == 0.0
     assert len(summary['configurations']) == 8
     for name in (
         'der_study.png',
@@ -72,6 +75,17 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
         assert os.path.getsize(os.path.join(out, name)) > 0
     with pytest.raises(ValueError, match='holds a run with a different configuration'):
         der_study.run_study(der_study.StudyConfig(num_seeds=2), out, log=lines.append)
+
+
+def test_presets_scale_the_run_not_the_task():
+    cpu = der_study.StudyConfig(task='lap_joint', **der_study.preset('cpu', 'lap_joint'))
+    paper = der_study.StudyConfig(task='lap_joint', **der_study.preset('paper', 'lap_joint'))
+    assert cpu.env_config == paper.env_config == der_study.StudyConfig(task='lap_joint').env_config
+    assert paper.steps_per_iteration == 200_000 and paper.target_every == 50_000
+    assert paper.iterations == 500 and der_study.preset('paper', 'peg_in_hole')['iterations'] == 200
+    assert paper.buffer_capacity == 2_000_000 and paper.zone_fraction == 0.01
+    with pytest.raises(ValueError, match="preset='gpu' is unknown; valid: cpu, paper"):
+        der_study.preset('gpu', 'peg_in_hole')
 
 
 def test_study_config_errors_name_the_value():
@@ -117,17 +131,21 @@ def test_summary_and_curves_from_rows():
     assert all_shots['verdict'] == 'not run'
 
 
+def configuration(der_on, final, low, high, reached, seeds=3, structure='none'):
+    """A summary's configuration entry, made up."""
+    return {
+        'structure': structure,
+        'der': der_on,
+        'final_success': final,
+        'final_success_low': low,
+        'final_success_high': high,
+        'iterations_to_threshold': reached,
+        'seeds': seeds,
+    }
+
+
 def test_der_effects_need_separate_bands_or_an_earlier_threshold_and_two_seeds():
-    def config(der_on, final, low, high, reached, seeds=3):
-        return {
-            'structure': 'none',
-            'der': der_on,
-            'final_success': final,
-            'final_success_low': low,
-            'final_success_high': high,
-            'iterations_to_threshold': reached,
-            'seeds': seeds,
-        }
+    config = configuration
 
     def verdict(*configurations):
         summary = {'task': 'peg_in_hole', 'configurations': list(configurations)}
@@ -147,3 +165,57 @@ def test_der_effects_need_separate_bands_or_an_earlier_threshold_and_two_seeds()
     assert verdict(*one_seed) == 'not shown'
     text = der_study.effects_markdown({'task': 'peg_in_hole', 'configurations': list(one_seed)})
     assert 'too few to show anything' in text and '**not run** (all shots in all buffers)' in text
+
+
+def test_lap_joint_harder_only_where_the_peg_ends_higher_and_never_lower(tmp_path):
+    def summary(task, *configurations):
+        return {'task': task, 'configurations': list(configurations)}
+
+    peg = summary(
+        'peg_in_hole',
+        configuration(False, 0.6, 0.5, 0.7, 8),
+        configuration(True, 0.7, 0.6, 0.8, 6),
+        configuration(True, 0.3, 0.2, 0.4, None, structure='all_shots_all'),
+    )
+    lap = summary(
+        'lap_joint',
+        configuration(False, 0.1, 0.0, 0.2, None),
+        configuration(True, 0.65, 0.5, 0.75, 9),
+    )
+    comparison = der_study.compare_tasks(peg, lap)
+    assert [r['order'] for r in comparison['rows']] == [
+        'peg',
+        'level',
+    ]  # all_shots_all: lap lacks it
+    assert comparison['verdict'] == 'shown' and comparison['seeds'] == 3
+    lap['configurations'][1] = configuration(True, 0.95, 0.9, 1.0, 2)  # lap above in one
+    assert der_study.compare_tasks(peg, lap)['verdict'] == 'not shown'
+    one_seed = summary('lap_joint', configuration(False, 0.1, 0.1, 0.1, None, seeds=1))
+    assert der_study.compare_tasks(peg, one_seed)['verdict'] == 'not shown'
+    assert der_study.compare_tasks(peg, summary('lap_joint'))['verdict'] == 'not run'
+
+    # The command line: --compare=PEG_DIR,LAP_DIR writes tasks.md and tasks.png.
+    lap['configurations'][1] = configuration(True, 0.65, 0.5, 0.75, 9)
+    dirs = []
+    for name, s in (('peg', peg), ('lap', lap)):
+        os.makedirs(tmp_path / name)
+        with open(tmp_path / name / 'summary.json', 'w') as f:
+            json.dump(s, f)
+        dirs.append(str(tmp_path / name))
+    host = cli.host('experiments.reproduce_der')
+    out = str(tmp_path / 'tasks')
+    result = host.run(f'--compare={",".join(dirs)}', f'--out={out}')
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(out, 'tasks.md')) as f:
+        text = f.read()
+    assert '**shown**' in text and '| none | off | 60% [50, 70]' in text and '| peg |' in text
+    assert os.path.getsize(os.path.join(out, 'tasks.png')) > 0
+    for argv, message in (
+        ([f'--compare={dirs[1]},{dirs[0]}'], "is a 'lap_joint' study; expected peg_in_hole"),
+        ([f'--compare={dirs[0]}'], 'give PEG_DIR,LAP_DIR'),
+        ([f'--compare={dirs[0]},{tmp_path}/none'], 'summary.json does not exist'),
+        (['--preset=gpu'], 'flag --preset=gpu: value should be one of <cpu|paper>'),
+    ):
+        bad = host.run(*argv, f'--out={out}')
+        assert bad.returncode != 0 and message in bad.stderr, bad.stderr[-500:]
+        assert 'Traceback' not in bad.stderr

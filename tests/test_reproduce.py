@@ -64,6 +64,10 @@ def test_reproduce_insertion_writes_every_output_and_resumes(small_run_dir, tmp_
         (['--methods=sac'], '--methods=sac: sac not among p_controller'),
         (['--connectors=hdmi,usb'], '--connectors=hdmi,usb: hdmi not among usb, dsub, model_e'),
         (['--preset=huge'], 'flag --preset=huge: value should be one of <toy|cpu|paper>'),
+        (
+            ['--connectors=dsub', '--methods=residual_sac_sparse'],
+            'The paper reports none of connectors dsub x methods residual_sac_sparse',
+        ),
     ):
         bad = host.run(*argv, f'--out={out}')
         assert bad.returncode != 0 and message in bad.stderr, bad.stderr[-500:]

@@ -608,11 +608,20 @@ def can_sample(state: DERState) -> jax.Array:
     return jnp.any(sumtree.total(state.tree) > 0)
 
 
-def metrics(state: DERState) -> dict:
-    """Fill levels for logging: buffer_size, zone_fill, pool_count (scalars)."""
+def metrics(layout: DERLayout, state: DERState) -> dict:
+    """Fill levels for logging (scalars): buffer_size, zone_fill (the share of
+    zone slots holding an episode), pool_count, and zone_share: the chance that
+    a draw comes from a demonstration zone (the zones' share of each buffer's
+    priority mass, averaged over the buffers that hold anything), which is
+    what zone items' top priority does to the batches."""
+    zone_mass = jnp.sum(sumtree.leaves(state.tree, layout.zone_size), axis=-1)
+    total = sumtree.total(state.tree)
+    filled = total > 0
+    share = jnp.where(filled, zone_mass / jnp.where(filled, total, 1.0), 0.0)
     return {
         'buffer_size': jnp.sum(state.ring_size) + jnp.sum(state.zone_length),
         'zone_fill': jnp.mean((state.zone_length > 0).astype(jnp.float32)),
+        'zone_share': jnp.sum(share) / jnp.maximum(jnp.sum(filled), 1),
         'pool_count': state.pool_count,
     }
 
@@ -639,7 +648,7 @@ def make_der_buffer(
         refresh=functools.partial(refresh, config, layout),
         after_updates=functools.partial(after_updates, config, layout),
         can_sample=can_sample,
-        metrics=metrics,
+        metrics=functools.partial(metrics, layout),
     )
 
 
@@ -682,5 +691,5 @@ def make_replay(config: DERConfig, spec: base.ReplaySpec) -> base.Replay:
         sample=functools.partial(sample, config),
         set_priorities=functools.partial(replay_set_priorities, config, layout),
         after_updates=functools.partial(after_updates, config, layout, max_refreshes=max_refreshes),
-        metrics=metrics,
+        metrics=functools.partial(metrics, layout),
     )

@@ -69,14 +69,16 @@ CSV_FIELDS = (
     'mean_return',
     'pool_count',
     'zone_fill',
+    'zone_share',
     'q_mean',
     'wall_clock_s',
 )
 # The diagnostics among them (the state at the iteration's end; q_mean over
 # its updates): successes pushed to the pool so far, the share of zone slots
-# holding an episode, and the critic's mean Q on its batches (does it see the
-# success bonus?).
-DIAGNOSTICS = ('pool_count', 'zone_fill', 'q_mean')
+# holding an episode, the chance that a draw comes from a zone (zone items
+# keep the top priority), and the critic's mean Q on its batches (does it see
+# the success bonus?).
+DIAGNOSTICS = ('pool_count', 'zone_fill', 'zone_share', 'q_mean')
 
 
 # The paper's assembly tasks, and point_reach: the same pipeline without
@@ -226,6 +228,57 @@ def study_config_from_dict(d: Dict[str, Any]) -> StudyConfig:
     return StudyConfig(**d)
 
 
+# ----------------------------------------------------------------- presets
+PRESET_NAMES = ('cpu', 'paper')
+
+
+def preset(name: str, task: str) -> Dict[str, Any]:
+    """The `StudyConfig` fields of a named study size for `task` (a caller's
+    own settings go on top).
+
+    'paper': the paper's appendix: iterations of 200,000 environment steps
+    per run, 200 of them on the peg-in-hole and 500 on the lap joint, buffers
+    of 2,000,000 transitions with 1% for the zone, a hard target copy every
+    50,000 updates. It needs a GPU (BUILD_NOTES gives its size and time).
+
+    'cpu': the same experiment scaled to 90 minutes on a 2-core CPU (8
+    configurations x 3 seeds), scaled in the run, not in the task: the
+    paper's task and start yaw, 1/500 of its steps. What keeps the paper's
+    proportions at that size (BUILD_NOTES measures each):
+      * the target copy every 200 updates instead of 50,000 (at 1/500 of the
+        steps, the paper's period would copy the target less than once a run
+        and the critic could not learn);
+      * buffers sized to the run (20,000 transitions) with zones of 600, so
+        that zone items, which keep the top priority, take a share of the
+        batches near the paper's rather than most of them;
+      * 16 environments and 0.5 updates per step.
+    """
+    if name not in PRESET_NAMES:
+        raise ValueError(f'preset={name!r} is unknown; valid: {", ".join(PRESET_NAMES)}.')
+    if name == 'paper':
+        return {
+            'iterations': 500 if task == 'lap_joint' else 200,
+            'steps_per_iteration': 200_000,
+            'num_envs': 64,
+            'buffer_capacity': 2_000_000,
+            'zone_fraction': 0.01,
+            'target_every': 50_000,
+            'refresh_every': 5_000,
+            'learning_starts': 10_000,
+        }
+    return {
+        'iterations': 24,
+        'steps_per_iteration': 3_200,
+        'num_envs': 16,
+        'utd': 0.5,
+        'buffer_capacity': 20_000,
+        'zone_fraction': 0.03,
+        'target_every': 200,
+        'refresh_every': 500,
+        'learning_starts': 2_000,
+    }
+
+
 # ----------------------------------------------------------------- running
 def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
     """All configurations' initial states, stacked (configuration-major, seeds inner).
@@ -263,7 +316,9 @@ def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
     returns = np.nan_to_num(np.asarray(metrics['episode_return'], float)) * episodes
     total = episodes.sum(axis=1)
     safe = np.maximum(total, 1)
-    last = {k: np.asarray(metrics[k], float)[:, -1] for k in ('pool_count', 'zone_fill')}
+    last = {
+        k: np.asarray(metrics[k], float)[:, -1] for k in ('pool_count', 'zone_fill', 'zone_share')
+    }
     with warnings.catch_warnings():  # NaN before learning starts
         warnings.simplefilter('ignore', RuntimeWarning)
         q_mean = np.nanmean(np.asarray(metrics['q_mean'], float), axis=1)
@@ -284,6 +339,7 @@ def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
                     'mean_return': returns[k].sum() / safe[k] if total[k] else float('nan'),
                     'pool_count': int(last['pool_count'][k]),
                     'zone_fill': round(float(last['zone_fill'][k]), 4),
+                    'zone_share': round(float(last['zone_share'][k]), 4),
                     'q_mean': float(q_mean[k]),
                     'wall_clock_s': round(wall, 1),
                 }
@@ -297,7 +353,14 @@ def read_rows(path: str) -> List[Dict[str, Any]]:
     for r in rows:
         for key in ('seed', 'iteration', 'env_steps', 'episodes', 'pool_count'):
             r[key] = int(r[key])
-        for key in ('success_rate', 'mean_return', 'zone_fill', 'q_mean', 'wall_clock_s'):
+        for key in (
+            'success_rate',
+            'mean_return',
+            'zone_fill',
+            'zone_share',
+            'q_mean',
+            'wall_clock_s',
+        ):
             r[key] = float(r[key]) if r[key] not in ('', 'nan') else float('nan')
     return rows
 
@@ -552,6 +615,88 @@ def effects_markdown(summary: Dict[str, Any]) -> str:
     for e in der_effects(summary):
         lines.append(f'- **{e["verdict"]}** ({STRUCTURE_TITLES[e["structure"]]}): {e["evidence"]}')
     return '\n'.join(lines) + '\n'
+
+
+def compare_tasks(peg: Dict[str, Any], lap: Dict[str, Any]) -> Dict[str, Any]:
+    """The paper's 'the lap joint is harder than the peg-in-hole', decided from
+    the two studies' summaries.
+
+    Per configuration both ran: 'peg' where the peg-in-hole's final-success
+    band lies wholly above the lap joint's, 'lap' where below, 'level' where
+    they overlap. The effect is shown where the peg-in-hole is above in at
+    least one configuration and below in none, on at least 2 seeds each.
+    Returns {'verdict', 'rows': [{structure, der, peg, lap, order}], 'seeds'}.
+    """
+    lap_by_key = {(c['structure'], c['der']): c for c in lap['configurations']}
+    rows, seeds = [], []
+    for p in peg['configurations']:
+        q = lap_by_key.get((p['structure'], p['der']))
+        if q is None:
+            continue
+        order = {1: 'peg', -1: 'lap', None: 'level'}[stats.separated(_band(p), _band(q))]
+        rows.append(
+            {'structure': p['structure'], 'der': p['der'], 'peg': p, 'lap': q, 'order': order}
+        )
+        seeds += [p['seeds'], q['seeds']]
+    orders = [r['order'] for r in rows]
+    enough = bool(seeds) and stats.enough_seeds(min(seeds))
+    if not rows:
+        verdict = stats.NOT_RUN
+    elif enough and 'peg' in orders and 'lap' not in orders:
+        verdict = stats.SHOWN
+    else:
+        verdict = stats.NOT_SHOWN
+    return {'verdict': verdict, 'rows': rows, 'seeds': min(seeds) if seeds else 0}
+
+
+def compare_tasks_markdown(comparison: Dict[str, Any]) -> str:
+    """`compare_tasks` as a table and its verdict."""
+    lines = [
+        '# Is the lap joint harder than the peg-in-hole?',
+        '',
+        f'**{comparison["verdict"]}** ({comparison["seeds"]} seeds at least per configuration): '
+        'the peg-in-hole must end higher, bands apart, in at least one configuration and '
+        'lower in none. Final success: mean of the training episodes over the last quarter '
+        'of the iterations [bootstrap 95% band].',
+        '',
+        '| structure | DER | peg-in-hole | lap joint | higher |',
+        '|---|---|---|---|---|',
+    ]
+    for r in comparison['rows']:
+        lines.append(
+            f'| {r["structure"]} | {"on" if r["der"] else "off"} | {_final_cell(r["peg"])} | '
+            f'{_final_cell(r["lap"])} | {r["order"]} |'
+        )
+    return '\n'.join(lines) + '\n'
+
+
+def plot_task_comparison(comparison: Dict[str, Any], path: str) -> None:
+    """Final success per configuration, the two tasks side by side, with bands."""
+    rows = comparison['rows']
+    fig, ax = plots.plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4))
+    x = np.arange(len(rows))
+    for offset, task, colour in ((-0.2, 'peg', 'tab:blue'), (0.2, 'lap', 'tab:orange')):
+        mean = np.array([100 * r[task]['final_success'] for r in rows])
+        low = np.array([100 * r[task]['final_success_low'] for r in rows])
+        high = np.array([100 * r[task]['final_success_high'] for r in rows])
+        ax.bar(x + offset, mean, 0.4, color=colour, label=TASK_TITLES[task])
+        ax.errorbar(x + offset, mean, yerr=[mean - low, high - mean], fmt='none', ecolor='k')
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [f'{STRUCTURE_TITLES[r["structure"]]}\nDER {"on" if r["der"] else "off"}' for r in rows],
+        fontsize=8,
+    )
+    ax.set_ylabel('final success (%)')
+    ax.set_ylim(0, 105)
+    ax.set_title(f'Peg-in-hole against lap joint: {comparison["verdict"]} (95% bands)')
+    ax.legend()
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plots.plt.close(fig)
+
+
+TASK_TITLES = {'peg': 'peg-in-hole', 'lap': 'lap joint'}
 
 
 STRUCTURE_TITLES = {
