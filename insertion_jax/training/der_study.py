@@ -242,16 +242,17 @@ def preset(name: str, task: str) -> Dict[str, Any]:
     50,000 updates. It needs a GPU (BUILD_NOTES gives its size and time).
 
     'cpu': the same experiment scaled to 90 minutes on a 2-core CPU (8
-    configurations x 3 seeds), scaled in the run, not in the task: the
-    paper's task and start yaw, 1/500 of its steps. What keeps the paper's
-    proportions at that size (BUILD_NOTES measures each):
+    configurations x 3 seeds): the paper's task, start yaw, algorithm and
+    zone share of a buffer (1%), at 1/500 of its steps per run. What changes
+    with the size (BUILD_NOTES measures each):
+      * 24 iterations of 3,200 steps per run, 16 environments, 0.5 updates
+        per step;
       * the target copy every 200 updates instead of 50,000 (at 1/500 of the
-        steps, the paper's period would copy the target less than once a run
-        and the critic could not learn);
-      * buffers sized to the run (20,000 transitions) with zones of 600, so
-        that zone items, which keep the top priority, take a share of the
-        batches near the paper's rather than most of them;
-      * 16 environments and 0.5 updates per step.
+        steps, the paper's period would copy the target less than once a run;
+        at 2,000 updates, runs of 16,000 steps learned nothing);
+      * buffers of 60,000 transitions, so that the 1% zone holds 6 episode
+        slots: the six demonstrations of all_shots_all, and six agent
+        episodes with DER.
     """
     if name not in PRESET_NAMES:
         raise ValueError(f'preset={name!r} is unknown; valid: {", ".join(PRESET_NAMES)}.')
@@ -271,8 +272,8 @@ def preset(name: str, task: str) -> Dict[str, Any]:
         'steps_per_iteration': 3_200,
         'num_envs': 16,
         'utd': 0.5,
-        'buffer_capacity': 20_000,
-        'zone_fraction': 0.03,
+        'buffer_capacity': 60_000,
+        'zone_fraction': 0.01,
         'target_every': 200,
         'refresh_every': 500,
         'learning_starts': 2_000,
