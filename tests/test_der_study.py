@@ -83,6 +83,9 @@ def test_presets_scale_the_run_not_the_task():
     assert cpu.env_config == paper.env_config == der_study.StudyConfig(task='lap_joint').env_config
     assert paper.steps_per_iteration == 200_000 and paper.target_every == 50_000
     assert paper.iterations == 500 and der_study.preset('paper', 'peg_in_hole')['iterations'] == 200
+    # The 90-minute budget: the lap joint's 256x256 networks get fewer iterations.
+    assert cpu.iterations == 16 and der_study.preset('cpu', 'peg_in_hole')['iterations'] == 24
+    assert cpu.zone_fraction == paper.zone_fraction  # the paper's 1% zone at both sizes
     assert paper.buffer_capacity == 2_000_000 and paper.zone_fraction == 0.01
     with pytest.raises(ValueError, match="preset='gpu' is unknown; valid: cpu, paper"):
         der_study.preset('gpu', 'peg_in_hole')
@@ -114,6 +117,8 @@ def test_summary_and_curves_from_rows():
                         'iteration': i,
                         'success_rate': v + 0.1 * seed,
                         'mean_return': 100 * v,
+                        'zone_share': 0.25 if der_on else 0.0,
+                        'q_mean': 10 * v + seed,
                     }
                 )
     summary = der_study.summarize(config, rows)
@@ -121,10 +126,15 @@ def test_summary_and_curves_from_rows():
     assert off['iterations_to_threshold'] == 4 and on['iterations_to_threshold'] == 2
     assert on['final_success'] == pytest.approx(1.05)  # last quarter: iteration 4
     assert on['der'] is True and off['der'] is False and on['seeds'] == 2
+    # The diagnostics' last quarter, seeds averaged: Q 10 and 11 at iteration 4.
+    assert on['final_zone_share'] == 0.25 and off['final_zone_share'] == 0.0
+    assert on['final_q_mean'] == pytest.approx(10.5) and on['final_return'] == pytest.approx(100)
     # Two seeds, 1.0 and 1.1: the bootstrap means are 1.0, 1.05 and 1.1.
     assert on['final_success_low'] == pytest.approx(1.0)
     assert on['final_success_high'] == pytest.approx(1.1)
-    assert '| none | on | 105% [100%, 110%] | 100 | 2 |' in der_study.summary_markdown(summary)
+    assert '| none | on | 105% [100%, 110%] | 100 | 2 | 25% | 10 |' in der_study.summary_markdown(
+        summary
+    )
     # DER on's band [1.0, 1.1] lies above off's [0.6, 0.7]: the effect is shown.
     (none, all_shots) = der_study.der_effects(summary)
     assert none['verdict'] == 'shown' and 'bands above; 2 seeds' in none['evidence']

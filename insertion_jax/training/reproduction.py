@@ -78,12 +78,14 @@ class Preset:
 PRESETS = {
     # The suite's: a USB residual_sac_sparse cell is conftest's SMALL run.
     'toy': Preset(steps=4 * 480, image_steps=4 * 480, seeds=1, eval_episodes=25, evaluations=1),
-    # About 3 hours on a 2-core CPU for the paper's 18 cells (BUILD_NOTES): a
-    # state cell of 16,000 steps x 2 seeds takes about 4 min on USB, an image
-    # cell about 1 min per 1,000 steps x 2 seeds, so the seven image cells get
-    # 19,200 steps (residual SAC from pixels on USB: 63-71% at 16,000 steps,
-    # 83-94% at 24,000, one seed each).
-    'cpu': Preset(steps=16_000, image_steps=19_200, seeds=2),
+    # About 3 hours on a 2-core CPU for the paper's 18 cells (BUILD_NOTES).
+    # The seven image cells take most of it, so they get 19,200 steps x 2
+    # seeds (residual SAC from pixels on USB: 63-71% at 16,000 steps, 83-94%
+    # at 24,000, one seed each). An evaluation (100 episodes per condition
+    # and seed) costs as much as 5,000 training steps of a state cell, so a
+    # run evaluates twice, halfway and at the end; its training episodes
+    # give the learning curve at every iteration.
+    'cpu': Preset(steps=16_000, image_steps=19_200, seeds=2, evaluations=2),
     'paper': Preset(
         steps=96_000, image_steps=96_000, seeds=5, num_envs=64, hidden=(256, 256), evaluations=12
     ),
