@@ -5,9 +5,9 @@ r"""Reproduces the residual-RL paper's results table in simulation.
   python -m experiments.reproduce_insertion --preset=cpu --connectors=usb \
       --methods=p_controller,residual_sac_dense,pure_sac_dense --seeds=3 --out=runs/usb_only
 
-Trains and evaluates every cell (connector x method) of the paper's table
-(18 of the 24 pairs; --cells=all runs every pair), each in its own run
-directory under --out/runs/ (seeds vmapped), and judges
+Trains and evaluates every cell (connector x method) of the paper's table,
+and USB's pure RL with the sparse reward, which effect 4 needs (19 of the 27
+pairs; --cells=all runs every pair), each in its own run directory under --out/runs/ (seeds vmapped), and judges
 each final policy with the paper's protocol: the exact goal and the goal told
 up to ±1 mm off, on the P-controller's episodes (`insertion_jax.training.
 reproduction`). The same command skips finished cells and resumes a stopped
@@ -18,8 +18,8 @@ seeds, episodes, steps_to_high), table.md, table.png (the paper's layout),
 curves_CONNECTOR.png and effects.md (the paper's five effects, each shown,
 not shown or not run, with the numbers that decide it).
 
-Presets: toy (the test suite's, seconds), cpu (the paper's 18 cells on a
-2-core CPU in about 3 hours; BUILD_NOTES says what it scales down), paper (a
+Presets: toy (the test suite's, seconds), cpu (those 19 cells on a 2-core
+CPU in about 3 hours; BUILD_NOTES says what it scales down), paper (a
 GPU). A cell that finished under a smaller preset is extended, not read back.
 """
 
@@ -44,7 +44,8 @@ _CELLS = flags.DEFINE_enum(
     'cells',
     'paper',
     ['paper', 'all'],
-    "paper: only the connector x method pairs the paper's table reports (18); all: every pair.",
+    "paper: the connector x method pairs the paper's table reports, and the one its effect 4 "
+    'needs (19); all: every pair.',
 )
 
 

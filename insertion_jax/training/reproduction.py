@@ -43,6 +43,7 @@ METHOD_SPECS: Dict[str, Tuple[str, str, str, str]] = {
     'lfd_td3_sparse': ('td3', 'lfd', 'sparse', 'state'),
     'lfd_td3_image': ('td3', 'lfd', 'image', 'image'),
     'pure_sac_dense': ('sac', 'pure', 'dense', 'state'),
+    'pure_sac_sparse': ('sac', 'pure', 'sparse', 'state'),
 }
 NOISE_MM = 1.0  # the paper's noisy condition, and the training episodes' goal noise
 
@@ -208,13 +209,14 @@ def run(
     """Every requested cell (see the module docstring), then the outputs.
 
     With `paper_cells_only` a (connector, method) pair runs only where the
-    paper's table reports it (`paper_table.PAPER`: 18 of the 24 pairs)."""
+    paper's table reports it or an effect needs it (`paper_table.CELLS`: 19
+    of the 27 pairs)."""
     seeds = seeds or preset.seeds
     cells = [
         (c, m)
         for c in connectors
         for m in methods
-        if not paper_cells_only or (c, m) in paper_table.PAPER
+        if not paper_cells_only or (c, m) in paper_table.CELLS
     ]
     if not cells:
         raise ValueError(
