@@ -76,6 +76,33 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
     with pytest.raises(ValueError, match='holds a run with a different configuration'):
         der_study.run_study(der_study.StudyConfig(num_seeds=2), out, log=lines.append)
 
+    # The command line over the finished study: its flags (on top of a
+    # preset) give the same configuration, so it trains nothing and writes
+    # the outputs again.
+    os.remove(os.path.join(out, 'summary.md'))
+    result = cli.host('experiments.reproduce_der').run(
+        '--task=point_reach',
+        '--preset=cpu',
+        '--seeds=1',
+        '--iterations=2',
+        '--steps_per_iteration=30',
+        '--num_envs=2',
+        '--unroll_length=15',
+        '--utd=0.25',
+        '--batch_size=32',
+        '--buffer_capacity=2000',
+        '--zone_fraction=0.3',
+        '--refresh_every=5',
+        '--target_every=20',
+        '--hidden=16,16',
+        '--learning_starts=40',
+        f'--out={out}',
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'resumed from the checkpoint after 2 iterations' in result.stdout
+    assert os.path.getsize(os.path.join(out, 'summary.md')) > 0
+    assert len(der_study.read_rows(os.path.join(out, 'results.csv'))) == 8 * 2
+
 
 def test_presets_scale_the_run_not_the_task():
     cpu = der_study.StudyConfig(task='lap_joint', **der_study.preset('cpu', 'lap_joint'))
