@@ -57,6 +57,9 @@ def verdicts(rows):
 def test_a_table_like_the_papers_shows_all_five_effects():
     found = pt.effects(table())
     assert [e.verdict for e in found] == ['shown'] * 5, pt.effects_markdown(found)
+    # The cells a reproduction runs by default decide every effect.
+    reproduced = [r for r in table() if (r.connector, r.method) in pt.CELLS]
+    assert [e.verdict for e in pt.effects(reproduced)] == ['shown'] * 5
     text = pt.effects_markdown(found)
     assert (
         'usb, noisy: Residual RL, dense (SAC) 84% [76, 90] above P-controller 60% [50, 69]' in text
