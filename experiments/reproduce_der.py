@@ -57,6 +57,12 @@ _TARGET = flags.DEFINE_integer(
 )
 _HIDDEN = flags.DEFINE_list('hidden', None, "Network widths (default: the paper's per task).")
 _STARTS = flags.DEFINE_integer('learning_starts', None, 'Steps before updates.', lower_bound=0)
+_ZONE_TOP = flags.DEFINE_bool(
+    'zone_top_priority',
+    True,
+    "Zone items keep the top priority (the paper's); --nozone_top_priority gives them their "
+    '|TD|, an ablation.',
+)
 _COMPARE = flags.DEFINE_list(
     'compare',
     None,
@@ -106,6 +112,7 @@ def main(argv):
             der_modes=modes,
             num_seeds=_SEEDS.value,
             seed=_SEED.value,
+            zone_top_priority=_ZONE_TOP.value,
             **{**der_study.preset(_PRESET.value, _TASK.value), **given},
         )
         config.train_config()  # checks the sizes before any compile

@@ -267,6 +267,25 @@ def test_sampling_uses_non_empty_buffers_and_zone_items_keep_top_priority():
     assert float(buffer.metrics(state)['zone_share']) == pytest.approx(expected, rel=1e-5)
 
 
+def test_without_top_priority_zone_items_take_their_td_error():
+    buffer = make('one_shot_each', der_on=False, zone_top_priority=False)
+    _, sample, set_priorities, _ = jitted(buffer)
+    state = buffer.init(EXAMPLE, demos())  # the zones hold everything there is
+    _, info = sample(state, jax.random.PRNGKey(99), 64)
+    b, idx = int(info.buffer), np.asarray(info.indices)
+    assert np.all(idx < buffer.layout.zone_size)
+    td = np.linspace(0.1, 50.0, 64).astype(np.float32)
+    state = set_priorities(state, info, jnp.asarray(td))
+    leaves = np.asarray(sumtree.leaves(state.tree, 200)[b])
+    largest = {}  # the largest value wins for repeated slots
+    for i, t in zip(idx, td, strict=True):
+        largest[i] = max(largest.get(i, 0.0), t)
+    for i, t in largest.items():
+        assert leaves[i] == pytest.approx(t + 1e-6, rel=1e-5)
+    with pytest.raises(ValueError, match='zone_top_priority=1 must be a bool'):
+        der.DERConfig(zone_top_priority=1)
+
+
 def test_bad_configurations_are_named():
     with pytest.raises(ValueError, match="structure='two_shots' is unknown"):
         der.DERConfig(structure='two_shots')

@@ -72,6 +72,10 @@ class DERConfig:
       refresh_every: M, updates between zone refreshes.
       pool_episodes: Q, episodes the success pool holds (most recent kept).
       priority: prioritized sampling (the paper: alpha 0.5).
+      zone_top_priority: zone items keep the buffer's top priority (the
+        paper: "each buffer permanently keeps all the demonstrations with top
+        priorities"); False gives them their |TD| like every other item, an
+        ablation of how strongly zones are over-sampled.
     """
 
     num_buffers: int = 6
@@ -81,6 +85,7 @@ class DERConfig:
     refresh_every: int = 1_000
     pool_episodes: int = 64
     priority: prioritized.PrioritizedConfig = prioritized.PrioritizedConfig(alpha=0.5)
+    zone_top_priority: bool = True
 
     def __post_init__(self):
         if self.structure not in STRUCTURES:
@@ -96,8 +101,9 @@ class DERConfig:
         )
         if not 0.0 < self.zone_fraction < 1.0:
             raise ValueError(f'DERConfig.zone_fraction={self.zone_fraction!r} must be in (0, 1).')
-        if not isinstance(self.der, bool):
-            raise ValueError(f'DERConfig.der={self.der!r} must be a bool.')
+        for name in ('der', 'zone_top_priority'):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'DERConfig.{name}={getattr(self, name)!r} must be a bool.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,13 +594,15 @@ def set_priorities(
     td_error: jax.Array,
 ) -> DERState:
     """Priorities |TD| + eps for the sampled agent items, the buffer's top priority
-    (the largest so far, this batch included) for zone items; the tree holds
-    p^alpha. td_error: (B,) for `info.indices` (B,); a negative index is skipped."""
+    (the largest so far, this batch included) for zone items unless
+    `config.zone_top_priority` is False; the tree holds p^alpha. td_error: (B,)
+    for `info.indices` (B,); a negative index is skipped."""
     cfg = config.priority
     b = info.buffer
     p = prioritized.leaf_priority(td_error, state.max_priority[b], cfg.eps)
     top = jnp.maximum(state.max_priority[b], jnp.max(p))
-    p = jnp.where(info.indices < layout.zone_size, top, p)
+    if config.zone_top_priority:
+        p = jnp.where(info.indices < layout.zone_size, top, p)
     tree = sumtree.update(state.tree, jnp.full_like(info.indices, b), info.indices, p**cfg.alpha)
     return state.replace(
         tree=tree,

@@ -115,6 +115,8 @@ class StudyConfig:
       threshold: success rate for 'iterations to reach'.
       yaw_range_deg: (low, high) start yaw of the peg or the ground beam, a
         scaled task; None: the paper's (`assembly.AssemblyConfig`).
+      zone_top_priority: zone items keep the top priority (the paper's);
+        False is an ablation (`der.DERConfig.zone_top_priority`).
     """
 
     task: str = 'peg_in_hole'
@@ -138,6 +140,7 @@ class StudyConfig:
     learning_starts: int = 2_000
     threshold: float = 0.5
     yaw_range_deg: Optional[Tuple[float, float]] = None
+    zone_top_priority: bool = True
 
     def __post_init__(self):
         owner = 'StudyConfig'
@@ -216,6 +219,7 @@ class StudyConfig:
                 der=der_on,
                 refresh_every=self.refresh_every,
                 pool_episodes=max(64, self.num_envs),
+                zone_top_priority=self.zone_top_priority,
             ),
         )
 
@@ -415,7 +419,13 @@ def run_study(
     `max_new_iterations` stops after that many iterations of this call (a
     time-boxed session); the next call resumes from the checkpoint.
     """
-    out = run_dir.RunDir(out_dir, dataclasses.asdict(config), 'study.json')
+    out = run_dir.RunDir(
+        out_dir,
+        dataclasses.asdict(config),
+        'study.json',
+        # a study from before a new setting resumes where its default is what it ran
+        read_back=lambda stored: dataclasses.asdict(study_config_from_dict(stored)),
+    )
     demos = load_demonstrations(config, out_dir, demos_path, log)
     runs = len(config.configurations) * config.num_seeds
     log(
