@@ -737,15 +737,24 @@ STRUCTURE_TITLES = {
 
 def plot_study(config: StudyConfig, rows, path: str) -> None:
     """The paper's layout: a column per structure, success (top) and return
-    (bottom) per iteration, DER on and off, mean over seeds and 95% band."""
+    (middle) per iteration, DER on and off, mean over seeds and 95% band; and
+    below, the critic's mean Q against the largest return an episode can have
+    (the success bonus), which a diverging critic crosses."""
     columns = len(config.structures)
     fig, axes = plots.plt.subplots(
-        2, columns, figsize=(4 * columns, 6.5), squeeze=False, sharex=True
+        3, columns, figsize=(4 * columns, 9.0), squeeze=False, sharex=True
     )
     colours = {True: 'tab:red', False: 'tab:blue'}
+    bonus = getattr(config.env_config, 'reward_bonus', None)
     for c, structure in enumerate(config.structures):
+        if bonus is not None:
+            axes[2, c].axhline(bonus, color='k', ls='--', lw=0.8, label='success bonus R')
         for row, (key, scale, label) in enumerate(
-            (('success_rate', 100.0, 'success rate (%)'), ('mean_return', 1.0, 'episode return'))
+            (
+                ('success_rate', 100.0, 'success rate (%)'),
+                ('mean_return', 1.0, 'episode return'),
+                ('q_mean', 1.0, "critic's mean Q"),
+            )
         ):
             ax = axes[row, c]
             for der_on in config.der_modes:
@@ -762,12 +771,14 @@ def plot_study(config: StudyConfig, rows, path: str) -> None:
             if row == 0:
                 ax.set_title(STRUCTURE_TITLES[structure])
                 ax.set_ylim(-2, 102)
-            else:
+            if row == 2:
                 ax.set_xlabel(f'iteration ({config.steps_per_iteration:,} steps per run)')
             if c == 0:
                 ax.set_ylabel(label)
             ax.grid(alpha=0.3)
     axes[0, 0].legend(loc='upper left')
+    if bonus is not None:
+        axes[2, 0].legend(loc='upper left')
     fig.suptitle(
         f'{config.task}: Ape-X DDPG, {config.num_seeds} seed(s) per configuration, '
         'mean and 95% band'
