@@ -19,8 +19,8 @@ curves_CONNECTOR.png and effects.md (the paper's five effects, each shown,
 not shown or not run, with the numbers that decide it).
 
 Presets: toy (the test suite's, seconds), cpu (those 19 cells on a 2-core
-CPU in about 3 hours; BUILD_NOTES says what it scales down), paper (a
-GPU). A cell that finished under a smaller preset is extended, not read back.
+CPU, meant for 3 hours; BUILD_NOTES says what it scales down and what it
+takes today), paper (a GPU). A cell that finished under a smaller preset is extended, not read back.
 """
 
 from __future__ import annotations
