@@ -17,19 +17,26 @@ that ended in it. Outputs in `out_dir`:
                    return, and the diagnostics `DIAGNOSTICS`
   der_study.png    the paper's figure layout: one panel per structure, DER on
                    and off, mean over seeds and bootstrap 95% band;
-                   success on top, return below
+                   success on top, return below, and the critic's mean Q
+                   against the success bonus at the bottom
   summary.md/json  per configuration (`structure`, `der` true/false): final
                    success (mean of the last quarter of iterations, seeds
                    averaged) with its bootstrap 95% band (`final_success_low`,
                    `final_success_high`), `seeds`, iterations to reach
-                   `threshold`
+                   `threshold`, and the last quarter's return, zone share and
+                   critic mean Q
+  effects.md       does DER help with no demonstrations and with all shots in
+                   all buffers (`der_effects`)
   demos.npz        the demonstrations used (unless given)
   checkpoints/     the batched training state after every iteration; the
                    same call resumes a stopped study
 
-The paper's scale (200,000 steps per iteration, 200 iterations, 50,000
-updates between target copies) needs a GPU; `StudyConfig` scales steps,
-iterations and the target period together (see BUILD_NOTES.md).
+`preset(name, task)` gives the study's sizes: 'paper' (200,000 steps per
+iteration, 200 or 500 iterations, 50,000 updates between target copies: a
+GPU) and 'cpu' (the same experiment at 1/500 of its steps, 90 minutes on a
+2-core CPU); BUILD_NOTES.md says what the cpu preset changes and why.
+`compare_tasks` decides from two studies' summaries whether the lap joint is
+harder than the peg-in-hole.
 """
 
 from __future__ import annotations
