@@ -19,7 +19,7 @@ import os
 from absl import app, flags
 
 from experiments import common
-from insertion_jax.training import demonstrations, der_study, run_dir
+from insertion_jax.training import demonstrations, der_results, der_study, run_dir
 
 _TASK = flags.DEFINE_string(
     'task',
@@ -139,11 +139,11 @@ def compare(dirs, out):
         if summary.get('task') != task:
             raise app.UsageError(f'{path} is a {summary.get("task")!r} study; expected {task}.')
         summaries.append(summary)
-    comparison = der_study.compare_tasks(*summaries)
+    comparison = der_results.compare_tasks(*summaries)
     os.makedirs(out, exist_ok=True)
-    text = der_study.compare_tasks_markdown(comparison)
+    text = der_results.compare_tasks_markdown(comparison)
     run_dir.write_text(os.path.join(out, 'tasks.md'), text)
-    der_study.plot_task_comparison(comparison, os.path.join(out, 'tasks.png'))
+    der_results.plot_task_comparison(comparison, os.path.join(out, 'tasks.png'))
     print(text + f'\nWrote {out}/: tasks.md, tasks.png')
 
 

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from insertion_jax.replay import der
-from insertion_jax.training import der_study
+from insertion_jax.training import der_results, der_study
 from tests import cli
 
 SMALL_STUDY = der_study.StudyConfig(
@@ -148,7 +148,7 @@ def test_summary_and_curves_from_rows():
                         'q_mean': 10 * v + seed,
                     }
                 )
-    summary = der_study.summarize(config, rows)
+    summary = der_results.summarize(config, rows)
     off, on = summary['configurations']
     assert off['iterations_to_threshold'] == 4 and on['iterations_to_threshold'] == 2
     assert on['final_success'] == pytest.approx(1.05)  # last quarter: iteration 4
@@ -159,11 +159,11 @@ def test_summary_and_curves_from_rows():
     # Two seeds, 1.0 and 1.1: the bootstrap means are 1.0, 1.05 and 1.1.
     assert on['final_success_low'] == pytest.approx(1.0)
     assert on['final_success_high'] == pytest.approx(1.1)
-    assert '| none | on | 105% [100%, 110%] | 100 | 2 | 25% | 10 |' in der_study.summary_markdown(
+    assert '| none | on | 105% [100%, 110%] | 100 | 2 | 25% | 10 |' in der_results.summary_markdown(
         summary
     )
     # DER on's band [1.0, 1.1] lies above off's [0.6, 0.7]: the effect is shown.
-    (none, all_shots) = der_study.der_effects(summary)
+    (none, all_shots) = der_results.der_effects(summary)
     assert none['verdict'] == 'shown' and 'bands above; 2 seeds' in none['evidence']
     assert all_shots['verdict'] == 'not run'
 
@@ -186,7 +186,7 @@ def test_der_effects_need_separate_bands_or_an_earlier_threshold_and_two_seeds()
 
     def verdict(*configurations):
         summary = {'task': 'peg_in_hole', 'configurations': list(configurations)}
-        return der_study.der_effects(summary)[0]['verdict']
+        return der_results.der_effects(summary)[0]['verdict']
 
     assert verdict(config(True, 0.5, 0.4, 0.6, 10), config(False, 0.45, 0.35, 0.55, 20)) == 'shown'
     assert (
@@ -200,7 +200,7 @@ def test_der_effects_need_separate_bands_or_an_earlier_threshold_and_two_seeds()
         config(False, 0.1, 0.1, 0.1, None, seeds=1),
     )
     assert verdict(*one_seed) == 'not shown'
-    text = der_study.effects_markdown({'task': 'peg_in_hole', 'configurations': list(one_seed)})
+    text = der_results.effects_markdown({'task': 'peg_in_hole', 'configurations': list(one_seed)})
     assert 'too few to show anything' in text and '**not run** (all shots in all buffers)' in text
 
 
@@ -219,17 +219,17 @@ def test_lap_joint_harder_only_where_the_peg_ends_higher_and_never_lower(tmp_pat
         configuration(False, 0.1, 0.0, 0.2, None),
         configuration(True, 0.65, 0.5, 0.75, 9),
     )
-    comparison = der_study.compare_tasks(peg, lap)
+    comparison = der_results.compare_tasks(peg, lap)
     assert [r['order'] for r in comparison['rows']] == [
         'peg',
         'level',
     ]  # all_shots_all: lap lacks it
     assert comparison['verdict'] == 'shown' and comparison['seeds'] == 3
     lap['configurations'][1] = configuration(True, 0.95, 0.9, 1.0, 2)  # lap above in one
-    assert der_study.compare_tasks(peg, lap)['verdict'] == 'not shown'
+    assert der_results.compare_tasks(peg, lap)['verdict'] == 'not shown'
     one_seed = summary('lap_joint', configuration(False, 0.1, 0.1, 0.1, None, seeds=1))
-    assert der_study.compare_tasks(peg, one_seed)['verdict'] == 'not shown'
-    assert der_study.compare_tasks(peg, summary('lap_joint'))['verdict'] == 'not run'
+    assert der_results.compare_tasks(peg, one_seed)['verdict'] == 'not shown'
+    assert der_results.compare_tasks(peg, summary('lap_joint'))['verdict'] == 'not run'
 
     # The command line: --compare=PEG_DIR,LAP_DIR writes tasks.md and tasks.png.
     lap['configurations'][1] = configuration(True, 0.65, 0.5, 0.75, 9)

@@ -21,7 +21,7 @@ import numpy as np
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
 MIN_SEEDS = 2
-# The verdicts on a paper's effect (`paper_table.effects`, `der_study.der_effects`).
+# The verdicts on a paper's effect (`paper_table.effects`, `der_results.der_effects`).
 SHOWN, NOT_SHOWN, NOT_RUN = 'shown', 'not shown', 'not run'
 
 
