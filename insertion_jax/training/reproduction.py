@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -160,12 +159,14 @@ def p_controller_cell(
     )
 
 
-def _finished(summary_path: str, total_steps: int) -> bool:
-    """The cell's run has ended at `total_steps` or later (a cell of a smaller
-    preset is extended by `runner.train`, not read back)."""
+def _finished_summary(summary_path: str, total_steps: int) -> Optional[Dict]:
+    """The cell's summary if its run has ended at `total_steps` or later, else
+    None (a cell of a smaller preset is extended by `runner.train`, not read
+    back)."""
     if not os.path.exists(summary_path):
-        return False
-    return run_dir.read_json(summary_path)['mean']['env_steps'] >= total_steps
+        return None
+    summary = run_dir.read_json(summary_path)
+    return summary if summary['mean']['env_steps'] >= total_steps else None
 
 
 def learned_cell(
@@ -182,9 +183,10 @@ def learned_cell(
     train_config, run_config = cell_configs(connector, method, preset, seeds, seed)
     cell = _cell_dir(out, connector, method)
     summary_path = os.path.join(cell, 'summary.json')
-    if not _finished(summary_path, run_config.total_steps):
+    summary = _finished_summary(summary_path, run_config.total_steps)
+    if summary is None:
         runner.train(train_config, run_config, cell, log=lambda line: log('    ' + line))
-    summary = run_dir.read_json(summary_path)
+        summary = run_dir.read_json(summary_path)
     per_seed = summary['seeds']
     episodes = summary['eval_episodes'] * len(per_seed)
     exact = int(round(sum(s['success_exact'] for s in per_seed) * summary['eval_episodes']))
@@ -225,15 +227,10 @@ def run(
             f'The paper reports none of connectors {", ".join(connectors)} x methods '
             f'{", ".join(methods)}; run them with cells=all.'
         )
-    rows, start = [], time.monotonic()
+    rows, progress = [], run_dir.Progress(len(cells))
     for done, (connector, method) in enumerate(cells):
-        elapsed = time.monotonic() - start
-        eta = (
-            ''
-            if not done
-            else f', eta {run_dir.format_duration(elapsed / done * (len(cells) - done))}'
-        )
-        log(f'[{done + 1}/{len(cells)}] {connector} {method} ({elapsed:.0f} s{eta})')
+        eta = f', eta {progress.eta(done)}' if done else ''
+        log(f'[{done + 1}/{len(cells)}] {connector} {method} ({progress.wall():.0f} s{eta})')
         if method == 'p_controller':
             rows.append(p_controller_cell(connector, preset, seeds, seed, out))
         else:
