@@ -76,9 +76,7 @@ def main(argv):
     reward = runs[0][1]['train']['env'].get('reward', 'task')
     fig.suptitle(f'{task}, {reward} reward')
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    fig.savefig(_OUT.value, dpi=120)
-    plots.plt.close(fig)
+    plots.save_figure(fig, _OUT.value, dpi=120)
     print('\n'.join(rows))
     print(f'\nWrote {_OUT.value}')
 

@@ -28,7 +28,9 @@ _TASK = flags.DEFINE_string(
 )
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per configuration.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'First seed.')
-_OUT = flags.DEFINE_string('out', 'runs/der_peg_in_hole', 'Output directory.')
+_OUT = flags.DEFINE_string(
+    'out', None, 'Output directory (default: runs/der_TASK, with --compare runs/der_tasks).'
+)
 _DEMOS = flags.DEFINE_string('demos', None, 'Demonstrations file (default: record them).')
 _STRUCTURES = flags.DEFINE_list(
     'structures', ['none', 'one_shot_all', 'all_shots_all', 'one_shot_each'], 'Structures.'
@@ -79,7 +81,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     if _COMPARE.value is not None:
-        return compare(_COMPARE.value, _OUT.value)
+        return compare(_COMPARE.value, _OUT.value or 'runs/der_tasks')
     modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[_DER.value]
     try:
         hidden = tuple(int(h) for h in _HIDDEN.value) if _HIDDEN.value else None
@@ -120,7 +122,7 @@ def main(argv):
         raise app.UsageError(str(e)) from e
     common.enable_compilation_cache()
     try:
-        der_study.run_study(config, _OUT.value, _DEMOS.value)
+        der_study.run_study(config, _OUT.value or f'runs/der_{_TASK.value}', _DEMOS.value)
     except (ValueError, FileNotFoundError, demonstrations.DemonstratorError) as e:
         # DemoFormatError and ConfigMismatchError are ValueErrors: one line each.
         raise app.UsageError(str(e)) from e
@@ -138,6 +140,13 @@ def compare(dirs, out):
         summary = run_dir.read_json(path)
         if summary.get('task') != task:
             raise app.UsageError(f'{path} is a {summary.get("task")!r} study; expected {task}.')
+        planned = summary.get('planned_iterations', 0)  # absent: a study from before it
+        done = min((c.get('iterations', 0) for c in summary['configurations']), default=0)
+        if done < planned:
+            raise app.UsageError(
+                f'{path}: the study has run {done} of its {planned} iterations; '
+                f'finish it first (rerun its command: it resumes).'
+            )
         summaries.append(summary)
     comparison = der_results.compare_tasks(*summaries)
     os.makedirs(out, exist_ok=True)

@@ -20,7 +20,8 @@ not shown or not run, with the numbers that decide it).
 
 Presets: toy (the test suite's, seconds), cpu (those 19 cells on a 2-core
 CPU, meant for 3 hours; BUILD_NOTES says what it scales down and what it
-takes today), paper (a GPU). A cell that finished under a smaller preset is extended, not read back.
+takes today), paper (a GPU). A finished cell that differs only in its
+length (fewer steps) is extended, not read back.
 """
 
 from __future__ import annotations

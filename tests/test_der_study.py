@@ -181,14 +181,19 @@ def configuration(der_on, final, low, high, reached, seeds=3, structure='none'):
     }
 
 
-def test_der_effects_need_separate_bands_or_an_earlier_threshold_and_two_seeds():
+def test_der_effects_need_separate_bands_and_two_seeds():
     config = configuration
 
     def verdict(*configurations):
         summary = {'task': 'peg_in_hole', 'configurations': list(configurations)}
         return der_results.der_effects(summary)[0]['verdict']
 
-    assert verdict(config(True, 0.5, 0.4, 0.6, 10), config(False, 0.45, 0.35, 0.55, 20)) == 'shown'
+    assert verdict(config(True, 0.7, 0.61, 0.8, 10), config(False, 0.5, 0.4, 0.6, 20)) == 'shown'
+    # Overlapping bands: an earlier threshold alone (a seed mean's first
+    # crossing, with no band) decides nothing, either way.
+    assert (
+        verdict(config(True, 0.5, 0.4, 0.6, 10), config(False, 0.45, 0.35, 0.55, 20)) == 'not shown'
+    )
     assert (
         verdict(config(True, 0.5, 0.4, 0.6, 20), config(False, 0.45, 0.35, 0.55, 10)) == 'not shown'
     )
@@ -247,8 +252,14 @@ def test_lap_joint_harder_only_where_the_peg_ends_higher_and_never_lower(tmp_pat
         text = f.read()
     assert '**shown**' in text and '| none | off | 60% [50, 70]' in text and '| peg |' in text
     assert os.path.getsize(os.path.join(out, 'tasks.png')) > 0
+    stopped = dict(lap, planned_iterations=16)
+    stopped['configurations'] = [dict(c, iterations=5) for c in lap['configurations']]
+    os.makedirs(tmp_path / 'stopped')
+    with open(tmp_path / 'stopped' / 'summary.json', 'w') as f:
+        json.dump(stopped, f)
     for argv, message in (
         ([f'--compare={dirs[1]},{dirs[0]}'], "is a 'lap_joint' study; expected peg_in_hole"),
+        ([f'--compare={dirs[0]},{tmp_path}/stopped'], 'has run 5 of its 16 iterations'),
         ([f'--compare={dirs[0]}'], 'give PEG_DIR,LAP_DIR'),
         ([f'--compare={dirs[0]},{tmp_path}/none'], 'summary.json does not exist'),
         (['--preset=gpu'], 'flag --preset=gpu: value should be one of <cpu|paper>'),

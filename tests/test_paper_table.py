@@ -91,11 +91,20 @@ def test_effect_four_needs_twice_the_speed():
     ]
     found = pt.effects(slow)[3]
     assert found.verdict == 'not shown' and 'not twice as fast' in ' '.join(found.evidence)
-    never = [
-        dataclasses.replace(r, steps_to_high=None) if r.method == 'pure_sac_sparse' else r
-        for r in rows
-    ]
-    assert pt.effects(never)[3].verdict == 'shown'
+
+    def pure_never(steps):
+        return [
+            dataclasses.replace(r, steps_to_high=None, steps=steps)
+            if r.method == 'pure_sac_sparse'
+            else r
+            for r in rows
+        ]
+
+    # Pure RL never got there in 16,000 steps: 4,000 and 6,000 are twice as fast.
+    assert pt.effects(pure_never(16000))[3].verdict == 'shown'
+    # In a 10,000-step run, 6,000 is not known to be twice as fast.
+    found = pt.effects(pure_never(10000))[3]
+    assert found.verdict == 'not shown' and 'never in 10000' in ' '.join(found.evidence)
 
 
 def test_one_seed_shows_nothing_learned_and_missing_rows_are_not_run():

@@ -50,6 +50,13 @@ def test_reproduce_insertion_writes_every_output_and_resumes(small_run_dir, tmp_
         effects = f.read()
     assert effects.count('**not run**') == 5  # one connector, two methods
 
+    # Running a part afterwards adds to the outputs of the whole: the table
+    # keeps the finished learned cell (read back, never trained).
+    part = reproduction.run(TOY, out, ('usb',), ('p_controller',), log=lambda line: None)
+    assert part == rows
+    with open(os.path.join(out, 'table.csv')) as f:
+        assert paper_table.read_table_csv(f.read()) == rows
+
     # The command line over the same directory: every cell has finished, so
     # nothing trains or compiles; the outputs are written again.
     summary = os.path.join(out, 'runs', 'usb', 'residual_sac_sparse', 'summary.json')
@@ -67,6 +74,11 @@ def test_reproduce_insertion_writes_every_output_and_resumes(small_run_dir, tmp_
         (
             ['--connectors=dsub', '--methods=residual_sac_sparse'],
             'The paper reports none of connectors dsub x methods residual_sac_sparse',
+        ),
+        # A finished cell of another configuration is refused, not reported.
+        (
+            ['--preset=toy', '--connectors=usb', '--methods=residual_sac_sparse', '--seeds=2'],
+            'holds a run with a different configuration (run.num_seeds: 1 there, 2 here)',
         ),
     ):
         bad = host.run(*argv, f'--out={out}')

@@ -26,8 +26,9 @@ one buffer chosen at random; a successful episode is also pushed into the
 
 Training (`sample`, `set_priorities`) draws each batch from one buffer chosen
 at random among those holding anything and updates that buffer's priorities
-with |TD error|. Zone items always get the buffer's top priority (the
-largest priority so far), agent items p = |TD| + eps; sampling weights are
+with |TD error|. Zone items get the buffer's top priority (the largest
+priority so far; with `zone_top_priority` off, their |TD| + eps like any
+other item), agent items p = |TD| + eps; sampling weights are
 p^alpha and the importance weights follow `prioritized.py`.
 
 With `der=True` (DER on), `refresh` runs every `refresh_every` updates

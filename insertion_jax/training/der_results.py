@@ -48,15 +48,22 @@ def curves(rows, structure: str, der_on: bool, key: str) -> Tuple[np.ndarray, np
 
 
 def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
-    """Final success (mean over the last quarter of iterations) with its 95% band,
-    the first iteration whose seed mean reaches the threshold, and the final
-    return, zone share and critic's mean Q (last-quarter means over seeds)."""
-    tail = max(1, config.iterations // 4)
-    out = {'task': config.task, 'threshold': config.threshold, 'configurations': []}
+    """Final success (mean over the last quarter of the iterations run so far)
+    with its 95% band, the first iteration whose seed mean reaches the
+    threshold, and the final return, zone share and critic's mean Q
+    (last-quarter means over seeds); `planned_iterations` tells a finished
+    study (every configuration's `iterations` equal to it) from a stopped one."""
+    out = {
+        'task': config.task,
+        'threshold': config.threshold,
+        'planned_iterations': config.iterations,
+        'configurations': [],
+    }
     for structure, der_on in config.configurations:
         iterations, success = curves(rows, structure, der_on, 'success_rate')
+        tail = max(1, len(iterations) // 4)
 
-        def final_mean(key, structure=structure, der_on=der_on):
+        def final_mean(key, structure=structure, der_on=der_on, tail=tail):
             values = curves(rows, structure, der_on, key)[1]
             return run_dir.to_python(nanmean(values[:, -tail:])) if values.size else None
 
@@ -117,7 +124,8 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
     lines += [
         '',
         'Zone share: the chance that a batch item comes from a demonstration zone '
-        '(zone items keep the top priority). The critic can be right only below the '
+        '(zone items keep the top priority unless the study ran with '
+        '--nozone_top_priority). The critic can be right only below the '
         'largest return an episode can have (the success bonus).',
     ]
     return '\n'.join(lines)
@@ -143,10 +151,11 @@ def _final_cell(c: Dict[str, Any]) -> str:
 
 def der_effects(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
     """For each of `EFFECT_STRUCTURES`: whether DER on beats DER off, decided
-    from the summary alone. 'shown' where the final success's 95% bands do
-    not overlap with DER on above (or, level, DER on reaches the threshold in
-    fewer iterations), 'not shown' otherwise, and on fewer than 2 seeds;
-    'not run' where a configuration is missing."""
+    from the summary alone. 'shown' only where the final success's 95% bands
+    do not overlap with DER on above, on 2 seeds or more; 'not shown'
+    otherwise, the evidence saying which reached the threshold first (a
+    first crossing of the seed mean has no band of its own, so it never
+    decides); 'not run' where a configuration is missing."""
     by_key = {(c['structure'], c['der']): c for c in summary['configurations']}
     out = []
     for structure in EFFECT_STRUCTURES:
@@ -155,12 +164,8 @@ def der_effects(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
             out.append({'structure': structure, 'verdict': stats.NOT_RUN, 'evidence': 'missing'})
             continue
         order = stats.separated(_band(on), _band(off))
-        sooner = on['iterations_to_threshold'] is not None and (
-            off['iterations_to_threshold'] is None
-            or on['iterations_to_threshold'] < off['iterations_to_threshold']
-        )
         seeds = min(on['seeds'], off['seeds'])
-        shown = (order == 1 or (order is None and sooner)) and stats.enough_seeds(seeds)
+        shown = order == 1 and stats.enough_seeds(seeds)
         word = {1: 'above', -1: 'below', None: 'overlapping'}[order]
         evidence = f'DER on {_final_cell(on)}; off {_final_cell(off)}: bands {word}; {seeds} seeds'
         if not stats.enough_seeds(seeds):
@@ -182,7 +187,9 @@ def effects_markdown(summary: Dict[str, Any]) -> str:
         'The paper: with no demonstrations and with all demonstrations in all '
         'buffers, DER reaches success sooner or higher. Final success: mean of the '
         'training episodes over the last quarter of the iterations, seeds averaged, '
-        'with its bootstrap 95% band.',
+        'with its bootstrap 95% band (with 2 or 3 seeds that band is the range of the '
+        "seeds' values). Shown only where the bands lie apart; the first iteration at "
+        'the threshold is given, but has no band and decides nothing.',
         '',
     ]
     for e in der_effects(summary):
@@ -265,8 +272,7 @@ def plot_task_comparison(comparison: Dict[str, Any], path: str) -> None:
     ax.legend()
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plots.plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 TASK_TITLES = {'peg': 'peg-in-hole', 'lap': 'lap joint'}
@@ -329,5 +335,4 @@ def plot_study(config: StudyConfig, rows, path: str) -> None:
         'mean and 95% band'
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plots.plt.close(fig)
+    plots.save_figure(fig, path)

@@ -33,8 +33,8 @@ that ended in it. Outputs in `out_dir`:
 
 `preset(name, task)` gives the study's sizes: 'paper' (200,000 steps per
 iteration, 200 or 500 iterations, 50,000 updates between target copies: a
-GPU) and 'cpu' (the same experiment at 1/500 of its steps, 90 minutes on a
-2-core CPU); BUILD_NOTES.md says what the cpu preset changes and why.
+GPU) and 'cpu' (the same experiment at 1/520 of its steps on the
+peg-in-hole and 1/1,950 on the lap joint, 90 minutes on a 2-core CPU); BUILD_NOTES.md says what the cpu preset changes and why.
 The summaries, verdicts and figures are computed in `der_results`.
 """
 
@@ -260,7 +260,9 @@ def preset(name: str, task: str) -> Dict[str, Any]:
 
     'cpu': the same experiment scaled to 90 minutes on a 2-core CPU (8
     configurations x 3 seeds): the paper's task, start yaw, algorithm and
-    zone share of a buffer (1%), at 1/500 of its steps per run. What changes
+    zone share of a buffer (1%), at 1/520 of its steps per run on the
+    peg-in-hole (76,800 against 40 M) and 1/1,950 on the lap joint (51,200
+    against 100 M). What changes
     with the size (BUILD_NOTES measures each):
       * iterations of 3,200 steps per run, 24 of them on the peg-in-hole
         and 16 on the lap joint (whose 256x256 networks make an iteration

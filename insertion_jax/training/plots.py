@@ -8,6 +8,7 @@ randomization.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import matplotlib
@@ -139,8 +140,19 @@ def plot_learning_curve(
     band_note = f'mean and bootstrap 95% band over {num_seeds} seeds' if num_seeds > 1 else '1 seed'
     fig.suptitle(f'{title} ({band_note})')
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig, path: str, dpi: int = 110) -> None:
+    """Writes `fig` to `path` atomically (a temporary file, then a rename: a
+    stopped run never leaves half a picture), creating its directory, and
+    closes it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    root, ext = os.path.splitext(path)
+    tmp = f'{root}.tmp{ext or ".png"}'
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ from typing import Dict, Iterable, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from insertion_jax.training import paper_table
+from insertion_jax.training import paper_table, plots
 from insertion_jax.training.plots import plt
 
 # The paper's P-controller row (Schoettler, Nair et al., Fig. 6), in percent.
@@ -93,8 +93,7 @@ def plot_calibration(results: Sequence, path: str, noisy_mm: float = PAPER_NOISE
     ax.legend(fontsize=7, ncol=2, loc='upper right')
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=100)
 
 
 def results_by_task(results: Iterable) -> Mapping[str, list]:

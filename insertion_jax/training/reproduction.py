@@ -8,11 +8,18 @@ own, `OUT/runs/CONNECTOR/METHOD`:
     goal up to ±1 mm off, the episodes on which the run also evaluates the
     P-controller (`Evaluator.reference`);
   * `p_controller` evaluates the P-controller on those same episodes.
-A finished cell is read back, not run again; a stopped one resumes from its
-checkpoint (`runner.train`). `run` then writes the table (`table.csv`,
-`table.md`), the grouped bar chart (`table.png`), the learning curves per
-connector (`curves_CONNECTOR.png`) and `effects.md`, the paper's five
-effects decided from the table (`paper_table.effects`).
+A finished cell is read back, not run again (a finished run of another
+configuration is refused, not reported as this one); a stopped one resumes
+from its checkpoint (`runner.train`). `run` then writes the table
+(`table.csv`, `table.md`), the grouped bar chart (`table.png`), the learning
+curves per connector (`curves_CONNECTOR.png`) and `effects.md`, the paper's
+five effects decided from the table (`paper_table.effects`), over the cells
+it ran and every other cell of OUT finished with the same preset and seeds:
+running a part adds to the outputs of the whole.
+
+A cell's rate is its seeds' mean over the same evaluation episodes, with the
+Wilson 95% interval of that many episodes (the seeds share them, so they
+are not independent trials).
 
 `PRESETS` size the runs: 'toy' (the test suite's: one USB cell is the shared
 SMALL run's configuration), 'cpu' (the whole table on a 2-core CPU, meant
@@ -130,28 +137,29 @@ def _cell_dir(out: str, connector: str, method: str) -> str:
 
 
 def p_controller_cell(
-    connector: str, preset: Preset, seeds: int, seed: int, out: str
-) -> paper_table.Row:
+    connector: str, preset: Preset, seeds: int, seed: int, out: str, train: bool = True
+) -> Optional[paper_table.Row]:
     """The P-controller on the learned cells' evaluation episodes (those of
-    `seed`); cached in its cell directory."""
+    `seed`); cached in its cell directory, and computed again when the seed or
+    the number of episodes differs from the cached one's (with `train` False:
+    None instead)."""
     path = os.path.join(_cell_dir(out, connector, 'p_controller'), 'result.json')
-    if os.path.exists(path):
-        counts = run_dir.read_json(path)
-    else:
+    episodes = preset.eval_episodes
+    counts = run_dir.read_json(path) if os.path.exists(path) else {}
+    if (counts.get('seed'), counts.get('episodes')) != (seed, episodes):
+        if not train:
+            return None
         # The state cell's components: its environment, and the evaluation
         # programs a run of it compiles.
-        train_config, run_config = cell_configs(
-            connector, 'residual_sac_sparse', preset, seeds, seed
-        )
+        train_config, _ = cell_configs(connector, 'residual_sac_sparse', preset, seeds, seed)
         components = loop.make_components(train_config)
         conditions = evaluate.conditions_for(components.env, NOISE_MM)
-        evaluator = evaluate.Evaluator(components, run_config.eval_episodes, seed, conditions)
-        success = evaluator.reference()
-        episodes = run_config.eval_episodes
+        success = evaluate.Evaluator(components, episodes, seed, conditions).reference()
         counts = {
             'exact': int(round(success['exact'] * episodes)),
             'noisy': int(round(success['noisy'] * episodes)),
             'episodes': episodes,
+            'seed': seed,
         }
         run_dir.write_json(path, counts)
     return paper_table.row_from_counts(
@@ -159,14 +167,23 @@ def p_controller_cell(
     )
 
 
-def _finished_summary(summary_path: str, total_steps: int) -> Optional[Dict]:
-    """The cell's summary if its run has ended at `total_steps` or later, else
-    None (a cell of a smaller preset is extended by `runner.train`, not read
-    back)."""
+def _finished_summary(cell: str, train_config: TrainConfig, run_config: runner.RunConfig):
+    """The cell's summary if its run has ended at `run_config.total_steps` or
+    later, else None: a run stopped early resumes, and one that differs only in
+    its length (`runner.EXTENDABLE`) is extended by `runner.train`. A finished
+    run of another configuration (seeds, first seed, episodes, sizes) raises
+    `ConfigMismatchError` rather than being reported as this one."""
+    summary_path = os.path.join(cell, 'summary.json')
     if not os.path.exists(summary_path):
         return None
+    run_dir.check_config(
+        os.path.join(cell, 'config.json'),
+        runner.config_dict(train_config, run_config),
+        runner.EXTENDABLE,
+        runner.read_back,
+    )
     summary = run_dir.read_json(summary_path)
-    return summary if summary['mean']['env_steps'] >= total_steps else None
+    return summary if summary['mean']['env_steps'] >= run_config.total_steps else None
 
 
 def learned_cell(
@@ -177,26 +194,32 @@ def learned_cell(
     seed: int,
     out: str,
     log: Callable[[str], None],
-) -> paper_table.Row:
+    train: bool = True,
+) -> Optional[paper_table.Row]:
     """Trains the cell unless it has finished (resuming a stopped one), and
-    reads its final evaluation."""
+    reads its final evaluation; with `train` False, None unless finished."""
     train_config, run_config = cell_configs(connector, method, preset, seeds, seed)
     cell = _cell_dir(out, connector, method)
-    summary_path = os.path.join(cell, 'summary.json')
-    summary = _finished_summary(summary_path, run_config.total_steps)
+    summary = _finished_summary(cell, train_config, run_config)
     if summary is None:
-        runner.train(train_config, run_config, cell, log=lambda line: log('    ' + line))
-        summary = run_dir.read_json(summary_path)
+        if not train:
+            return None
+        summary = runner.train(train_config, run_config, cell, log=lambda line: log('    ' + line))
     per_seed = summary['seeds']
-    episodes = summary['eval_episodes'] * len(per_seed)
-    exact = int(round(sum(s['success_exact'] for s in per_seed) * summary['eval_episodes']))
-    noisy = int(round(sum(s['success_noisy'] for s in per_seed) * summary['eval_episodes']))
     records = run_dir.Records(os.path.join(cell, 'metrics.jsonl')).read()
     steps_to_high, _ = plots.first_reaching(
         records, 'success', paper_table.HIGH_SUCCESS, len(per_seed)
     )
-    return paper_table.row_from_counts(
-        connector, method, exact, noisy, episodes, len(per_seed), steps_to_high
+    # Every seed runs the same episodes: the seeds' mean success over them.
+    return paper_table.row_from_rates(
+        connector,
+        method,
+        float(np.mean([s['success_exact'] for s in per_seed])),
+        float(np.mean([s['success_noisy'] for s in per_seed])),
+        summary['eval_episodes'],
+        len(per_seed),
+        steps_to_high,
+        summary['mean']['env_steps'],
     )
 
 
@@ -218,9 +241,10 @@ def run(
     seeds = seeds or preset.seeds
     cells = [
         (c, m)
-        for c in connectors
-        for m in methods
-        if not paper_cells_only or (c, m) in paper_table.CELLS
+        for c, m in _all_pairs()
+        if c in connectors
+        and m in methods
+        and (not paper_cells_only or (c, m) in paper_table.CELLS)
     ]
     if not cells:
         raise ValueError(
@@ -237,12 +261,53 @@ def run(
             rows.append(learned_cell(connector, method, preset, seeds, seed, out, log))
         row = rows[-1]
         log(f'    exact {row.cell("exact")}, ±1 mm {row.cell("noisy")}')
+    rows = _with_other_finished_cells(rows, preset, seeds, seed, out, log)
     write_outputs(rows, out)
     log(
         f'\nWrote {out}/: table.csv, table.md, table.png, '
-        f'{", ".join(f"curves_{c}.png" for c in connectors)}, effects.md, runs/'
+        f'{", ".join(f"curves_{c}.png" for c in dict.fromkeys(r.connector for r in rows))}, '
+        'effects.md, runs/'
     )
     return rows
+
+
+def _with_other_finished_cells(
+    rows: List[paper_table.Row],
+    preset: Preset,
+    seeds: int,
+    seed: int,
+    out: str,
+    log: Callable[[str], None],
+) -> List[paper_table.Row]:
+    """`rows` and every other cell of `out` that has finished with the same
+    preset, seeds and first seed (read back, never trained), in the table's
+    order: running a part (say `connectors=['model_e']`) after the whole table
+    adds to its outputs instead of replacing them. A cell of another
+    configuration is left out, with a line in the log."""
+    ran = {(r.connector, r.method) for r in rows}
+    rows = list(rows)
+    for connector in paper_table.CONNECTORS:
+        for method in paper_table.METHODS:
+            if (connector, method) in ran or not os.path.isdir(_cell_dir(out, connector, method)):
+                continue
+            try:
+                if method == 'p_controller':
+                    row = p_controller_cell(connector, preset, seeds, seed, out, train=False)
+                else:
+                    row = learned_cell(
+                        connector, method, preset, seeds, seed, out, log, train=False
+                    )
+            except run_dir.ConfigMismatchError as e:
+                log(f'Left out of the table: {e}')
+                continue
+            if row is not None:
+                rows.append(row)
+    order = {(c, m): i for i, (c, m) in enumerate(_all_pairs())}
+    return sorted(rows, key=lambda r: order[(r.connector, r.method)])
+
+
+def _all_pairs() -> List[Tuple[str, str]]:
+    return [(c, m) for c in paper_table.CONNECTORS for m in paper_table.METHODS]
 
 
 # ------------------------------------------------------------ outputs
@@ -255,13 +320,6 @@ def write_outputs(rows: Sequence[paper_table.Row], out: str) -> None:
     plot_table(rows, os.path.join(out, 'table.png'))
     for connector in dict.fromkeys(r.connector for r in rows):
         plot_curves(out, connector, [r.method for r in rows if r.connector == connector])
-
-
-def _save(fig, path: str) -> None:
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_table(rows: Sequence[paper_table.Row], path: str) -> None:
@@ -313,7 +371,7 @@ def plot_table(rows: Sequence[paper_table.Row], path: str) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc='upper center', ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    _save(fig, path)
+    plots.save_figure(fig, path)
 
 
 def plot_curves(out: str, connector: str, methods: Sequence[str]) -> None:
@@ -351,4 +409,4 @@ def plot_curves(out: str, connector: str, methods: Sequence[str]) -> None:
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8, loc='lower right')
     fig.tight_layout()
-    _save(fig, os.path.join(out, f'curves_{connector}.png'))
+    plots.save_figure(fig, os.path.join(out, f'curves_{connector}.png'))

@@ -212,6 +212,35 @@ def config_changes(old: Any, new: Any, prefix: str = '') -> Dict[str, Tuple[Any,
     return changes
 
 
+def check_config(
+    config_path: str,
+    config: Dict[str, Any],
+    extendable: Sequence[str] = (),
+    read_back: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+) -> Dict[str, Tuple[Any, Any]]:
+    """The changes {dotted key: (stored, new)} of `config` against the stored
+    file, all in `extendable`; any other change raises `ConfigMismatchError`
+    naming the first key. `read_back` as in `RunDir`."""
+    config = json.loads(dumps(config))
+    stored = read_json(config_path)
+    if read_back is not None:
+        try:
+            stored = json.loads(dumps(read_back(stored)))
+        except (ValueError, TypeError):
+            pass  # compared as written: the mismatch names the key
+    changed = config_changes(stored, config)
+    fixed = sorted(set(changed) - set(extendable))
+    if fixed:
+        was, now = changed[fixed[0]]
+        raise ConfigMismatchError(
+            f'{os.path.dirname(config_path)!r} holds a run with a different configuration '
+            f'({fixed[0]}: {was!r} there, {now!r} here'
+            + (f', and {len(fixed) - 1} more' if len(fixed) > 1 else '')
+            + '); pick another output directory or delete it.'
+        )
+    return changed
+
+
 class RunDir:
     """An output directory holding one run (see the module docstring).
 
@@ -245,23 +274,7 @@ class RunDir:
         config = json.loads(dumps(config))
         self.changed: Dict[str, Tuple[Any, Any]] = {}
         if os.path.exists(config_path):
-            stored = read_json(config_path)
-            if read_back is not None:
-                try:
-                    stored = json.loads(dumps(read_back(stored)))
-                except (ValueError, TypeError):
-                    pass  # compared as written: the mismatch names the key
-            changed = config_changes(stored, config)
-            fixed = sorted(set(changed) - set(extendable))
-            if fixed:
-                was, now = changed[fixed[0]]
-                raise ConfigMismatchError(
-                    f'{path!r} holds a run with a different configuration ({fixed[0]}: '
-                    f'{was!r} there, {now!r} here'
-                    + (f', and {len(fixed) - 1} more' if len(fixed) > 1 else '')
-                    + '); pick another output directory or delete it.'
-                )
-            self.changed = changed
+            self.changed = check_config(config_path, config, extendable, read_back)
         else:
             write_json(config_path, config)
         self._config_path, self._config = config_path, config

@@ -25,8 +25,9 @@ MIN_SEEDS = 2
 SHOWN, NOT_SHOWN, NOT_RUN = 'shown', 'not shown', 'not run'
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> Tuple[float, float]:
-    """(low, high) of the Wilson score interval for `successes` out of `n`."""
+def wilson_interval(successes: float, n: int, z: float = Z_95) -> Tuple[float, float]:
+    """(low, high) of the Wilson score interval for `successes` out of `n`
+    (fractional for a rate averaged over policies that share the `n` trials)."""
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(
             f'wilson_interval: successes={successes!r} out of n={n!r}; need 0 <= successes <= n, n > 0.'
