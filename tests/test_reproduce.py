@@ -20,7 +20,8 @@ def test_reproduce_insertion_writes_every_output_and_resumes(small_run_dir, tmp_
     lines = []
     rows = reproduction.run(TOY, out, ('usb',), BOTH, log=lines.append)
     assert os.path.getmtime(p_result) == first  # finished cells are read back
-    assert '[2/2] usb residual_sac_sparse' in '\n'.join(lines)
+    assert '[1/2] usb p_controller: finished, read back' in lines
+    assert '[2/2] usb residual_sac_sparse (' in '\n'.join(lines)
 
     # A cell is a run like any other: seed 0 of the SMALL configuration ends
     # where the SMALL run ended, and the P-controller row is that run's

@@ -223,6 +223,22 @@ def learned_cell(
     )
 
 
+def _cell_row(
+    connector: str,
+    method: str,
+    preset: Preset,
+    seeds: int,
+    seed: int,
+    out: str,
+    log: Callable[[str], None],
+    train: bool,
+) -> Optional[paper_table.Row]:
+    """The cell's row (`p_controller_cell` or `learned_cell`)."""
+    if method == 'p_controller':
+        return p_controller_cell(connector, preset, seeds, seed, out, train)
+    return learned_cell(connector, method, preset, seeds, seed, out, log, train)
+
+
 def run(
     preset: Preset,
     out: str,
@@ -251,15 +267,22 @@ def run(
             f'The paper reports none of connectors {", ".join(connectors)} x methods '
             f'{", ".join(methods)}; run them with cells=all.'
         )
-    rows, progress = [], run_dir.Progress(len(cells))
-    for done, (connector, method) in enumerate(cells):
-        eta = f', eta {progress.eta(done)}' if done else ''
-        log(f'[{done + 1}/{len(cells)}] {connector} {method} ({progress.wall():.0f} s{eta})')
-        if method == 'p_controller':
-            rows.append(p_controller_cell(connector, preset, seeds, seed, out))
+    # Finished cells are read back first, so the ETA counts only the cells
+    # that run in this session.
+    finished = {cell: _cell_row(*cell, preset, seeds, seed, out, log, False) for cell in cells}
+    pending = [cell for cell in cells if finished[cell] is None]
+    rows, progress = [], run_dir.Progress(len(pending))
+    for number, cell in enumerate(cells, 1):
+        row = finished[cell]
+        head = f'[{number}/{len(cells)}] {cell[0]} {cell[1]}'
+        if row is None:
+            ran = pending.index(cell)
+            eta = f', eta {progress.eta(ran)}' if ran else ''
+            log(f'{head} ({progress.wall():.0f} s{eta})')
+            row = _cell_row(*cell, preset, seeds, seed, out, log, True)
         else:
-            rows.append(learned_cell(connector, method, preset, seeds, seed, out, log))
-        row = rows[-1]
+            log(f'{head}: finished, read back')
+        rows.append(row)
         log(f'    exact {row.cell("exact")}, ±1 mm {row.cell("noisy")}')
     rows = _with_other_finished_cells(rows, preset, seeds, seed, out, log)
     write_outputs(rows, out)
@@ -291,12 +314,7 @@ def _with_other_finished_cells(
             if (connector, method) in ran or not os.path.isdir(_cell_dir(out, connector, method)):
                 continue
             try:
-                if method == 'p_controller':
-                    row = p_controller_cell(connector, preset, seeds, seed, out, train=False)
-                else:
-                    row = learned_cell(
-                        connector, method, preset, seeds, seed, out, log, train=False
-                    )
+                row = _cell_row(connector, method, preset, seeds, seed, out, log, False)
             except run_dir.ConfigMismatchError as e:
                 log(f'Left out of the table: {e}')
                 continue
