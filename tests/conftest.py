@@ -3,9 +3,7 @@ more than one test uses is built once per session here."""
 
 from __future__ import annotations
 
-import gc
 import os
-import sys
 
 import jax
 import mujoco
@@ -250,15 +248,8 @@ def mapped_regions() -> int | None:
 
 
 def release_compiled_code() -> None:
-    for name, module in list(sys.modules.items()):
-        if not (name.startswith('insertion_jax') or name.startswith('tests')):
-            continue
-        for value in list(vars(module).values()):
-            if callable(getattr(value, 'cache_clear', None)):
-                value.cache_clear()
     _RIGS.clear()
-    jax.clear_caches()
-    gc.collect()
+    runner.release_compiled_code(('insertion_jax', 'tests'))
 
 
 _PEAK = {'regions': 0, 'where': ''}

@@ -280,6 +280,9 @@ def run(
             eta = f', eta {progress.eta(ran)}' if ran else ''
             log(f'{head} ({progress.wall():.0f} s{eta})')
             row = _cell_row(*cell, preset, seeds, seed, out, log, True)
+            # Each cell compiles its own programs; a process that kept them
+            # all would run out of memory mappings (runner.release_compiled_code).
+            runner.release_compiled_code()
         else:
             log(f'{head}: finished, read back')
         rows.append(row)

@@ -22,9 +22,11 @@ again with the same configuration and `out_dir`; started with a larger
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -141,6 +143,26 @@ def replay_memory_line(components: loop.Components, buffers: Any, num_seeds: int
         f'{total / 2**20:,.1f} MiB on the device for {num_seeds} seed(s) '
         f'(observations: {stored})'
     )
+
+
+def release_compiled_code(packages: Sequence[str] = ('insertion_jax',)) -> None:
+    """Drops every compiled program this process holds: JAX's caches and the
+    `functools` caches of the modules under `packages`.
+
+    Each XLA:CPU executable keeps its machine code in memory mappings of its
+    own (2,500-3,000 for one MJX rollout) and Linux caps a process at
+    `vm.max_map_count` (65,530 by default); LLVM fails to allocate past it. A
+    process that trains many configurations one after another (the table's
+    cells, a sweep) calls this between them (BUILD_NOTES.md, pitfalls).
+    """
+    for name, module in list(sys.modules.items()):
+        if not any(name == p or name.startswith(p + '.') for p in packages):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, 'cache_clear', None)):
+                value.cache_clear()
+    jax.clear_caches()
+    gc.collect()
 
 
 def train(
