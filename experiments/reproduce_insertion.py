@@ -19,8 +19,8 @@ curves_CONNECTOR.png and effects.md (the paper's five effects, each shown,
 not shown or not run, with the numbers that decide it).
 
 Presets: toy (the test suite's, seconds), cpu (those 19 cells on a 2-core
-CPU, meant for 3 hours; BUILD_NOTES says what it scales down and what it
-takes today), paper (a GPU). A finished cell that differs only in its
+CPU in about 1 h 45 min; BUILD_NOTES says what it scales down), paper (a
+GPU). A finished cell that differs only in its
 length (fewer steps) is extended, not read back.
 """
 

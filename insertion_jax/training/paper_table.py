@@ -284,9 +284,10 @@ def _compare(a: Row, b: Row, condition: str) -> Tuple[Optional[int], str]:
     `condition`, and the numbers, as a line."""
     order = stats.separated(a.interval(condition), b.interval(condition))
     word = {1: 'above', -1: 'below', None: 'overlaps'}[order]
+    other = '' if b.connector == a.connector else f'{b.connector} '
     line = (
         f'{a.connector}, {condition}: {METHOD_TITLES[a.method]} {a.cell(condition)} {word} '
-        f'{METHOD_TITLES[b.method]} {b.cell(condition)}'
+        f'{other}{METHOD_TITLES[b.method]} {b.cell(condition)}'
     )
     return order, line
 
@@ -409,10 +410,14 @@ def effects(rows: Sequence[Row]) -> List[Effect]:
                 and 2 * r.steps_to_high <= pure_time
             )
             holds &= fast
+            factor = ''
+            if r.steps_to_high and pure_time:
+                bound = 'at least ' if pure.steps_to_high is None else ''
+                factor = f'{bound}{pure_time / r.steps_to_high:.1f}x as fast, '
             lines.append(
                 f'usb, {METHOD_TITLES[r.method]}: {r.steps_to_high or "never"} steps to '
                 f'{100 * HIGH_SUCCESS:.0f}% of training episodes, against pure RL '
-                f'{pure_text} ({"" if fast else "not "}twice as fast)'
+                f'{pure_text} ({factor}{"" if fast else "not "}twice as fast)'
             )
         lines.append("pure RL with the sparse reward: the paper's Fig. 7, not a row of its table")
         out.append(_decide(4, needed, holds, lines))

@@ -22,8 +22,8 @@ Wilson 95% interval of that many episodes (the seeds share them, so they
 are not independent trials).
 
 `PRESETS` size the runs: 'toy' (the test suite's: one USB cell is the shared
-SMALL run's configuration), 'cpu' (the whole table on a 2-core CPU, meant
-for 3 hours; BUILD_NOTES says what it scales down and what it takes today)
+SMALL run's configuration), 'cpu' (the whole table on a 2-core CPU in
+about 1 h 45 min; BUILD_NOTES says what it scales down and why)
 and 'paper' (for a GPU).
 """
 
@@ -86,9 +86,9 @@ class Preset:
 PRESETS = {
     # The suite's: a USB residual_sac_sparse cell is conftest's SMALL run.
     'toy': Preset(steps=4 * 480, image_steps=4 * 480, seeds=1, eval_episodes=25, evaluations=1),
-    # Meant for 3 hours on a 2-core CPU for the 19 cells; the cells measured
-    # so far put it above that (BUILD_NOTES), so it is still to be resized.
-    # The seven image cells take most of it, so they get 19,200 steps x 2
+    # The 19 cells on a 2-core CPU: about 1 h 45 min alone (3 min per state
+    # cell, 11 min per image cell, measured; BUILD_NOTES), within the 3
+    # hours it is meant for. The seven image cells take most of it, so they get 19,200 steps x 2
     # seeds (residual SAC from pixels on USB: 63-71% at 16,000 steps, 83-94%
     # at 24,000, one seed each). An evaluation (100 episodes per condition
     # and seed) costs as much as 5,000 training steps of a state cell, so a
