@@ -34,7 +34,8 @@ that ended in it. Outputs in `out_dir`:
 `preset(name, task)` gives the study's sizes: 'paper' (200,000 steps per
 iteration, 200 or 500 iterations, 50,000 updates between target copies: a
 GPU) and 'cpu' (the same experiment at 1/520 of its steps on the
-peg-in-hole and 1/1,950 on the lap joint, 90 minutes on a 2-core CPU); BUILD_NOTES.md says what the cpu preset changes and why.
+peg-in-hole and 1/1,950 on the lap joint, about 80 minutes each on a 2-core
+CPU); BUILD_NOTES.md says what the cpu preset changes and why.
 The summaries, verdicts and figures are computed in `der_results`.
 """
 
@@ -262,8 +263,7 @@ def preset(name: str, task: str) -> Dict[str, Any]:
     configurations x 3 seeds): the paper's task, start yaw, algorithm and
     zone share of a buffer (1%), at 1/520 of its steps per run on the
     peg-in-hole (76,800 against 40 M) and 1/1,950 on the lap joint (51,200
-    against 100 M). What changes
-    with the size (BUILD_NOTES measures each):
+    against 100 M). What changes with the size (BUILD_NOTES measures each):
       * iterations of 3,200 steps per run, 24 of them on the peg-in-hole
         and 16 on the lap joint (whose 256x256 networks make an iteration
         about twice as long), 16 environments, 0.5 updates per step;

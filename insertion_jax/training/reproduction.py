@@ -88,9 +88,9 @@ PRESETS = {
     'toy': Preset(steps=4 * 480, image_steps=4 * 480, seeds=1, eval_episodes=25, evaluations=1),
     # The 19 cells on a 2-core CPU: about 1 h 45 min alone (3 min per state
     # cell, 11 min per image cell, measured; BUILD_NOTES), within the 3
-    # hours it is meant for. The seven image cells take most of it, so they get 19,200 steps x 2
-    # seeds (residual SAC from pixels on USB: 63-71% at 16,000 steps, 83-94%
-    # at 24,000, one seed each). An evaluation (100 episodes per condition
+    # hours it is meant for. The seven image cells take most of it, so they
+    # get 19,200 steps x 2 seeds (residual SAC from pixels on USB: 63-71% at
+    # 16,000 steps, 83-94% at 24,000, one seed each). An evaluation (100 episodes per condition
     # and seed) costs as much as 5,000 training steps of a state cell, so a
     # run evaluates twice, halfway and at the end; its training episodes
     # give the learning curve at every iteration.
