@@ -235,6 +235,11 @@ def test_lap_joint_harder_only_where_the_peg_ends_higher_and_never_lower(tmp_pat
     one_seed = summary('lap_joint', configuration(False, 0.1, 0.1, 0.1, None, seeds=1))
     assert der_results.compare_tasks(peg, one_seed)['verdict'] == 'not shown'
     assert der_results.compare_tasks(peg, summary('lap_joint'))['verdict'] == 'not run'
+    sized = der_results.compare_tasks(
+        dict(peg, steps_per_run=76800), dict(lap, steps_per_run=51200)
+    )
+    text = der_results.compare_tasks_markdown(sized)
+    assert 'steps per run: peg-in-hole 76,800, lap joint 51,200' in text
 
     # The command line: --compare=PEG_DIR,LAP_DIR writes tasks.md and tasks.png.
     lap['configurations'][1] = configuration(True, 0.65, 0.5, 0.75, 9)

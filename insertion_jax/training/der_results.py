@@ -57,6 +57,7 @@ def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
         'task': config.task,
         'threshold': config.threshold,
         'planned_iterations': config.iterations,
+        'steps_per_run': config.iterations * config.steps_per_iteration,
         'configurations': [],
     }
     for structure, der_on in config.configurations:
@@ -205,7 +206,8 @@ def compare_tasks(peg: Dict[str, Any], lap: Dict[str, Any]) -> Dict[str, Any]:
     band lies wholly above the lap joint's, 'lap' where below, 'level' where
     they overlap. The effect is shown where the peg-in-hole is above in at
     least one configuration and below in none, on at least 2 seeds each.
-    Returns {'verdict', 'rows': [{structure, der, peg, lap, order}], 'seeds'}.
+    Returns {'verdict', 'rows': [{structure, der, peg, lap, order}], 'seeds',
+    'steps_per_run': {'peg', 'lap'}} (None where a summary predates it).
     """
     lap_by_key = {(c['structure'], c['der']): c for c in lap['configurations']}
     rows, seeds = [], []
@@ -226,7 +228,12 @@ def compare_tasks(peg: Dict[str, Any], lap: Dict[str, Any]) -> Dict[str, Any]:
         verdict = stats.SHOWN
     else:
         verdict = stats.NOT_SHOWN
-    return {'verdict': verdict, 'rows': rows, 'seeds': min(seeds) if seeds else 0}
+    return {
+        'verdict': verdict,
+        'rows': rows,
+        'seeds': min(seeds) if seeds else 0,
+        'steps_per_run': {'peg': peg.get('steps_per_run'), 'lap': lap.get('steps_per_run')},
+    }
 
 
 def compare_tasks_markdown(comparison: Dict[str, Any]) -> str:
@@ -239,6 +246,14 @@ def compare_tasks_markdown(comparison: Dict[str, Any]) -> str:
         'lower in none. Final success: mean of the training episodes over the last quarter '
         'of the iterations [bootstrap 95% band].',
         '',
+    ]
+    steps = comparison.get('steps_per_run') or {}
+    if steps.get('peg') and steps.get('lap'):
+        lines += [
+            f'Environment steps per run: peg-in-hole {steps["peg"]:,}, lap joint {steps["lap"]:,}.',
+            '',
+        ]
+    lines += [
         '| structure | DER | peg-in-hole | lap joint | higher |',
         '|---|---|---|---|---|',
     ]
