@@ -129,7 +129,9 @@ def main(argv):
 
 
 def compare(dirs, out):
-    """Writes OUT/tasks.md and OUT/tasks.png from two studies' summary.json."""
+    """Writes OUT/tasks.md and OUT/tasks.png from two finished studies, both
+    summarized over the steps per run they have in common (from study.json and
+    results.csv; from summary.json alone where those are absent)."""
     if len(dirs) != 2:
         raise app.UsageError(f'--compare={",".join(dirs)}: give PEG_DIR,LAP_DIR.')
     summaries = []
@@ -148,6 +150,14 @@ def compare(dirs, out):
                 f'finish it first (rerun its command: it resumes).'
             )
         summaries.append(summary)
+    studies = [(os.path.join(d, 'study.json'), os.path.join(d, 'results.csv')) for d in dirs]
+    if all(os.path.exists(a) and os.path.exists(b) for a, b in studies):
+        summaries = der_results.summarize_at_equal_steps(
+            [
+                (der_study.study_config_from_dict(run_dir.read_json(a)), der_study.read_rows(b))
+                for a, b in studies
+            ]
+        )
     comparison = der_results.compare_tasks(*summaries)
     os.makedirs(out, exist_ok=True)
     text = der_results.compare_tasks_markdown(comparison)

@@ -239,7 +239,7 @@ def test_lap_joint_harder_only_where_the_peg_ends_higher_and_never_lower(tmp_pat
         dict(peg, steps_per_run=76800), dict(lap, steps_per_run=51200)
     )
     text = der_results.compare_tasks_markdown(sized)
-    assert 'steps per run: peg-in-hole 76,800, lap joint 51,200' in text
+    assert 'steps per run: peg-in-hole 76,800, lap joint 51,200 (the shorter' in text
 
     # The command line: --compare=PEG_DIR,LAP_DIR writes tasks.md and tasks.png.
     lap['configurations'][1] = configuration(True, 0.65, 0.5, 0.75, 9)
@@ -272,3 +272,45 @@ def test_lap_joint_harder_only_where_the_peg_ends_higher_and_never_lower(tmp_pat
         bad = host.run(*argv, f'--out={out}')
         assert bad.returncode != 0 and message in bad.stderr, bad.stderr[-500:]
         assert 'Traceback' not in bad.stderr
+
+
+def test_tasks_are_compared_over_the_steps_both_ran():
+    def rows(iterations, success):
+        return [
+            {
+                'structure': 'none',
+                'der': 'off',
+                'seed': seed,
+                'iteration': i,
+                'success_rate': success(i),
+                'mean_return': 0.0,
+                'zone_share': 0.0,
+                'q_mean': 0.0,
+            }
+            for seed in range(2)
+            for i in range(1, iterations + 1)
+        ]
+
+    def config(task, iterations):
+        return der_study.StudyConfig(
+            task=task,
+            structures=('none',),
+            der_modes=(False,),
+            num_seeds=2,
+            iterations=iterations,
+            steps_per_iteration=200,
+            threshold=0.5,
+        )
+
+    # The peg-in-hole ran 8 iterations and learned late; the lap joint ran 4.
+    peg, lap = der_results.summarize_at_equal_steps(
+        [
+            (config('peg_in_hole', 8), rows(8, lambda i: float(i > 4))),
+            (config('lap_joint', 4), rows(4, lambda i: 0.0)),
+        ]
+    )
+    assert peg['steps_per_run'] == lap['steps_per_run'] == 800
+    (none,) = peg['configurations']
+    assert none['final_success'] == 0.0 and none['iterations'] == 4
+    text = der_results.compare_tasks_markdown(der_results.compare_tasks(peg, lap))
+    assert '**not shown**' in text and 'Both over their first 800 environment steps' in text

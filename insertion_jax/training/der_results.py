@@ -17,8 +17,9 @@ reader of a finished study calls (`summarize(config, read_rows(path))`).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -198,6 +199,26 @@ def effects_markdown(summary: Dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def summarize_at_equal_steps(
+    studies: Sequence[Tuple['StudyConfig', List[Dict[str, Any]]]],
+) -> List[Dict[str, Any]]:
+    """`summarize` of each (config, results.csv rows) over the steps every study
+    has run: a study that ran fewer steps per run would otherwise look harder
+    only because it stopped earlier. Each summary's `steps_per_run` is the
+    common length."""
+    done = [
+        max((r['iteration'] for r in rows), default=0) * config.steps_per_iteration
+        for config, rows in studies
+    ]
+    common = min(done)
+    out = []
+    for config, rows in studies:
+        iterations = common // config.steps_per_iteration
+        kept = [r for r in rows if r['iteration'] <= iterations]
+        out.append(summarize(dataclasses.replace(config, iterations=iterations), kept))
+    return out
+
+
 def compare_tasks(peg: Dict[str, Any], lap: Dict[str, Any]) -> Dict[str, Any]:
     """The paper's 'the lap joint is harder than the peg-in-hole', decided from
     the two studies' summaries.
@@ -248,9 +269,12 @@ def compare_tasks_markdown(comparison: Dict[str, Any]) -> str:
         '',
     ]
     steps = comparison.get('steps_per_run') or {}
-    if steps.get('peg') and steps.get('lap'):
+    if steps.get('peg') and steps.get('lap') and steps['peg'] == steps['lap']:
+        lines += [f'Both over their first {steps["peg"]:,} environment steps per run.', '']
+    elif steps.get('peg') and steps.get('lap'):
         lines += [
-            f'Environment steps per run: peg-in-hole {steps["peg"]:,}, lap joint {steps["lap"]:,}.',
+            f'Environment steps per run: peg-in-hole {steps["peg"]:,}, lap joint '
+            f'{steps["lap"]:,} (the shorter run may look harder for that alone).',
             '',
         ]
     lines += [
