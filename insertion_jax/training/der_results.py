@@ -18,6 +18,7 @@ reader of a finished study calls (`summarize(config, read_rows(path))`).
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
@@ -292,7 +293,7 @@ def compare_tasks_markdown(comparison: Dict[str, Any]) -> str:
 def plot_task_comparison(comparison: Dict[str, Any], path: str) -> None:
     """Final success per configuration, the two tasks side by side, with bands."""
     rows = comparison['rows']
-    fig, ax = plots.plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4))
+    fig, ax = plots.plt.subplots(figsize=(max(6.0, 1.4 * len(rows) + 2), 4.5))
     x = np.arange(len(rows))
     for offset, task, colour in ((-0.2, 'peg', 'tab:blue'), (0.2, 'lap', 'tab:orange')):
         mean = np.array([100 * r[task]['final_success'] for r in rows])
@@ -302,13 +303,20 @@ def plot_task_comparison(comparison: Dict[str, Any], path: str) -> None:
         ax.errorbar(x + offset, mean, yerr=[mean - low, high - mean], fmt='none', ecolor='k')
     ax.set_xticks(x)
     ax.set_xticklabels(
-        [f'{STRUCTURE_TITLES[r["structure"]]}\nDER {"on" if r["der"] else "off"}' for r in rows],
+        [
+            f'{textwrap.fill(STRUCTURE_TITLES[r["structure"]], 14)}\n'
+            f'DER {"on" if r["der"] else "off"}'
+            for r in rows
+        ],
         fontsize=8,
     )
     ax.set_ylabel('final success (%)')
     ax.set_ylim(0, 105)
-    ax.set_title(f'Peg-in-hole against lap joint: {comparison["verdict"]} (95% bands)')
-    ax.legend()
+    steps = comparison.get('steps_per_run') or {}
+    equal = steps.get('peg') and steps.get('peg') == steps.get('lap')
+    at = f', {steps["peg"]:,} steps per run' if equal else ''
+    ax.set_title(f'Peg-in-hole against lap joint: {comparison["verdict"]} (95% bands{at})', pad=24)
+    ax.legend(loc='lower center', bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=8)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     plots.save_figure(fig, path)
