@@ -41,7 +41,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import tokenize
 import zipfile
+import zlib
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -135,6 +137,21 @@ def _fail(path: str, message: str, cause: Optional[BaseException] = None):
     raise DemoFormatError(' '.join(f'{path}: {message}'.split())) from cause
 
 
+# What reading a damaged .npz raises, layer by layer (measured on truncated
+# and bit-flipped files): the zip directory, the deflate stream, the file
+# itself, numpy's array header (parsed as a Python literal) and its data.
+_DAMAGED_ARCHIVE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    SyntaxError,
+    tokenize.TokenError,
+)
+
+
 def _read(path: str) -> Dict[str, np.ndarray]:
     """Every array of the archive at `path`, decompressed (DemoFormatError if unreadable).
 
@@ -149,12 +166,10 @@ def _read(path: str) -> Dict[str, np.ndarray]:
                 raw = archive.read(name)
                 key = name[: -len('.npy')] if name.endswith('.npy') else name
                 data[key] = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except Exception as e:
+    except _DAMAGED_ARCHIVE as e:
         # A damaged archive surfaces as whatever the layer that trips over it
-        # raises (measured on truncated and bit-flipped files: BadZipFile,
-        # zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-        # tokenize.TokenError from an array header), so every failure here is
-        # a format error: nothing but decoding runs inside.
+        # raises (measured on truncated and bit-flipped files); nothing but
+        # decoding runs inside, so each of these is a format error.
         kind = type(e).__name__
         if type(e).__module__ != 'builtins':
             kind = f'{type(e).__module__}.{kind}'
