@@ -37,11 +37,11 @@ def table(overrides=None, seeds=3, drop=()):
             if (connector, method) in drop:
                 continue
             rows.append(
-                pt.row_from_counts(
+                pt.row_from_rates(
                     connector,
                     method,
-                    exact,
-                    noisy,
+                    exact / EPISODES,
+                    noisy / EPISODES,
                     EPISODES,
                     1 if method == 'p_controller' else seeds,
                     STEPS_TO_HIGH.get(method) if connector == 'usb' else None,
@@ -127,4 +127,4 @@ def test_the_table_round_trips_through_csv_and_reads_as_markdown():
     assert '| P-controller | 100% [96, 100] | 100% | 60% [50, 69] | 60% | 1 | 100 |' in markdown
     assert '| RL + LfD, sparse (TD3) | 90% [83, 94] | – |' in markdown  # not in the paper on D-Sub
     with pytest.raises(ValueError, match="method='sac'"):
-        pt.row_from_counts('usb', 'sac', 1, 1, 10, 1)
+        pt.row_from_rates('usb', 'sac', 0.1, 0.1, 10, 1)

@@ -13,6 +13,10 @@ reader of a finished study calls (`summarize(config, read_rows(path))`).
   compare_tasks (+ markdown, plot) is the lap joint harder than the
                                  peg-in-hole?
   plot_study                     the paper's figure layout
+
+A `config` here is the study's `der_study.StudyConfig` (its task, threshold,
+configurations, iterations and steps per iteration are read); this module
+does not import `der_study`, which imports it.
 """
 
 from __future__ import annotations
@@ -20,14 +24,11 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from insertion_jax.training import plots, run_dir, stats
-
-if TYPE_CHECKING:
-    from insertion_jax.training.der_study import StudyConfig
 
 
 def nanmean(values, axis=None):
@@ -49,7 +50,7 @@ def curves(rows, structure: str, der_on: bool, key: str) -> Tuple[np.ndarray, np
     return np.asarray(iterations), values
 
 
-def summarize(config: StudyConfig, rows) -> Dict[str, Any]:
+def summarize(config: Any, rows) -> Dict[str, Any]:
     """Final success (mean over the last quarter of the iterations run so far)
     with its 95% band, the first iteration whose seed mean reaches the
     threshold, and the final return, zone share and critic's mean Q
@@ -201,7 +202,7 @@ def effects_markdown(summary: Dict[str, Any]) -> str:
 
 
 def summarize_at_equal_steps(
-    studies: Sequence[Tuple['StudyConfig', List[Dict[str, Any]]]],
+    studies: Sequence[Tuple[Any, List[Dict[str, Any]]]],
 ) -> List[Dict[str, Any]]:
     """`summarize` of each (config, results.csv rows) over the steps every study
     has run: a study that ran fewer steps per run would otherwise look harder
@@ -333,7 +334,7 @@ STRUCTURE_TITLES = {
 }
 
 
-def plot_study(config: StudyConfig, rows, path: str) -> None:
+def plot_study(config: Any, rows, path: str) -> None:
     """The paper's layout: a column per structure, success (top) and return
     (middle) per iteration, DER on and off, mean over seeds and 95% band; and
     below, the critic's mean Q against the largest return an episode can have

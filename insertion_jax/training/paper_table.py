@@ -135,29 +135,6 @@ class Row:
         return f'{100 * value:.0f}% [{100 * low:.0f}, {100 * high:.0f}]'
 
 
-def row_from_counts(
-    connector: str,
-    method: str,
-    exact_successes: int,
-    noisy_successes: int,
-    episodes: int,
-    seeds: int,
-    steps_to_high: Optional[int] = None,
-    steps: Optional[int] = None,
-) -> Row:
-    """A `Row` from success counts out of `episodes` per condition."""
-    return row_from_rates(
-        connector,
-        method,
-        exact_successes / episodes,
-        noisy_successes / episodes,
-        episodes,
-        seeds,
-        steps_to_high,
-        steps,
-    )
-
-
 def row_from_rates(
     connector: str,
     method: str,

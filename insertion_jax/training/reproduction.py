@@ -162,8 +162,14 @@ def p_controller_cell(
             'seed': seed,
         }
         run_dir.write_json(path, counts)
-    return paper_table.row_from_counts(
-        connector, 'p_controller', counts['exact'], counts['noisy'], counts['episodes'], 1
+    episodes = counts['episodes']
+    return paper_table.row_from_rates(
+        connector,
+        'p_controller',
+        counts['exact'] / episodes,
+        counts['noisy'] / episodes,
+        episodes,
+        1,
     )
 
 
@@ -223,22 +229,6 @@ def learned_cell(
     )
 
 
-def _cell_row(
-    connector: str,
-    method: str,
-    preset: Preset,
-    seeds: int,
-    seed: int,
-    out: str,
-    log: Callable[[str], None],
-    train: bool,
-) -> Optional[paper_table.Row]:
-    """The cell's row (`p_controller_cell` or `learned_cell`)."""
-    if method == 'p_controller':
-        return p_controller_cell(connector, preset, seeds, seed, out, train)
-    return learned_cell(connector, method, preset, seeds, seed, out, log, train)
-
-
 def run(
     preset: Preset,
     out: str,
@@ -267,9 +257,16 @@ def run(
             f'The paper reports none of connectors {", ".join(connectors)} x methods '
             f'{", ".join(methods)}; run them with cells=all.'
         )
+
+    def row_of(cell: Tuple[str, str], train: bool) -> Optional[paper_table.Row]:
+        connector, method = cell
+        if method == 'p_controller':
+            return p_controller_cell(connector, preset, seeds, seed, out, train)
+        return learned_cell(connector, method, preset, seeds, seed, out, log, train)
+
     # Finished cells are read back first, so the ETA counts only the cells
     # that run in this session.
-    finished = {cell: _cell_row(*cell, preset, seeds, seed, out, log, False) for cell in cells}
+    finished = {cell: row_of(cell, False) for cell in cells}
     pending = [cell for cell in cells if finished[cell] is None]
     rows, progress = [], run_dir.Progress(len(pending))
     for number, cell in enumerate(cells, 1):
@@ -279,7 +276,7 @@ def run(
             ran = pending.index(cell)
             eta = f', eta {progress.eta(ran)}' if ran else ''
             log(f'{head} ({progress.wall():.0f} s{eta})')
-            row = _cell_row(*cell, preset, seeds, seed, out, log, True)
+            row = row_of(cell, True)
             # Each cell compiles its own programs; a process that kept them
             # all would run out of memory mappings (runner.release_compiled_code).
             runner.release_compiled_code()
@@ -287,7 +284,7 @@ def run(
             log(f'{head}: finished, read back')
         rows.append(row)
         log(f'    exact {row.cell("exact")}, ±1 mm {row.cell("noisy")}')
-    rows = _with_other_finished_cells(rows, preset, seeds, seed, out, log)
+    rows = _with_other_finished_cells(rows, out, row_of, log)
     write_outputs(rows, out)
     log(
         f'\nWrote {out}/: table.csv, table.md, table.png, '
@@ -299,30 +296,28 @@ def run(
 
 def _with_other_finished_cells(
     rows: List[paper_table.Row],
-    preset: Preset,
-    seeds: int,
-    seed: int,
     out: str,
+    row_of: Callable[[Tuple[str, str], bool], Optional[paper_table.Row]],
     log: Callable[[str], None],
 ) -> List[paper_table.Row]:
     """`rows` and every other cell of `out` that has finished with the same
-    preset, seeds and first seed (read back, never trained), in the table's
-    order: running a part (say `connectors=['model_e']`) after the whole table
-    adds to its outputs instead of replacing them. A cell of another
-    configuration is left out, with a line in the log."""
+    preset, seeds and first seed (`row_of(cell, False)`: read back, never
+    trained), in the table's order: running a part (say
+    `connectors=['model_e']`) after the whole table adds to its outputs
+    instead of replacing them. A cell of another configuration is left out,
+    with a line in the log."""
     ran = {(r.connector, r.method) for r in rows}
     rows = list(rows)
-    for connector in paper_table.CONNECTORS:
-        for method in paper_table.METHODS:
-            if (connector, method) in ran or not os.path.isdir(_cell_dir(out, connector, method)):
-                continue
-            try:
-                row = _cell_row(connector, method, preset, seeds, seed, out, log, False)
-            except run_dir.ConfigMismatchError as e:
-                log(f'Left out of the table: {e}')
-                continue
-            if row is not None:
-                rows.append(row)
+    for cell in _all_pairs():
+        if cell in ran or not os.path.isdir(_cell_dir(out, *cell)):
+            continue
+        try:
+            row = row_of(cell, False)
+        except run_dir.ConfigMismatchError as e:
+            log(f'Left out of the table: {e}')
+            continue
+        if row is not None:
+            rows.append(row)
     order = {(c, m): i for i, (c, m) in enumerate(_all_pairs())}
     return sorted(rows, key=lambda r: order[(r.connector, r.method)])
 
