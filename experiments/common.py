@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import jax
-from absl import app
+from absl import app, flags
 from absl import logging as absl_logging
 
 from insertion_jax.envs import (
@@ -18,6 +18,7 @@ from insertion_jax.envs import (
     insertion,
     point_reach,
 )
+from insertion_jax.training import distributed
 
 CONNECTORS = tuple(connectors.task_names())
 ASSEMBLY = tuple(assembly_scene.TASKS)
@@ -96,3 +97,41 @@ def enable_compilation_cache() -> None:
     )
     jax.config.update('jax_compilation_cache_dir', cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
+# ------------------------------------------------------------ many hosts
+def define_process_flags() -> None:
+    """--coordinator_address, --num_processes, --process_id: the training
+    entry points' multi-host flags (`join_processes` reads them)."""
+    flags.DEFINE_string(
+        'coordinator_address',
+        None,
+        'host:port of process 0, to run one job over several processes/hosts '
+        '(jax.distributed.initialize; found by itself under Slurm and on TPU pods).',
+    )
+    flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process job.', lower_bound=1)
+    flags.DEFINE_integer(
+        'process_id', None, "This process's index in [0, num_processes).", lower_bound=0
+    )
+
+
+def join_processes() -> None:
+    """Joins the multi-process job the flags (or the cluster) describe; call
+    at the start of `main`, before any JAX computation. app.UsageError (one
+    line) for inconsistent flags or a coordinator that cannot be reached."""
+    values = {
+        name: flags.FLAGS[name].value
+        for name in ('coordinator_address', 'num_processes', 'process_id')
+    }
+    given = {k: v for k, v in values.items() if v is not None}
+    if given and len(given) < 3 and not distributed.cluster_detected():
+        missing = sorted(set(values) - set(given))
+        raise app.UsageError(
+            f'{", ".join("--" + k for k in sorted(given))} given without '
+            f'{", ".join("--" + k for k in missing)}: a multi-process job outside Slurm or a '
+            'TPU pod needs all three.'
+        )
+    try:
+        distributed.initialize(**values)
+    except (ValueError, RuntimeError) as e:
+        raise app.UsageError(f'cannot join the multi-process job ({values}): {e}') from e

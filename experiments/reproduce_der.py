@@ -9,7 +9,9 @@ program, and writes results.csv, der_study.png (the paper's figure layout),
 summary.md/json, effects.md and checkpoints/ into --out; the same command
 resumes a stopped study. `--preset` sizes the study (`der_study.preset`: cpu,
 the paper's experiment scaled to 90 minutes on a 2-core CPU; paper, the
-appendix's sizes for a GPU); any size flag given goes on top of it.
+appendix's sizes for a GPU); any size flag given goes on top of it. The
+runs (configurations x seeds) lie over every device; --coordinator_address,
+--num_processes and --process_id run the study over several processes or hosts.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ _COMPARE = flags.DEFINE_list(
     'PEG_DIR,LAP_DIR: instead of training, compare two finished studies (peg-in-hole, lap '
     'joint) and write tasks.md and tasks.png into --out.',
 )
+common.define_process_flags()
 _YAW = flags.DEFINE_list(
     'yaw_range_deg', None, "Start yaw low,high, degrees: a scaled task (default: the paper's)."
 )
@@ -82,6 +85,7 @@ def main(argv):
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     if _COMPARE.value is not None:
         return compare(_COMPARE.value, _OUT.value or 'runs/der_tasks')
+    common.join_processes()
     modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[_DER.value]
     try:
         hidden = tuple(int(h) for h in _HIDDEN.value) if _HIDDEN.value else None

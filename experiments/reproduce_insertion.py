@@ -21,7 +21,9 @@ not shown or not run, with the numbers that decide it).
 Presets: toy (the test suite's, seconds), cpu (those 19 cells on a 2-core
 CPU in about 1 h 45 min; BUILD_NOTES says what it scales down), paper (a
 GPU). A finished cell that differs only in its
-length (fewer steps) is extended, not read back.
+length (fewer steps) is extended, not read back. Each cell's seeds lie over
+every device; --coordinator_address, --num_processes and --process_id run the
+table over several processes or hosts (README, "Scaling out").
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from insertion_jax.training import paper_table, reproduction
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(reproduction.PRESETS), 'Run sizes.')
 _OUT = flags.DEFINE_string('out', 'runs/reproduce_insertion', 'Output directory.')
+common.define_process_flags()
 _CONNECTORS = flags.DEFINE_list(
     'connectors', list(paper_table.CONNECTORS), 'Connectors (rows of the table).'
 )
@@ -63,6 +66,7 @@ def _choices(flag: str, values, allowed) -> tuple:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    common.join_processes()
     connectors = _choices('connectors', _CONNECTORS.value, paper_table.CONNECTORS)
     methods = _choices('methods', _METHODS.value, paper_table.METHODS)
     common.enable_compilation_cache()

@@ -17,10 +17,19 @@ for any algo: uniform, prioritized, or der (Dynamic Experience Replay:
 paper's loop settings (`training.config.ALGO_PRESETS`: 3-step returns, batch
 512, running observation filter, DER replay) and its agent settings
 (`ddpg.ApeXDDPGConfig`). Writes config.json, metrics.jsonl,
-learning_curve.png, summary.json, summary.md, policy/ and checkpoints/ into
---out; the same command resumes a stopped run from its last checkpoint, and
-with a larger --total_steps (or another --eval_every) continues a run, finished
-or not.
+learning_curve.png, summary.json, summary.md, policy/, checkpoints/ (the last
+--keep) and tensorboard/ (unless --notensorboard) into --out; the same command
+resumes a stopped run (even one killed with SIGKILL) from its last checkpoint,
+and with a larger --total_steps (or another --eval_every) continues a run,
+finished or not.
+
+The seeds lie over every local device (one compiled program; the run prints
+the layout). Over several processes or hosts, start the same command in each
+with --coordinator_address=HOST:PORT --num_processes=N --process_id=I (under
+Slurm or on a TPU pod, JAX finds them by itself):
+
+  python -m experiments.train --num_seeds=8 --coordinator_address=node0:1234 \
+      --num_processes=2 --process_id=0 --out=runs/usb_8seeds   # and process_id=1
 `experiments.evaluate --policy=DIR` evaluates the result again.
 """
 
@@ -38,7 +47,7 @@ from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import der, prioritized
 from insertion_jax.replay import registry as replay_registry
 from insertion_jax.training import config as config_lib
-from insertion_jax.training import demonstrations, runner
+from insertion_jax.training import demonstrations, distributed, runner
 
 _TASK = flags.DEFINE_enum('task', 'usb', list(common.TASKS), 'Task.')
 _ALGO = flags.DEFINE_enum('algo', 'sac', list(agent_registry.ALGOS), 'Agent.')
@@ -138,6 +147,11 @@ _STRUCTURE = flags.DEFINE_enum(
 )
 _DER_ON = flags.DEFINE_bool('der', True, 'Refresh the demonstration zones (replay=der).')
 _NUM_BUFFERS = flags.DEFINE_integer('num_buffers', 6, 'DER buffers.', lower_bound=1)
+_KEEP = flags.DEFINE_integer('keep', 2, 'Checkpoints kept (the newest).', lower_bound=1)
+_TENSORBOARD = flags.DEFINE_bool(
+    'tensorboard', True, 'Also write TensorBoard event files into --out/tensorboard.'
+)
+common.define_process_flags()
 
 # Flags an algo's preset may fill when they are left unset (`ALGO_PRESETS`).
 _PRESETTABLE = (_BATCH, _N_STEP, _OBS_NORMALIZER, _REPLAY)
@@ -234,11 +248,22 @@ def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    common.join_processes()  # before anything starts JAX's backend (building configs does)
     train_config, run_config = build_configs()
     common.enable_compilation_cache()
     try:
-        runner.train(train_config, run_config, _OUT.value)
-    except (runner.ConfigMismatchError, demonstrations.DemonstratorError) as e:
+        runner.train(
+            train_config,
+            run_config,
+            _OUT.value,
+            keep=_KEEP.value,
+            tensorboard=_TENSORBOARD.value,
+        )
+    except (
+        runner.ConfigMismatchError,
+        demonstrations.DemonstratorError,
+        distributed.LayoutError,
+    ) as e:
         raise app.UsageError(str(e)) from e
 
 

@@ -68,6 +68,21 @@ TOY = config.TrainConfig(
 TOY_RUN = runner.RunConfig(
     total_steps=3 * 2 * 20, num_seeds=1, eval_every=40, eval_episodes=3, iterations_per_call=2
 )
+# The experiments.train flags that build exactly TOY and TOY_RUN.
+TOY_FLAGS = (
+    '--task=point_reach',
+    '--total_steps=120',
+    '--num_envs=4',
+    '--unroll_length=5',
+    '--num_seeds=1',
+    '--hidden=16,16',
+    '--batch_size=16',
+    '--buffer_capacity=400',
+    '--learning_starts=40',
+    '--eval_every=40',
+    '--eval_episodes=3',
+    '--iterations_per_call=2',
+)
 
 
 # How `make test` spreads the files over its two workers (pytest-xdist,

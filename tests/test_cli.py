@@ -14,7 +14,7 @@ from insertion_jax.envs import warp_camera
 from insertion_jax.replay import der
 from insertion_jax.training import run_dir, runner
 from tests import cli
-from tests.conftest import TOY, TOY_RUN
+from tests.conftest import TOY, TOY_FLAGS, TOY_RUN
 
 
 # The tests reading the SMALL run come first: the run compiles the USB
@@ -164,23 +164,9 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
     worker); the Ape-X DDPG and DER presets are checked above and learned in
     test_agents_learn."""
     out = str(tmp_path / 'reach')
-    trained = cli.call_main(
-        'experiments.train',
-        '--task=point_reach',
-        '--total_steps=120',
-        '--num_envs=4',
-        '--unroll_length=5',
-        '--num_seeds=1',
-        '--hidden=16,16',
-        '--batch_size=16',
-        '--buffer_capacity=400',
-        '--learning_starts=40',
-        '--eval_every=40',
-        '--eval_episodes=3',
-        '--iterations_per_call=2',
-        f'--out={out}',
-    )
+    trained = cli.call_main('experiments.train', *TOY_FLAGS, '--notensorboard', f'--out={out}')
     assert trained.returncode == 0, trained.stderr[-3000:]
+    assert not os.path.exists(os.path.join(out, 'tensorboard'))  # --tensorboard=false
     summary = json.loads(open(os.path.join(out, 'summary.json')).read())
     assert summary['conditions'] == ['random']
     # No --mode: point_reach has a P-controller, so residual is the default there.

@@ -1,6 +1,8 @@
 """Saving and restoring training runs with orbax.
 
-A run directory holds `checkpoints/<env_steps>/` with two items:
+A run directory holds `checkpoints/<env_steps>/` with two items (the newest
+`keep` steps are kept; each is written to a temporary directory and renamed
+when complete, so a process killed mid-save leaves the previous one intact):
   * 'state': the whole vmapped `TrainState` (parameters, optimizer states,
     replay buffers, environments, RNG, counters): resuming continues exactly
     where the run stopped;
@@ -16,7 +18,6 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 CHECKPOINTS = 'checkpoints'
@@ -30,9 +31,9 @@ def _abstract(tree: Any) -> Any:
 # Orbax refuses zero-size arrays, and MJX's Data has some (e.g. `act` for a
 # model without actuator activations, the contact fields of a state at rest).
 # The state is saved as a flat dict of its non-empty leaves and rebuilt from
-# the structure of a like-shaped state, its zero-size leaves placed as the
-# like state's are: an uncommitted one would make jit compile another program
-# for the restored state than for the fresh one.
+# the structure of a like-shaped state, whose zero-size leaves (no data) are
+# taken as they are: placed as the like state's, so that jit runs the
+# restored state in the program it compiled for the fresh one.
 def _pack(tree: Any) -> Dict[str, Any]:
     leaves = jax.tree.leaves(tree)
     return {f'{i:05d}': leaf for i, leaf in enumerate(leaves) if leaf.size}
@@ -40,19 +41,18 @@ def _pack(tree: Any) -> Dict[str, Any]:
 
 def _unpack(packed: Dict[str, Any], like: Any) -> Any:
     leaves, treedef = jax.tree.flatten(like)
-    restored = [
-        packed[f'{i:05d}']
-        if leaf.size
-        else jax.device_put(jnp.zeros(leaf.shape, leaf.dtype), getattr(leaf, 'sharding', None))
-        for i, leaf in enumerate(leaves)
-    ]
+    restored = [packed[f'{i:05d}'] if leaf.size else leaf for i, leaf in enumerate(leaves)]
     return jax.tree.unflatten(treedef, restored)
 
 
 def checkpoint_manager(run_dir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     """Synchronous manager of `run_dir/checkpoints`, keeping the newest `max_to_keep`."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
+        max_to_keep=max_to_keep,
+        enable_async_checkpointing=False,
+        create=True,
+        # a save killed midway leaves a temporary directory: removed at the next start
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(run_dir, CHECKPOINTS)),

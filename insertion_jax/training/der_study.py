@@ -57,7 +57,7 @@ from insertion_jax.envs import assembly, assembly_scene, point_reach
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der
-from insertion_jax.training import demonstrations, loop, run_dir
+from insertion_jax.training import demonstrations, distributed, loop, run_dir
 from insertion_jax.training.config import ALGO_PRESETS, TrainConfig
 from insertion_jax.training.der_results import (
     effects_markdown,
@@ -408,13 +408,14 @@ def load_demonstrations(config: StudyConfig, out_dir: str, demos_path: Optional[
     demos, info = demonstrations.record(
         env, config.num_demos, jax.random.PRNGKey(config.seed), batch=8
     )
-    demos_lib.save(
-        path,
-        demos,
-        config.task,
-        env_registry.config_to_dict(env.config),
-        np.ones(demos.count, bool),
-    )
+    if distributed.is_writer():  # every process records the same ones (same seed)
+        demos_lib.save(
+            path,
+            demos,
+            config.task,
+            env_registry.config_to_dict(env.config),
+            np.ones(demos.count, bool),
+        )
     log(
         f'  wrote {path} (demonstrator success {100 * info["demonstrator_success_rate"]:.0f}%, '
         f'mean length {info["mean_length"]:.0f} steps)'
@@ -434,12 +435,15 @@ def run_study(
     `max_new_iterations` stops after that many iterations of this call (a
     time-boxed session); the next call resumes from the checkpoint.
     """
+    writer = distributed.is_writer()  # process 0 of a multi-process study writes and logs
+    log = distributed.writer_log(log)
     out = run_dir.RunDir(
         out_dir,
         dataclasses.asdict(config),
         'study.json',
         # a study from before a new setting resumes where its default is what it ran
         read_back=lambda stored: dataclasses.asdict(study_config_from_dict(stored)),
+        writer=writer,
     )
     demos = load_demonstrations(config, out_dir, demos_path, log)
     runs = len(config.configurations) * config.num_seeds
@@ -447,9 +451,11 @@ def run_study(
         f'Compiling {config.task}: {len(config.configurations)} configurations x '
         f'{config.num_seeds} seeds = {runs} runs of {config.num_envs} environments...'
     )
-    state = _initial_state(config, demos)
+    layout = distributed.make_layout(runs, config.num_envs)
+    log(layout.describe())
+    state = layout.put(_initial_state(config, demos))
     components = loop.make_components(config.train_config())
-    train_fn = loop.make_train_fn(components, config.loop_iterations)
+    train_fn = loop.make_train_fn(components, config.loop_iterations, layout)
     records = out.records('results.csv', CSV_FIELDS)
     state, done, wall_before = out.resume(state, records, log)
     last = config.iterations
@@ -458,7 +464,7 @@ def run_study(
     progress = run_dir.Progress(last, done, wall_before)
     for iteration in range(done + 1, last + 1):
         state, metrics = train_fn(state)
-        metrics = jax.device_get(metrics)
+        metrics = distributed.to_host(metrics)
         wall = progress.wall()
         rows = _iteration_rows(config, metrics, iteration, wall)
         records.append(rows)
@@ -474,9 +480,11 @@ def run_study(
         )
     rows = read_rows(records.path)
     summary = summarize(config, rows)
+    summary.update(num_devices=layout.num_devices, num_processes=jax.process_count())
     out.write_summary(summary, summary_markdown(summary))
-    run_dir.write_text(out.file('effects.md'), effects_markdown(summary))
-    plot_study(config, rows, out.file('der_study.png'))
+    if writer:
+        run_dir.write_text(out.file('effects.md'), effects_markdown(summary))
+        plot_study(config, rows, out.file('der_study.png'))
     log('\n' + summary_markdown(summary))
     log(
         f'\nWrote {out_dir}/: results.csv, der_study.png, summary.md, summary.json, '

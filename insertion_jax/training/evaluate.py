@@ -28,7 +28,7 @@ from flax import struct
 from insertion_jax.envs import base as env_base
 from insertion_jax.envs import controllers, insertion
 from insertion_jax.envs import registry as env_registry
-from insertion_jax.training import acting, loop
+from insertion_jax.training import acting, distributed, loop
 
 Policy = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -334,12 +334,13 @@ class Evaluator:
         self.conditions = tuple(conditions)
         self._policy = trained_policy(components)
         key_env, key_goal = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
-        self.key = key_env
         self.reset_args = {}
         if has_goal_noise(self.env):
             unit = goal_offsets_mm(key_goal, episodes, 1.0)
             offsets = [unit * (noise or 0.0) for noise in conditions.values()]
             self.reset_args = {'goal_offset_mm': jnp.concatenate(offsets)}
+        # host values: the same global value on every process of a multi-process run
+        self.key, self.reset_args = jax.device_get((key_env, self.reset_args))
         self.total = episodes * len(self.conditions)
 
     def _per_condition(self, values: np.ndarray) -> Dict[str, np.ndarray]:
@@ -351,7 +352,7 @@ class Evaluator:
         """Per seed, for each condition c: success rate {c: (S,)} and mean final
         distance {'distance_<c>_mm': (S,)} (NaN where the task reports none)."""
         run = _seed_rollout(self.env, self._policy, self.total)
-        out = jax.device_get(run(params, self.key, self.reset_args))
+        out = distributed.to_host(run(params, self.key, self.reset_args))
         distance = self._per_condition(out.final_distance_mm)
         return {
             **self._per_condition(out.success),

@@ -40,7 +40,7 @@ from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import base as env_base
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import base as replay_base
-from insertion_jax.training import acting
+from insertion_jax.training import acting, distributed
 from insertion_jax.training import normalizer as obs_norm
 from insertion_jax.training.config import TrainConfig
 from insertion_jax.training.demonstrations import Demonstrations
@@ -320,15 +320,30 @@ def run_iterations(
 
 
 @functools.lru_cache(maxsize=16)
-def make_train_fn(components: Components, num_iterations: int):
+def make_train_fn(
+    components: Components, num_iterations: int, layout: Optional[distributed.Layout] = None
+):
     """The compiled train function: jitted `state -> (state, metrics)` running
     `num_iterations` iterations of every seed (leading seed axis on state and
     metrics: metrics (S, n, ...)).
 
-    The state is donated: the replay buffers update in place.
+    The state is donated: the replay buffers update in place. With a
+    `layout` the state and metrics stay laid out over its devices
+    (`distributed.Layout.state_shardings`), call after call, in one program.
     """
-    fn = functools.partial(run_iterations, components, num_iterations=num_iterations)
-    return jax.jit(jax.vmap(fn), donate_argnums=0)
+    fn = jax.vmap(functools.partial(run_iterations, components, num_iterations=num_iterations))
+    if layout is None:
+        return jax.jit(fn, donate_argnums=0)
+
+    def laid_out(state):
+        state, metrics = fn(_constrain(layout, state))
+        return _constrain(layout, state), jax.lax.with_sharding_constraint(metrics, layout.seeds)
+
+    return jax.jit(laid_out, donate_argnums=0)
+
+
+def _constrain(layout: distributed.Layout, state: TrainState) -> TrainState:
+    return jax.lax.with_sharding_constraint(state, layout.state_shardings(state))
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -338,12 +353,18 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
 
 
 def init_states(
-    components: Components, seed: int, num_seeds: int, demos: Optional[Demonstrations] = None
+    components: Components,
+    seed: int,
+    num_seeds: int,
+    demos: Optional[Demonstrations] = None,
+    layout: Optional[distributed.Layout] = None,
 ) -> TrainState:
     """Initial states of `num_seeds` seeds stacked on a leading axis.
 
     `demos` (in the run's action space, `demonstrations.for_mode`) are required
     when the run's replay takes demonstrations, and shared by every seed.
+    With a `layout` each device initializes only its own seeds (a
+    multi-process run included): nothing passes through the host.
     """
     if components.replay.takes_demonstrations and demos is None:
         raise ValueError(
@@ -352,7 +373,10 @@ def init_states(
         )
     if not components.replay.takes_demonstrations:
         demos = None
-    return committed(_init_fn(components)(seed_keys(seed, num_seeds), demos))
+    # Host values: a multi-process jit takes numpy arguments as the same
+    # global value on every process.
+    keys, demos = jax.device_get((seed_keys(seed, num_seeds), demos))
+    return committed(_init_fn(components, layout)(keys, demos))
 
 
 def committed(tree: Any) -> Any:
@@ -368,5 +392,8 @@ def committed(tree: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _init_fn(components: Components):
-    return jax.jit(jax.vmap(functools.partial(init_state, components), in_axes=(0, None)))
+def _init_fn(components: Components, layout: Optional[distributed.Layout] = None):
+    init = jax.vmap(functools.partial(init_state, components), in_axes=(0, None))
+    if layout is None:
+        return jax.jit(init)
+    return jax.jit(lambda keys, demos: _constrain(layout, init(keys, demos)))

@@ -37,7 +37,7 @@ import numpy as np
 
 from insertion_jax.agents import registry as agent_registry
 from insertion_jax.envs import insertion
-from insertion_jax.training import evaluate, loop, paper_table, plots, run_dir, runner
+from insertion_jax.training import distributed, evaluate, loop, paper_table, plots, run_dir, runner
 from insertion_jax.training.config import IMAGE_PRESETS, TrainConfig
 from insertion_jax.training.plots import plt
 
@@ -161,7 +161,8 @@ def p_controller_cell(
             'episodes': episodes,
             'seed': seed,
         }
-        run_dir.write_json(path, counts)
+        if distributed.is_writer():
+            run_dir.write_json(path, counts)
     episodes = counts['episodes']
     return paper_table.row_from_rates(
         connector,
@@ -245,6 +246,8 @@ def run(
     paper's table reports it or an effect needs it (`paper_table.CELLS`: 19
     of the 27 pairs)."""
     seeds = seeds or preset.seeds
+    writer = distributed.is_writer()  # process 0 of a multi-process run writes and logs
+    log = distributed.writer_log(log)
     cells = [
         (c, m)
         for c, m in _all_pairs()
@@ -285,7 +288,8 @@ def run(
         rows.append(row)
         log(f'    exact {row.cell("exact")}, ±1 mm {row.cell("noisy")}')
     rows = _with_other_finished_cells(rows, out, row_of, log)
-    write_outputs(rows, out)
+    if writer:
+        write_outputs(rows, out)
     log(
         f'\nWrote {out}/: table.csv, table.md, table.png, '
         f'{", ".join(f"curves_{c}.png" for c in dict.fromkeys(r.connector for r in rows))}, '

@@ -137,12 +137,13 @@ class Records:
     of iterations up to `iteration` (rewritten atomically).
     """
 
-    def __init__(self, path: str, fields: Optional[Sequence[str]] = None):
+    def __init__(self, path: str, fields: Optional[Sequence[str]] = None, writable: bool = True):
         self.path = path
         self.csv = path.endswith('.csv')
         if self.csv and not fields:
             raise ValueError(f'{path}: a CSV record file needs its fields.')
         self.fields = tuple(fields or ())
+        self.writable = writable  # False: appending, cutting and removing do nothing
 
     def _format(self, rows: Iterable[Mapping[str, Any]], header: bool) -> str:
         if not self.csv:
@@ -155,6 +156,8 @@ class Records:
         return buffer.getvalue()
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not self.writable:
+            return
         new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
         self._drop_torn_tail()
         with open(self.path, 'a') as f:
@@ -192,11 +195,13 @@ class Records:
         return rows
 
     def truncate_after(self, iteration: int) -> None:
+        if not self.writable:
+            return
         rows = [r for r in self.read() if int(r.get('iteration', 0)) <= iteration]
         write_text(self.path, self._format(rows, header=True))
 
     def remove(self) -> None:
-        if os.path.exists(self.path):
+        if self.writable and os.path.exists(self.path):
             os.remove(self.path)
 
 
@@ -257,6 +262,9 @@ class RunDir:
         fields added since it was written with their defaults, so a run
         from before a new setting resumes when the setting's default is
         what it ran with.
+      writer: whether this process writes the directory's files (process 0
+        of a multi-process run; the others check the configuration, read,
+        and take part in the checkpoints, which orbax writes together).
     """
 
     def __init__(
@@ -267,15 +275,18 @@ class RunDir:
         keep: int = 2,
         extendable: Sequence[str] = (),
         read_back: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+        writer: bool = True,
     ):
-        self.path = path
+        if keep < 1:
+            raise ValueError(f'keep={keep}: at least the newest checkpoint must be kept (>= 1).')
+        self.path, self.writer = path, writer
         os.makedirs(path, exist_ok=True)
         config_path = os.path.join(path, config_name)
         config = json.loads(dumps(config))
         self.changed: Dict[str, Tuple[Any, Any]] = {}
         if os.path.exists(config_path):
             self.changed = check_config(config_path, config, extendable, read_back)
-        else:
+        elif writer:
             write_json(config_path, config)
         self._config_path, self._config = config_path, config
         self._manager = checkpoint.checkpoint_manager(path, max_to_keep=keep)
@@ -284,7 +295,7 @@ class RunDir:
         return os.path.join(self.path, name)
 
     def records(self, name: str, fields: Optional[Sequence[str]] = None) -> Records:
-        return Records(self.file(name), fields)
+        return Records(self.file(name), fields, writable=self.writer)
 
     def restore(self, like_state: Any) -> Optional[Tuple[Any, Dict[str, Any]]]:
         """(state, progress) of the newest checkpoint, or None for a fresh run."""
@@ -314,7 +325,7 @@ class RunDir:
 
     def accept_changes(self) -> None:
         """Writes the configuration with the `extendable` changes the caller accepted."""
-        if self.changed:
+        if self.changed and self.writer:
             write_json(self._config_path, self._config)
 
     def cached_json(self, name: str, compute: Callable[[], Any]) -> Any:
@@ -325,9 +336,12 @@ class RunDir:
         if os.path.exists(path):
             return read_json(path)
         value = json.loads(dumps(compute()))
-        write_json(path, value)
+        if self.writer:
+            write_json(path, value)
         return value
 
     def write_summary(self, summary: Dict[str, Any], markdown: str) -> None:
+        if not self.writer:
+            return
         write_json(self.file('summary.json'), summary)
         write_text(self.file('summary.md'), markdown + '\n')

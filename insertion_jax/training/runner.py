@@ -12,8 +12,12 @@ and writes into `out_dir` (through `run_dir.RunDir`):
   learning_curve.png  success vs environment steps, mean and 95% band
   summary.json / summary.md   final success per seed and their mean, with the
                       hand-designed controller measured on the same episodes
-  checkpoints/        the full training state, for resuming
+  checkpoints/        the full training state at each evaluation, for resuming
+                      (the newest `keep`)
   policy/             the final policy parameters (see `load_run`)
+  tensorboard/        TensorBoard event files (`training.tensorboard`)
+The seeds lie over every device of every process (`distributed`); the
+summary records `num_devices` and `num_processes`.
 A run stopped at any point resumes from its newest checkpoint when started
 again with the same configuration and `out_dir`; started with a larger
 `total_steps`, a run (finished or not) continues from there to the new end.
@@ -33,8 +37,17 @@ import numpy as np
 
 from insertion_jax import checks
 from insertion_jax.replay import registry as replay_registry
-from insertion_jax.training import checkpoint, demonstrations, evaluate, loop, plots, run_dir
+from insertion_jax.training import (
+    checkpoint,
+    demonstrations,
+    distributed,
+    evaluate,
+    loop,
+    plots,
+    run_dir,
+)
 from insertion_jax.training import config as config_lib
+from insertion_jax.training import tensorboard as tensorboard_lib
 from insertion_jax.training.config import TrainConfig
 
 ConfigMismatchError = run_dir.ConfigMismatchError
@@ -170,14 +183,28 @@ def train(
     run_config: RunConfig,
     out_dir: str,
     log: Callable[[str], None] = print,
+    keep: int = 2,
+    tensorboard: bool = True,
+    devices: Optional[Sequence[jax.Device]] = None,
 ) -> Dict[str, Any]:
-    """Trains, evaluates and saves a run; returns the summary (see module docstring)."""
+    """Trains, evaluates and saves a run; returns the summary (see module docstring).
+
+    `keep`: checkpoints kept (the newest). `tensorboard`: also write
+    TensorBoard event files (`training.tensorboard`). `devices`: where the
+    seeds go (`distributed.make_layout`; default every device of every
+    process). In a multi-process run every process calls `train` with the
+    same arguments; process 0 writes the files and logs.
+    """
+    writer = distributed.is_writer()
+    log = distributed.writer_log(log)
     out = run_dir.RunDir(
         out_dir,
         config_dict(train_config, run_config),
         'config.json',
+        keep=keep,
         extendable=EXTENDABLE,
         read_back=read_back,
+        writer=writer,
     )
     iterations_per_call = run_config.iterations_per_call
     steps_per_call = train_config.env_steps_per_iteration * iterations_per_call
@@ -189,9 +216,11 @@ def train(
         f'Compiling {train_config.env.task} ({train_config.mode} {train_config.algo}, '
         f'{num_seeds} seed(s) x {train_config.num_envs} envs)...'
     )
+    layout = distributed.make_layout(num_seeds, train_config.num_envs, devices)
+    log(layout.describe())
     components = loop.make_components(train_config)
     demos = make_demonstrations(components, run_config.seed, log)
-    state = loop.init_states(components, run_config.seed, num_seeds, demos)
+    state = loop.init_states(components, run_config.seed, num_seeds, demos, layout)
     log(replay_memory_line(components, state.buffer, num_seeds))
     records = out.records('metrics.jsonl')
     state, iterations_done, wall_before = out.resume(state, records, log)
@@ -207,7 +236,7 @@ def train(
     for key, (was, now) in out.changed.items():
         log(f'  {key.split(".")[-1]}: {was} -> {now} (the run continues)')
 
-    train_fn = loop.make_train_fn(components, iterations_per_call)
+    train_fn = loop.make_train_fn(components, iterations_per_call, layout)
     conditions = evaluate.conditions_for(components.env, run_config.eval_noise_mm)
     evaluator = evaluate.Evaluator(
         components, run_config.eval_episodes, run_config.seed, conditions
@@ -215,17 +244,22 @@ def train(
     reference = out.cached_json('reference.json', evaluator.reference)
     progress = run_dir.Progress(num_calls, calls_done, wall_before)
     last_eval: Optional[Dict[str, np.ndarray]] = None
+    # A resumed session replaces what the last one logged after its checkpoint.
+    board = tensorboard_lib.Board(out_dir, tensorboard and writer, purge_step=steps_done + 1)
 
     for call in range(calls_done, num_calls):
         state, metrics = train_fn(state)
-        metrics = jax.device_get(metrics)  # (S, n, ...)
+        metrics = distributed.to_host(metrics)  # (S, n, ...)
         evaluation = None
         if (call + 1) % calls_per_eval == 0 or call + 1 == num_calls:
             evaluation = evaluator(loop.policy_params(components, state))
             last_eval = evaluation
         wall = progress.wall()
-        records.append(_records(metrics, call, run_config, train_config, wall, evaluation))
+        rows = _records(metrics, call, run_config, train_config, wall, evaluation)
+        records.append(rows)
+        board.records(rows)
         if evaluation is not None:
+            board.flush()  # the event files hold what the checkpoint holds
             out.save(
                 (call + 1) * steps_per_call,
                 state,
@@ -254,24 +288,28 @@ def train(
         num_calls * steps_per_call,
         progress.wall(),
     )
+    summary.update(num_devices=layout.num_devices, num_processes=jax.process_count())
     table = plots.summary_markdown(summary)
     out.write_summary(summary, table)
-    title = (
-        f'{train_config.env.task}: {train_config.mode} {train_config.algo.upper()}, '
-        f'{getattr(train_config.env, "reward", "task")} reward'
-    )
-    plots.plot_learning_curve(
-        records.read(),
-        out.file('learning_curve.png'),
-        num_seeds,
-        title,
-        reference,
-        run_config.eval_noise_mm,
-    )
+    if writer:
+        title = (
+            f'{train_config.env.task}: {train_config.mode} {train_config.algo.upper()}, '
+            f'{getattr(train_config.env, "reward", "task")} reward'
+        )
+        plots.plot_learning_curve(
+            records.read(),
+            out.file('learning_curve.png'),
+            num_seeds,
+            title,
+            reference,
+            run_config.eval_noise_mm,
+        )
+    board.image('learning_curve', out.file('learning_curve.png'), num_calls * steps_per_call)
+    board.close()
     log('\n' + table)
     log(
         f'\nWrote {out_dir}/: config.json, metrics.jsonl, learning_curve.png, summary.json, '
-        'summary.md, policy/, checkpoints/'
+        'summary.md, policy/, checkpoints/' + (', tensorboard/' if tensorboard else '')
     )
     return summary
 

@@ -1,0 +1,199 @@
+"""One job, three ways of running it: the same numbers on 1 device and on 4,
+in 1 process and in 2 (2 x 2 devices, over loopback), uninterrupted and
+killed with SIGKILL midway then resumed; and its TensorBoard event files.
+
+The reference is conftest's TOY run with 4 seeds, trained in this process on
+one device; the others are real `python -m experiments.train` processes with
+forced CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count`).
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from insertion_jax.training import checkpoint, runner, tensorboard
+from tests.cli import ROOT
+from tests.conftest import TOY, TOY_FLAGS, TOY_RUN
+
+SEEDS = 4
+RUN4 = dataclasses.replace(TOY_RUN, num_seeds=SEEDS)
+FLAGS4 = [f for f in TOY_FLAGS if not f.startswith('--num_seeds')] + [f'--num_seeds={SEEDS}']
+ITERATION_STEPS = TOY.env_steps_per_iteration  # 20
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    """The 4-seed TOY run, uninterrupted, on this process's one device."""
+    out = str(tmp_path_factory.mktemp('scale') / 'reference')
+    runner.train(TOY, RUN4, out, log=lambda line: None)
+    return out
+
+
+def train(out, *extra, devices=1):
+    """`python -m experiments.train` of the 4-seed TOY run in a process with `devices` CPUs."""
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    return subprocess.Popen(
+        [sys.executable, '-m', 'experiments.train', *FLAGS4, f'--out={out}', *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process, timeout=300):
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-3000:]
+    return out
+
+
+def rows(out):
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        return [{k: v for k, v in json.loads(line).items() if k != 'wall_clock_s'} for line in f]
+
+
+def assert_same_run(out, reference):
+    """The same configuration, and every metric of every iteration and seed
+    equal to float32 rounding (reductions may run in another order)."""
+    assert runner.read_config(os.path.join(out, 'config.json')) == (TOY, RUN4)
+    got, want = rows(out), rows(reference)
+    assert [(r['iteration'], r['seed']) for r in got] == [(r['iteration'], r['seed']) for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for key in w:
+            if w[key] is None or isinstance(w[key], bool):
+                assert g[key] == w[key], (key, g, w)
+            else:
+                np.testing.assert_allclose(g[key], w[key], rtol=2e-5, atol=1e-6, err_msg=key)
+    summary = json.load(open(os.path.join(out, 'summary.json')))
+    want = json.load(open(os.path.join(reference, 'summary.json')))
+    assert summary['seeds'] == [
+        pytest.approx({**w, 'wall_clock_s': g['wall_clock_s']})
+        for g, w in zip(summary['seeds'], want['seeds'], strict=True)
+    ]
+    return summary
+
+
+def test_four_devices_compute_what_one_device_does(reference, tmp_path):
+    out = str(tmp_path / 'four')
+    log = finish(train(out, devices=4))
+    # The layout is printed: one seed per device.
+    assert 'over 4 device(s) (mesh seed=4 x env=1; 1 seed(s) per device)' in log
+    assert 'cpu:3 (process 0): seed 3' in log
+    summary = assert_same_run(out, reference)
+    assert (summary['num_devices'], summary['num_processes']) == (4, 1)
+    one = json.load(open(os.path.join(reference, 'summary.json')))
+    assert (one['num_devices'], one['num_processes']) == (1, 1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def two_processes(out, *extra):
+    """Both processes of a 2 x 2-device job over loopback; process 0's log."""
+    address = f'--coordinator_address=127.0.0.1:{free_port()}'
+    processes = [
+        train(out, address, '--num_processes=2', f'--process_id={i}', *extra, devices=2)
+        for i in range(2)
+    ]
+    logs = [finish(p) for p in processes]
+    # Process 0 speaks for the run; process 1 only takes part.
+    assert 'cpu:2049 (process 1): seed 3' in logs[0]
+    assert 'env steps]' not in logs[1] and 'layout' not in logs[1]
+    return logs[0]
+
+
+def test_two_processes_run_the_job_of_one_and_resume_from_one_checkpoint(reference, tmp_path):
+    """2 processes x 2 devices own 2 seeds each; stopped after 80 steps and
+    continued to 120, both restore the same checkpoint."""
+    out = str(tmp_path / 'hosts')
+    two_processes(out, '--total_steps=80')
+    assert sorted(os.listdir(os.path.join(out, checkpoint.CHECKPOINTS))) == ['40', '80']
+    log = two_processes(out)
+    assert 'resumed from the checkpoint after 4 iterations' in log
+    summary = assert_same_run(out, reference)
+    assert (summary['num_devices'], summary['num_processes']) == (4, 2)
+
+
+def kill_when(process, out, ready):
+    """SIGKILLs `process` as soon as `ready(names in checkpoints/)` holds
+    (polled every half millisecond); returns those names."""
+    directory = os.path.join(out, checkpoint.CHECKPOINTS)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        names = os.listdir(directory) if os.path.isdir(directory) else []
+        if ready(names):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return names
+        time.sleep(0.0005)
+    raise AssertionError(f'never got there: {process.communicate()[0][-3000:]}')
+
+
+def test_a_run_killed_mid_checkpoint_and_mid_iteration_resumes_to_the_same_result(
+    reference, tmp_path
+):
+    out = str(tmp_path / 'killed')
+    # 1. While orbax writes checkpoint 80 (its temporary directory exists; a
+    # save takes tens of milliseconds, the poll half of one).
+    names = kill_when(train(out, '--keep=1'), out, lambda n: any('80.' in x for x in n))
+    assert '80' not in names, names
+    # 2. Resumed from 40, killed again once checkpoint 80 is complete: in the
+    # iterations after it.
+    process = train(out, '--keep=1')
+    kill_when(process, out, lambda n: '80' in n)
+    assert 'resumed from the checkpoint after 2 iterations' in process.stdout.read()
+    log = finish(train(out, '--keep=1'))
+    assert 'resumed from the checkpoint after 4 iterations' in log
+    assert_same_run(out, reference)
+    # --keep=1: only the final checkpoint is left, and no torn one.
+    assert os.listdir(os.path.join(out, checkpoint.CHECKPOINTS)) == ['120']
+    # TensorBoard shows every step once: what the killed session wrote after
+    # its checkpoint is purged.
+    assert_same_scalars(out, reference)
+
+
+def assert_same_scalars(out, reference):
+    got, want = tensorboard.read_scalars(out), tensorboard.read_scalars(reference)
+    assert got.keys() == want.keys()
+    for run in want:
+        assert got[run].keys() == want[run].keys(), run
+        for tag, points in want[run].items():
+            steps = [s for s, _ in got[run][tag]]
+            assert steps == [s for s, _ in points], (run, tag)
+            np.testing.assert_allclose(
+                [v for _, v in got[run][tag]], [v for _, v in points], rtol=2e-5, atol=1e-6
+            )
+
+
+def test_tensorboard_holds_every_seed_and_evaluation(reference):
+    scalars = tensorboard.read_scalars(reference)
+    assert sorted(scalars) == ['mean'] + [f'seed_{s}' for s in range(SEEDS)]
+    metrics = rows(reference)
+    for s in range(SEEDS):
+        seed_rows = [r for r in metrics if r['seed'] == s]
+        # one point per iteration, at its env steps, with the metrics.jsonl value
+        loss = scalars[f'seed_{s}']['train/critic_loss']
+        expected = [
+            (r['env_steps'], r['critic_loss']) for r in seed_rows if r['critic_loss'] is not None
+        ]
+        assert [p[0] for p in loss] == [e[0] for e in expected]
+        np.testing.assert_allclose([p[1] for p in loss], [e[1] for e in expected], rtol=1e-6)
+        evals = scalars[f'seed_{s}']['eval/success_random']
+        assert [p[0] for p in evals] == [40, 80, 120]
+    mean = scalars['mean']['eval/success_random']
+    final = [r['eval/success_random'] for r in metrics if r['iteration'] == 6]
+    assert mean[-1] == (120, pytest.approx(np.mean(final)))
+    assert os.path.isdir(os.path.join(reference, tensorboard.DIRECTORY, 'mean'))
