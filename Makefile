@@ -18,7 +18,7 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 export PYTHONDONTWRITEBYTECODE :=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: train calibrate test test-warp bench render lint clean
+.PHONY: train calibrate test test-warp test-gym bench render lint clean
 
 # --no-compile: Python compiles each module it imports on first use instead of
 # every installed file up front (the install takes a third of the time).
@@ -48,6 +48,21 @@ $(WARP_STAMP): $(STAMP)
 
 test-warp: $(WARP_STAMP)
 	$(PY) -m pytest -q tests/test_camera.py -k warp
+
+# The gymnasium adapter's tests with Stable-Baselines3's SAC training on it
+# (the gym-test extra; it pulls in PyTorch, about 700 MB for its CPU build: a
+# CPU-only machine can install that build first, following PyTorch's
+# instructions, instead of the default one with CUDA) and the USB vector env
+# against single envs (about 40 s of compiling). `make test` runs the rest of
+# tests/test_gym.py.
+GYM_STAMP := $(VENV)/.gym-stamp
+
+$(GYM_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-compile -e '.[test,gym-test]'
+	touch $(GYM_STAMP)
+
+test-gym: $(GYM_STAMP)
+	INSERTION_JAX_SLOW_GYM_TESTS=1 $(PY) -m pytest -q tests/test_gym.py --durations=10
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -18,12 +18,13 @@ from insertion_jax.envs import (
     insertion,
     point_reach,
 )
+from insertion_jax.envs import registry as env_registry
 from insertion_jax.training import distributed
 
 CONNECTORS = tuple(connectors.task_names())
 ASSEMBLY = tuple(assembly_scene.TASKS)
 # Every task `experiments.train` and `experiments.evaluate` run.
-TASKS = CONNECTORS + ASSEMBLY + ('point_reach',)
+TASKS = env_registry.task_names()
 
 
 def env_config(

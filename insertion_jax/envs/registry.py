@@ -5,6 +5,7 @@ that implements the task interface `base.Env` (sizes and specs of observations
 and actions, `reset`, `step`, `terminal`, `success`, the hand-designed
 controller's `base_action`), with `base.State` as its state.
 
+`task_names()` lists every task and `default_config(task)` gives its config;
 `make_env(config)` builds the environment of any registered config;
 `config_to_dict` / `config_from_dict` round-trip configs through JSON.
 """
@@ -13,15 +14,49 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
-from insertion_jax.envs import assembly, base, insertion, point_reach, rewards
+from insertion_jax.envs import (
+    assembly,
+    assembly_scene,
+    base,
+    connectors,
+    insertion,
+    point_reach,
+    rewards,
+)
 
 ENVS: Dict[str, Any] = {
     'insertion': (insertion.InsertionConfig, insertion.InsertionEnv),
     'assembly': (assembly.AssemblyConfig, assembly.AssemblyEnv),
     'point_reach': (point_reach.PointReachConfig, point_reach.PointReachEnv),
 }
+
+
+def task_names() -> Tuple[str, ...]:
+    """Every task, in the registry's order: the connectors, the assembly
+    tasks, point_reach (what `experiments/` and `insertion_jax.gym` offer)."""
+    return tuple(task for kind in ENVS for task in _tasks_of(kind))
+
+
+def _tasks_of(kind: str) -> Tuple[str, ...]:
+    config_cls = ENVS[kind][0]
+    if 'task' not in {f.name for f in dataclasses.fields(config_cls)}:
+        return (kind,)  # a kind that is one task
+    if kind == 'insertion':
+        return tuple(connectors.task_names())
+    if kind == 'assembly':
+        return tuple(assembly_scene.TASKS)
+    raise NotImplementedError(f'the task names of environment kind {kind!r}')
+
+
+def default_config(task: str) -> Any:
+    """The config of `task` with every other field at its default."""
+    for kind, (config_cls, _) in ENVS.items():
+        if task in _tasks_of(kind):
+            has_task = 'task' in {f.name for f in dataclasses.fields(config_cls)}
+            return config_cls(task=task) if has_task else config_cls()
+    raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(task_names())}.')
 
 
 def kind_of(config: Any) -> str:
