@@ -73,6 +73,9 @@ _COMPARE = flags.DEFINE_list(
     'PEG_DIR,LAP_DIR: instead of training, compare two finished studies (peg-in-hole, lap '
     'joint) and write tasks.md and tasks.png into --out.',
 )
+_TENSORBOARD = flags.DEFINE_bool(
+    'tensorboard', True, 'Also write TensorBoard event files into --out/tensorboard.'
+)
 common.define_process_flags()
 _YAW = flags.DEFINE_list(
     'yaw_range_deg', None, "Start yaw low,high, degrees: a scaled task (default: the paper's)."
@@ -126,7 +129,12 @@ def main(argv):
         raise app.UsageError(str(e)) from e
     common.enable_compilation_cache()
     try:
-        der_study.run_study(config, _OUT.value or f'runs/der_{_TASK.value}', _DEMOS.value)
+        der_study.run_study(
+            config,
+            _OUT.value or f'runs/der_{_TASK.value}',
+            _DEMOS.value,
+            tensorboard=_TENSORBOARD.value,
+        )
     except (ValueError, FileNotFoundError, demonstrations.DemonstratorError) as e:
         # DemoFormatError and ConfigMismatchError are ValueErrors: one line each.
         raise app.UsageError(str(e)) from e

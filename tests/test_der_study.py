@@ -12,7 +12,7 @@ import os
 import pytest
 
 from insertion_jax.replay import der
-from insertion_jax.training import der_results, der_study
+from insertion_jax.training import der_results, der_study, tensorboard
 from tests import cli
 
 SMALL_STUDY = der_study.StudyConfig(
@@ -102,6 +102,12 @@ def test_small_study_runs_every_configuration_and_resumes(tmp_path):
     assert 'resumed from the checkpoint after 2 iterations' in result.stdout
     assert os.path.getsize(os.path.join(out, 'summary.md')) > 0
     assert len(der_study.read_rows(os.path.join(out, 'results.csv'))) == 8 * 2
+    # TensorBoard: one run per configuration and seed, a point per iteration,
+    # each written once although the study was stopped and resumed.
+    scalars = tensorboard.read_scalars(out)
+    assert set(scalars) == {f'{s}_der_{d}/seed_0' for s in der.STRUCTURES for d in ('on', 'off')}
+    for run in scalars.values():
+        assert [step for step, _ in run['train/success_rate']] == [30, 60]
 
 
 def test_presets_scale_the_run_not_the_task():

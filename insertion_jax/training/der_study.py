@@ -58,6 +58,7 @@ from insertion_jax.envs import registry as env_registry
 from insertion_jax.replay import demos as demos_lib
 from insertion_jax.replay import der
 from insertion_jax.training import demonstrations, distributed, loop, run_dir
+from insertion_jax.training import tensorboard as tensorboard_lib
 from insertion_jax.training.config import ALGO_PRESETS, TrainConfig
 from insertion_jax.training.der_results import (
     effects_markdown,
@@ -429,11 +430,14 @@ def run_study(
     demos_path: Optional[str] = None,
     log: Callable[[str], None] = print,
     max_new_iterations: Optional[int] = None,
+    tensorboard: bool = True,
 ) -> Dict[str, Any]:
     """Runs (or resumes) the study and writes its outputs; returns the summary.
 
     `max_new_iterations` stops after that many iterations of this call (a
     time-boxed session); the next call resumes from the checkpoint.
+    `tensorboard`: also write TensorBoard event files, one TensorBoard run
+    per configuration and seed (`training.tensorboard`).
     """
     writer = distributed.is_writer()  # process 0 of a multi-process study writes and logs
     log = distributed.writer_log(log)
@@ -462,12 +466,20 @@ def run_study(
     if max_new_iterations is not None:
         last = min(last, done + max_new_iterations)
     progress = run_dir.Progress(last, done, wall_before)
+    board = tensorboard_lib.Board(
+        out_dir,
+        tensorboard and writer,
+        purge_step=done * config.steps_per_iteration + 1,
+        run_of=lambda row: f'{row["structure"]}_der_{row["der"]}/seed_{row["seed"]}',
+    )
     for iteration in range(done + 1, last + 1):
         state, metrics = train_fn(state)
         metrics = distributed.to_host(metrics)
         wall = progress.wall()
         rows = _iteration_rows(config, metrics, iteration, wall)
         records.append(rows)
+        board.records(rows)
+        board.flush()
         out.save(iteration, state, {'iterations': iteration, 'wall_clock_s': wall})
         means = _config_means(config, rows, 'success_rate')
         line = ' '.join(
@@ -485,10 +497,12 @@ def run_study(
     if writer:
         run_dir.write_text(out.file('effects.md'), effects_markdown(summary))
         plot_study(config, rows, out.file('der_study.png'))
+    board.image('der_study', out.file('der_study.png'), last * config.steps_per_iteration)
+    board.close()
     log('\n' + summary_markdown(summary))
     log(
         f'\nWrote {out_dir}/: results.csv, der_study.png, summary.md, summary.json, '
-        'effects.md, checkpoints/'
+        'effects.md, checkpoints/' + (', tensorboard/' if tensorboard else '')
     )
     return summary
 

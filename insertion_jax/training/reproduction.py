@@ -202,16 +202,24 @@ def learned_cell(
     out: str,
     log: Callable[[str], None],
     train: bool = True,
+    tensorboard: bool = True,
 ) -> Optional[paper_table.Row]:
     """Trains the cell unless it has finished (resuming a stopped one), and
-    reads its final evaluation; with `train` False, None unless finished."""
+    reads its final evaluation; with `train` False, None unless finished.
+    `tensorboard`: the run also writes TensorBoard event files."""
     train_config, run_config = cell_configs(connector, method, preset, seeds, seed)
     cell = _cell_dir(out, connector, method)
     summary = _finished_summary(cell, train_config, run_config)
     if summary is None:
         if not train:
             return None
-        summary = runner.train(train_config, run_config, cell, log=lambda line: log('    ' + line))
+        summary = runner.train(
+            train_config,
+            run_config,
+            cell,
+            log=lambda line: log('    ' + line),
+            tensorboard=tensorboard,
+        )
     per_seed = summary['seeds']
     records = run_dir.Records(os.path.join(cell, 'metrics.jsonl')).read()
     steps_to_high, _ = plots.first_reaching(
@@ -239,6 +247,7 @@ def run(
     seed: int = 0,
     log: Callable[[str], None] = print,
     paper_cells_only: bool = True,
+    tensorboard: bool = True,
 ) -> List[paper_table.Row]:
     """Every requested cell (see the module docstring), then the outputs.
 
@@ -265,7 +274,7 @@ def run(
         connector, method = cell
         if method == 'p_controller':
             return p_controller_cell(connector, preset, seeds, seed, out, train)
-        return learned_cell(connector, method, preset, seeds, seed, out, log, train)
+        return learned_cell(connector, method, preset, seeds, seed, out, log, train, tensorboard)
 
     # Finished cells are read back first, so the ETA counts only the cells
     # that run in this session.

@@ -1,8 +1,9 @@
 """TensorBoard event files of a run, written with tensorboardX (no TensorFlow).
 
 `Board(run_dir)` writes under `run_dir/tensorboard/`: one TensorBoard *run*
-per seed (`seed_<s>/`), so that TensorBoard overlays the seeds on one chart
-per metric, and `mean/` for the mean over seeds of the evaluations. Tags:
+per seed (`seed_<s>/`; the DER study's `<structure>_der_<on|off>/seed_<s>/`),
+so that TensorBoard overlays the seeds on one chart per metric, and `mean/`
+for the mean over seeds of the evaluations. Tags:
 `train/<metric>` (every scalar of `metrics.jsonl`), `eval/<metric>` (success
 and final distance per evaluation condition); the step is the environment
 steps per seed. At the end `image(tag, png)` adds the learning curve.
@@ -21,7 +22,7 @@ import collections
 import glob
 import os
 import struct
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -33,9 +34,16 @@ _NOT_METRICS = ('iteration', 'seed', 'env_steps', 'wall_clock_s')
 class Board:
     """The event files of one run; every method does nothing when `enabled` is False."""
 
-    def __init__(self, run_dir: str, enabled: bool = True, purge_step: Optional[int] = None):
+    def __init__(
+        self,
+        run_dir: str,
+        enabled: bool = True,
+        purge_step: Optional[int] = None,
+        run_of: Callable[[Mapping[str, Any]], str] = lambda row: f'seed_{row["seed"]}',
+    ):
         self.root = os.path.join(run_dir, DIRECTORY)
         self.enabled = enabled
+        self.run_of = run_of  # the TensorBoard run of a row
         self._purge_step = purge_step if purge_step and purge_step > 1 else None
         self._writers: Dict[str, Any] = {}
 
@@ -57,7 +65,7 @@ class Board:
         evals: Dict[Tuple[str, int], List[float]] = collections.defaultdict(list)
         for row in rows:
             step = int(row['env_steps'])
-            writer = self._writer(f'seed_{row["seed"]}')
+            writer = self._writer(self.run_of(row))
             for key, value in row.items():
                 if key in _NOT_METRICS or not _is_number(value):
                     continue
@@ -108,15 +116,18 @@ def _records(path: str) -> Iterable[bytes]:
 
 
 def read_scalars(run_dir: str) -> Dict[str, Dict[str, List[Tuple[int, float]]]]:
-    """{TensorBoard run: {tag: [(step, value), ...]}} of a run's event files,
+    """{TensorBoard run: {tag: [(step, value), ...]}} of a run's event files
+(the runs with scalars),
     in the order written, with what a later session purged (its `purge_step`)
     removed as TensorBoard removes it."""
     from tensorboardX.proto import event_pb2
 
     out: Dict[str, Dict[str, List[Tuple[int, float]]]] = {}
     root = os.path.join(run_dir, DIRECTORY)
-    for path in sorted(glob.glob(os.path.join(root, '*', 'events.out.tfevents.*'))):
-        scalars = out.setdefault(os.path.basename(os.path.dirname(path)), {})
+    paths = glob.glob(os.path.join(root, '**', 'events.out.tfevents.*'), recursive=True)
+    for path in sorted(paths):
+        run = os.path.relpath(os.path.dirname(path), root)
+        scalars = out.get(run, {})
         for payload in _records(path):
             event = event_pb2.Event.FromString(payload)
             if event.HasField('session_log') and event.session_log.status == 1:  # START
@@ -125,4 +136,6 @@ def read_scalars(run_dir: str) -> Dict[str, Dict[str, List[Tuple[int, float]]]]:
             for value in event.summary.value:
                 if value.HasField('simple_value'):
                     scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+        if scalars:  # a run of images alone has none
+            out[run] = scalars
     return out
