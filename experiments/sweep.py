@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 import itertools
 import os
 import re
@@ -380,7 +379,7 @@ def resolve(out: str) -> Tuple[Grid, Dict[str, str], int, Dict[str, Tuple[str, s
             was, now = (f'--{name}={t}' if t is not None else 'not given' for t in (was, now))
             # A longer run, another evaluation schedule, or a setting outside the
             # run's configuration (--keep, --tensorboard) may change.
-            if name not in _EXTENDABLE and name not in train_kwargs():
+            if name not in _EXTENDABLE and name not in train_cli.train_kwargs():
                 raise app.UsageError(
                     f'{out!r} holds a sweep with other settings ({was} there, {now} here); '
                     'give the same settings (or none) to resume it, or pick another --out.'
@@ -424,15 +423,6 @@ def build(grid: Grid, seeds: int) -> List[sweep_lib.Configuration]:
                 raise app.UsageError(f'configuration {name}: {e}') from e
         configurations.append(sweep_lib.Configuration(name, values, train_config, run_config))
     return configurations
-
-
-def train_kwargs() -> Dict[str, Any]:
-    """runner.train's further keyword arguments, as experiments.train sets
-    them from its flags (--keep, --tensorboard)."""
-    if hasattr(train_cli, 'train_kwargs'):
-        return dict(train_cli.train_kwargs())
-    parameters = inspect.signature(runner.train).parameters
-    return {n: FLAGS[n].value for n in train_flag_names() if n in parameters and n != 'log'}
 
 
 # ------------------------------------------------------------ submitit jobs
@@ -656,7 +646,7 @@ def main(argv):
     # The stored settings not given again, as if given (a resumed sweep).
     with flag_values({n: t for n, t in settings.items() if not FLAGS[n].present}):
         configurations = build(grid, seeds)
-        kwargs = train_kwargs()
+        kwargs = train_cli.train_kwargs()
     for configuration in configurations:
         try:
             sweep_lib.check_run_dir(out, configuration)

@@ -244,6 +244,11 @@ def build_configs():
     return train_config, run_config
 
 
+def train_kwargs():
+    """`runner.train`'s keyword arguments beyond the configs, from the flags."""
+    return {'keep': _KEEP.value, 'tensorboard': _TENSORBOARD.value}
+
+
 def main(argv):
     common.quiet_logs()
     if len(argv) > 1:
@@ -252,13 +257,7 @@ def main(argv):
     train_config, run_config = build_configs()
     common.enable_compilation_cache()
     try:
-        runner.train(
-            train_config,
-            run_config,
-            _OUT.value,
-            keep=_KEEP.value,
-            tensorboard=_TENSORBOARD.value,
-        )
+        runner.train(train_config, run_config, _OUT.value, **train_kwargs())
     except (
         runner.ConfigMismatchError,
         demonstrations.DemonstratorError,

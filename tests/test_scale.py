@@ -61,11 +61,13 @@ def rows(out):
         return [{k: v for k, v in json.loads(line).items() if k != 'wall_clock_s'} for line in f]
 
 
-def assert_same_run(out, reference):
+def assert_same_run(out, reference, seeds=SEEDS):
     """The same configuration, and every metric of every iteration and seed
-    equal to float32 rounding (reductions may run in another order)."""
-    assert runner.read_config(os.path.join(out, 'config.json')) == (TOY, RUN4)
-    got, want = rows(out), rows(reference)
+    equal to float32 rounding (reductions may run in another order); with
+    fewer `seeds`, those of the reference's first ones."""
+    run = dataclasses.replace(RUN4, num_seeds=seeds)
+    assert runner.read_config(os.path.join(out, 'config.json')) == (TOY, run)
+    got, want = rows(out), [r for r in rows(reference) if r['seed'] < seeds]
     assert [(r['iteration'], r['seed']) for r in got] == [(r['iteration'], r['seed']) for r in want]
     for g, w in zip(got, want, strict=True):
         assert g.keys() == w.keys()
@@ -76,6 +78,7 @@ def assert_same_run(out, reference):
                 np.testing.assert_allclose(g[key], w[key], rtol=2e-5, atol=1e-6, err_msg=key)
     summary = json.load(open(os.path.join(out, 'summary.json')))
     want = json.load(open(os.path.join(reference, 'summary.json')))
+    want['seeds'] = want['seeds'][:seeds]
     assert summary['seeds'] == [
         pytest.approx({**w, 'wall_clock_s': g['wall_clock_s']})
         for g, w in zip(summary['seeds'], want['seeds'], strict=True)
@@ -84,15 +87,38 @@ def assert_same_run(out, reference):
 
 
 def test_four_devices_compute_what_one_device_does(reference, tmp_path):
-    out = str(tmp_path / 'four')
-    log = finish(train(out, devices=4))
-    # The layout is printed: one seed per device.
+    """4 seeds on 4 devices, one each; 2 seeds on 4 devices, each seed's 4
+    environments split over 2 (tests/devices_probe.py, one process)."""
+    four, two = str(tmp_path / 'four'), str(tmp_path / 'two')
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+    done = subprocess.run(
+        [sys.executable, '-m', 'tests.devices_probe', four, two],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    log = done.stdout
+    # The layouts are printed.
     assert 'over 4 device(s) (mesh seed=4 x env=1; 1 seed(s) per device)' in log
     assert 'cpu:3 (process 0): seed 3' in log
-    summary = assert_same_run(out, reference)
+    assert '(mesh seed=2 x env=2; 1 seed(s), 2 envs per device)' in log
+    assert 'cpu:3 (process 0): seed 1, envs 2-3' in log
+    summary = assert_same_run(four, reference)
     assert (summary['num_devices'], summary['num_processes']) == (4, 1)
     one = json.load(open(os.path.join(reference, 'summary.json')))
     assert (one['num_devices'], one['num_processes']) == (1, 1)
+    # Split environments: seeds 0 and 1 as in the 4-seed run.
+    assert_same_run(two, reference, seeds=2)
+    # Whole seeds need no communication: the compiled program holds no
+    # collective, and every leaf of the state (replay buffers included)
+    # stays one seed per device after a call.
+    probe = json.loads(log.strip().splitlines()[-1])
+    assert probe['devices'] == 4
+    assert probe['collectives'] == dict.fromkeys(probe['collectives'], 0)
+    assert probe['seeds_per_device'] == [1]
 
 
 def free_port():
