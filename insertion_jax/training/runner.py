@@ -140,9 +140,12 @@ def make_demonstrations(components: loop.Components, seed: int, log) -> Any:
     return demonstrations.for_mode(demos, env, cfg.mode)
 
 
-def replay_memory_line(components: loop.Components, buffers: Any, num_seeds: int) -> str:
-    """What the replay of `num_seeds` seeds holds on the device, in one line:
-    its kind, capacity, bytes per seed and in all, and how observations are stored."""
+def replay_memory_line(
+    components: loop.Components, buffers: Any, layout: distributed.Layout
+) -> str:
+    """What the replay of the run's seeds holds on the devices, in one line:
+    its kind, capacity, bytes per seed, per device and in all, and how
+    observations are stored."""
     cfg = components.config
     total = sum(x.nbytes for x in jax.tree.leaves(buffers))
     spec = components.env.observation_spec
@@ -152,9 +155,9 @@ def replay_memory_line(components: loop.Components, buffers: Any, num_seeds: int
     )
     return (
         f'  replay: {replay_registry.kind_of(cfg.replay)}, capacity {cfg.buffer_capacity:,} '
-        f'transitions; {total / num_seeds / 2**20:,.1f} MiB per seed, '
-        f'{total / 2**20:,.1f} MiB on the device for {num_seeds} seed(s) '
-        f'(observations: {stored})'
+        f'transitions; {total / layout.num_seeds / 2**20:,.1f} MiB per seed, '
+        f'{total / layout.num_devices / 2**20:,.1f} MiB per device, {total / 2**20:,.1f} MiB '
+        f'for {layout.num_seeds} seed(s) (observations: {stored})'
     )
 
 
@@ -221,7 +224,7 @@ def train(
     components = loop.make_components(train_config)
     demos = make_demonstrations(components, run_config.seed, log)
     state = loop.init_states(components, run_config.seed, num_seeds, demos, layout)
-    log(replay_memory_line(components, state.buffer, num_seeds))
+    log(replay_memory_line(components, state.buffer, layout))
     records = out.records('metrics.jsonl')
     state, iterations_done, wall_before = out.resume(state, records, log)
     calls_done = iterations_done // iterations_per_call

@@ -117,9 +117,8 @@ def _records(path: str) -> Iterable[bytes]:
 
 def read_scalars(run_dir: str) -> Dict[str, Dict[str, List[Tuple[int, float]]]]:
     """{TensorBoard run: {tag: [(step, value), ...]}} of a run's event files
-(the runs with scalars),
-    in the order written, with what a later session purged (its `purge_step`)
-    removed as TensorBoard removes it."""
+    (the runs that hold scalars), in the order written, with what a later
+    session purged (its `purge_step`) removed as TensorBoard removes it."""
     from tensorboardX.proto import event_pb2
 
     out: Dict[str, Dict[str, List[Tuple[int, float]]]] = {}
