@@ -647,9 +647,10 @@ def main(argv):
     with flag_values({n: t for n, t in settings.items() if not FLAGS[n].present}):
         configurations = build(grid, seeds)
         kwargs = train_cli.train_kwargs()
+    finished = {}
     for configuration in configurations:
         try:
-            sweep_lib.check_run_dir(out, configuration)
+            finished[configuration.name] = sweep_lib.finished_summary(out, configuration)
         except runner.ConfigMismatchError as e:
             raise app.UsageError(f'configuration {configuration.name}: {e}') from e
         except (OSError, ValueError) as e:  # a damaged config.json
@@ -658,7 +659,6 @@ def main(argv):
                 f'holds no readable config.json ({_one_line(str(e))}); delete that directory '
                 'to start the configuration again.'
             ) from e
-    finished = {c.name: sweep_lib.finished_summary(out, c) for c in configurations}
     pending = [c for c in configurations if finished[c.name] is None]
     check_no_job_in_flight(out, pending)
     executor = limit = None

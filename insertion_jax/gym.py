@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import gymnasium
 import jax
@@ -376,6 +376,19 @@ def _check_render_mode(where: str, render_mode: Optional[str]) -> None:
 
 
 # --------------------------------------------------------------------- envs
+def _set_up(env: Any, task: str, render_mode: Optional[str], overrides: Mapping[str, Any]):
+    """What the single and the vector env share: the task, its config, its
+    compiled programs and JAX env; no state until `reset`."""
+    env.task, env._where = task, env_id(task)
+    _check_render_mode(env._where, render_mode)
+    env.render_mode = None
+    env.config = task_config(task, **overrides)
+    env._programs = programs(env.config)
+    env.jax_env = env._programs.env
+    env.state = None  # the JAX env's `State` (batched in the vector env), on the device
+    env._chain = None  # the PRNG chain (one per env in the vector env)
+
+
 class InsertionJaxEnv(gymnasium.Env):
     """One env of a task, stepped by jitted JAX calls (see the module docstring).
 
@@ -388,17 +401,9 @@ class InsertionJaxEnv(gymnasium.Env):
     metadata = {'render_modes': []}
 
     def __init__(self, task: str, render_mode: Optional[str] = None, **overrides: Any):
-        self.task = task
-        self._where = env_id(task)
-        _check_render_mode(self._where, render_mode)
-        self.render_mode = None
-        self.config = task_config(task, **overrides)
-        self._programs = programs(self.config)
-        self.jax_env = self._programs.env
+        _set_up(self, task, render_mode, overrides)
         self.observation_space = observation_space(self.jax_env)
         self.action_space = action_space(self.jax_env)
-        self.state = None  # the JAX env's `State` (on the device) after reset
-        self._chain = None
 
     def reset(
         self, *, seed: Optional[int] = None, options: Optional[dict] = None
@@ -454,22 +459,14 @@ class InsertionJaxVectorEnv(VectorEnv):
     def __init__(
         self, task: str, num_envs: int = 1, render_mode: Optional[str] = None, **overrides: Any
     ):
-        self.task = task
-        self._where = env_id(task)
-        _check_render_mode(self._where, render_mode)
         if not (isinstance(num_envs, (int, np.integer)) and num_envs > 0):
-            raise ValueError(f'{self._where}: num_envs={num_envs!r} must be a positive integer.')
+            raise ValueError(f'{env_id(task)}: num_envs={num_envs!r} must be a positive integer.')
         self.num_envs = int(num_envs)
-        self.render_mode = None
-        self.config = task_config(task, **overrides)
-        self._programs = programs(self.config)
-        self.jax_env = self._programs.env
+        _set_up(self, task, render_mode, overrides)
         self.single_observation_space = observation_space(self.jax_env)
         self.single_action_space = action_space(self.jax_env)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.state = None  # the batched JAX `State` (on the device) after reset
-        self._chain = None
 
     def reset(
         self,

@@ -104,6 +104,15 @@ class CLIHost:
         self.log.close()
 
 
+def assert_refused(results, messages):
+    """Each result an exit with an error code and its one-line message."""
+    for result, message in zip(results, messages, strict=True):
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, (message, output)
+        assert message in output, output
+        assert 'Traceback' not in output, output
+
+
 _HOSTS = {}
 
 

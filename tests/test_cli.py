@@ -60,16 +60,7 @@ def test_compare_draws_runs_and_reports_steps_to_threshold(small_run_dir, tmp_pa
     assert rows[0].split('|')[4].strip() == '1920'  # its one evaluation, at 1920 env steps
     assert os.path.getsize(out) > 0
     missing = cli.host('experiments.compare').run(f'--runs={tmp_path}', f'--out={out}')
-    assert_refused([missing], ['has no config.json: is it a training run directory?'])
-
-
-def assert_refused(results, messages):
-    """Each result an exit with an error code and its one-line message."""
-    for result, message in zip(results, messages, strict=True):
-        output = result.stdout + result.stderr
-        assert result.returncode != 0, (message, output)
-        assert message in output, output
-        assert 'Traceback' not in output, output
+    cli.assert_refused([missing], ['has no config.json: is it a training run directory?'])
 
 
 EVALUATE_BAD_VALUES = {
@@ -82,7 +73,7 @@ EVALUATE_BAD_VALUES = {
 
 def test_evaluate_rejects_bad_values_without_a_traceback():
     results = [cli.host('experiments.evaluate').run(flag) for flag in EVALUATE_BAD_VALUES]
-    assert_refused(results, list(EVALUATE_BAD_VALUES.values()))
+    cli.assert_refused(results, list(EVALUATE_BAD_VALUES.values()))
 
 
 def test_evaluate_prints_json_on_its_last_line():
@@ -131,7 +122,7 @@ def test_evaluate_prints_json_on_its_last_line():
 )
 def test_train_rejects_bad_values_without_a_traceback(flag, message, tmp_path):
     """In this process (`cli.call_main`); the test below starts the program once."""
-    assert_refused(
+    cli.assert_refused(
         [cli.call_main('experiments.train', *flag.split(), f'--out={tmp_path}')], [message]
     )
 
@@ -184,7 +175,7 @@ def test_a_task_without_goal_noise_trains_and_evaluates_through_the_clis(tmp_pat
         cli.host('experiments.evaluate').run(f'--policy={out}', '--goal_noise_mm=1'),
         cli.host('experiments.evaluate').run('--task=peg_in_hole', '--policy=p_controller'),
     ]
-    assert_refused(
+    cli.assert_refused(
         refused,
         [
             '--goal_noise_mm applies to the connector tasks',

@@ -1,6 +1,7 @@
-"""One job, three ways of running it: the same numbers on 1 device and on 4,
-in 1 process and in 2 (2 x 2 devices, over loopback), uninterrupted and
-killed with SIGKILL midway then resumed; and its TensorBoard event files.
+"""One job, three ways of running it: the same numbers on 1 device and on 4
+(whole seeds, or environments split), uninterrupted and killed with SIGKILL
+midway then finished by 2 processes (2 x 2 devices, over loopback); and its
+TensorBoard event files.
 
 The reference is conftest's TOY run with 4 seeds, trained in this process on
 one device; the others are real `python -m experiments.train` processes with
@@ -141,18 +142,6 @@ def two_processes(out, *extra):
     return logs[0]
 
 
-def test_two_processes_run_the_job_of_one_and_resume_from_one_checkpoint(reference, tmp_path):
-    """2 processes x 2 devices own 2 seeds each; stopped after 80 steps and
-    continued to 120, both restore the same checkpoint."""
-    out = str(tmp_path / 'hosts')
-    two_processes(out, '--total_steps=80')
-    assert sorted(os.listdir(os.path.join(out, checkpoint.CHECKPOINTS))) == ['40', '80']
-    log = two_processes(out)
-    assert 'resumed from the checkpoint after 4 iterations' in log
-    summary = assert_same_run(out, reference)
-    assert (summary['num_devices'], summary['num_processes']) == (4, 2)
-
-
 def kill_when(process, out, ready):
     """SIGKILLs `process` as soon as `ready(names in checkpoints/)` holds
     (polled every half millisecond); returns those names."""
@@ -168,9 +157,13 @@ def kill_when(process, out, ready):
     raise AssertionError(f'never got there: {process.communicate()[0][-3000:]}')
 
 
-def test_a_run_killed_mid_checkpoint_and_mid_iteration_resumes_to_the_same_result(
+def test_a_job_killed_mid_save_and_mid_iteration_ends_over_two_processes_as_one_uninterrupted(
     reference, tmp_path
 ):
+    """The 4-seed job on one device, SIGKILLed mid-checkpoint and again
+    mid-iteration, then finished by 2 processes x 2 devices (over loopback),
+    which both restore the same checkpoint, laid out anew: every metric is
+    the uninterrupted single process's."""
     out = str(tmp_path / 'killed')
     # 1. While orbax writes checkpoint 80 (its temporary directory exists; a
     # save takes tens of milliseconds, the poll half of one).
@@ -181,13 +174,15 @@ def test_a_run_killed_mid_checkpoint_and_mid_iteration_resumes_to_the_same_resul
     process = train(out, '--keep=1')
     kill_when(process, out, lambda n: '80' in n)
     assert 'resumed from the checkpoint after 2 iterations' in process.stdout.read()
-    log = finish(train(out, '--keep=1'))
+    # 3. Two processes own 2 seeds each and resume from checkpoint 80.
+    log = two_processes(out, '--keep=1')
     assert 'resumed from the checkpoint after 4 iterations' in log
-    assert_same_run(out, reference)
+    summary = assert_same_run(out, reference)
+    assert (summary['num_devices'], summary['num_processes']) == (4, 2)
     # --keep=1: only the final checkpoint is left, and no torn one.
     assert os.listdir(os.path.join(out, checkpoint.CHECKPOINTS)) == ['120']
-    # TensorBoard shows every step once: what the killed session wrote after
-    # its checkpoint is purged.
+    # TensorBoard shows every step once: what the killed sessions wrote after
+    # their checkpoints is purged.
     assert_same_scalars(out, reference)
 
 
@@ -223,3 +218,33 @@ def test_tensorboard_holds_every_seed_and_evaluation(reference):
     final = [r['eval/success_random'] for r in metrics if r['iteration'] == 6]
     assert mean[-1] == (120, pytest.approx(np.mean(final)))
     assert os.path.isdir(os.path.join(reference, tensorboard.DIRECTORY, 'mean'))
+
+
+def test_bad_process_flags_are_one_line_errors(tmp_path):
+    from tests import cli
+
+    out = f'--out={tmp_path / "never"}'
+    cases = [
+        (['--coordinator_address=127.0.0.1:1'], 'given without --num_processes, --process_id'),
+        (
+            ['--coordinator_address=127.0.0.1:1', '--num_processes=2', '--process_id=2'],
+            'process_id=2 must be in [0, num_processes) = [0, 2)',
+        ),
+    ]
+    for flags, message in cases:
+        done = cli.call_main('experiments.train', *TOY_FLAGS, out, *flags)
+        assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
+        assert 'Traceback' not in done.stderr
+    assert not os.path.exists(tmp_path / 'never')
+
+
+def test_a_layout_on_one_device_holds_every_seed():
+    import jax
+
+    from insertion_jax.training import distributed
+
+    layout = distributed.make_layout(3, 5, jax.devices()[:1])
+    assert (layout.seed_split, layout.env_split, layout.num_devices) == (1, 1, 1)
+    assert 'seeds 0-2' in layout.describe()
+    assert not distributed.cluster_detected()
+    assert distributed.initialize() is False  # nothing to join

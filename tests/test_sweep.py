@@ -210,19 +210,10 @@ def test_the_slurm_launcher_submits_one_job_array_and_guards_its_jobs(host, fake
     }
     # While its jobs run, no start trains those configurations again.
     again = host.run(f'--out={out}')
-    assert_refused([again], ['configuration utd=0.5 may still be training in Slurm job 4242_0'])
+    cli.assert_refused([again], ['configuration utd=0.5 may still be training in Slurm job 4242_0'])
     (fake_slurm / 'state').write_text('CANCELLED\n')
     resubmitted = host.run(*flags, '--nowait')
     assert resubmitted.returncode == 0, resubmitted.stderr[-3000:]
-
-
-def assert_refused(results, messages):
-    """Each result an exit with an error code and its one-line message."""
-    for result, message in zip(results, messages, strict=True):
-        output = result.stdout + result.stderr
-        assert result.returncode != 0, (message, output)
-        assert message in output, output
-        assert 'Traceback' not in output, output
 
 
 BAD_GRIDS = [
@@ -256,7 +247,7 @@ BAD_GRIDS = [
 def test_bad_grids_are_refused_in_one_line_before_anything_runs(host, sweep, tmp_path):
     out = str(tmp_path / 'never')
     results = [host.run(*arguments, f'--out={out}') for arguments, _ in BAD_GRIDS]
-    assert_refused(results, [message for _, message in BAD_GRIDS])
+    cli.assert_refused(results, [message for _, message in BAD_GRIDS])
     assert not os.path.exists(out)
     existing, _ = sweep
     refused = [
@@ -265,7 +256,7 @@ def test_bad_grids_are_refused_in_one_line_before_anything_runs(host, sweep, tmp
         host.run(f'--out={tmp_path}'),
         host.run(*GRID),
     ]
-    assert_refused(
+    cli.assert_refused(
         refused,
         [
             f"{existing!r} holds a sweep of another grid (--grid='utd=0.5,1.0')",

@@ -190,26 +190,24 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-# Environment variables by which `jax.distributed.initialize()` finds a
-# cluster by itself: Slurm with more than one task, a Cloud TPU pod slice,
-# Open MPI.
-_CLUSTER_HINTS = ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE')
-
-
 def cluster_detected() -> bool:
-    """Whether a cluster's environment describes a job of several processes."""
+    """Whether a cluster's environment describes a job of several processes,
+    as `jax.distributed.initialize()` reads it (Slurm, Open MPI, Kubernetes,
+    a Cloud TPU pod)."""
     return _cluster_size() > 1
 
 
 def _cluster_size() -> int:
-    for name in _CLUSTER_HINTS:
-        value = os.environ.get(name, '')
-        if name == 'TPU_WORKER_HOSTNAMES':
-            hosts = [h for h in value.split(',') if h]
-            if len(hosts) > 1:
-                return len(hosts)
-        elif value.isdigit() and int(value) > 1:
-            return int(value)
+    try:  # JAX's own cluster detection (not public API; jax is pinned)
+        from jax._src.clusters import ClusterEnv
+    except ImportError:  # a JAX without it: Slurm's and Open MPI's variables
+        for name in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+            if os.environ.get(name, '').isdigit():
+                return int(os.environ[name])
+        return 1
+    for env in ClusterEnv._cluster_types:
+        if not env.opt_in_only_method and env.is_env_present():
+            return int(env.get_process_count())
     return 1
 
 
@@ -222,9 +220,9 @@ def initialize(
     other JAX call; returns whether it did.
 
     With no argument it joins only where a cluster says there is more than
-    one process (Slurm's `SLURM_NTASKS`, a TPU pod's worker list, Open MPI),
-    and JAX finds the coordinator there by itself. CPU processes exchange
-    data through gloo.
+    one process (`cluster_detected`: Slurm with several tasks, a TPU pod,
+    Open MPI), and JAX finds the coordinator there by itself. CPU processes
+    exchange data through gloo.
     """
     given = [v is not None for v in (coordinator_address, num_processes, process_id)]
     if not any(given) and not cluster_detected():

@@ -174,25 +174,6 @@ def p_controller_cell(
     )
 
 
-def _finished_summary(cell: str, train_config: TrainConfig, run_config: runner.RunConfig):
-    """The cell's summary if its run has ended at `run_config.total_steps` or
-    later, else None: a run stopped early resumes, and one that differs only in
-    its length (`runner.EXTENDABLE`) is extended by `runner.train`. A finished
-    run of another configuration (seeds, first seed, episodes, sizes) raises
-    `ConfigMismatchError` rather than being reported as this one."""
-    summary_path = os.path.join(cell, 'summary.json')
-    if not os.path.exists(summary_path):
-        return None
-    run_dir.check_config(
-        os.path.join(cell, 'config.json'),
-        runner.config_dict(train_config, run_config),
-        runner.EXTENDABLE,
-        runner.read_back,
-    )
-    summary = run_dir.read_json(summary_path)
-    return summary if summary['mean']['env_steps'] >= run_config.total_steps else None
-
-
 def learned_cell(
     connector: str,
     method: str,
@@ -209,7 +190,7 @@ def learned_cell(
     `tensorboard`: the run also writes TensorBoard event files."""
     train_config, run_config = cell_configs(connector, method, preset, seeds, seed)
     cell = _cell_dir(out, connector, method)
-    summary = _finished_summary(cell, train_config, run_config)
+    summary = runner.finished_summary(cell, train_config, run_config)
     if summary is None:
         if not train:
             return None

@@ -119,6 +119,30 @@ def read_config(path: str) -> Tuple[TrainConfig, RunConfig]:
     return train_config, run_config
 
 
+def finished_summary(
+    out_dir: str, train_config: TrainConfig, run_config: RunConfig
+) -> Optional[Dict[str, Any]]:
+    """The summary of the run in `out_dir` if it has ended at
+    `run_config.total_steps` or later; None if it has not started, stopped
+    early, is to be extended (`EXTENDABLE`), or its summary is damaged (a
+    `train` writes it again). A run of another configuration raises
+    `ConfigMismatchError` rather than being reported as this one."""
+    config_path = os.path.join(out_dir, 'config.json')
+    if os.path.exists(config_path):
+        run_dir.check_config(
+            config_path, config_dict(train_config, run_config), EXTENDABLE, read_back
+        )
+    path = os.path.join(out_dir, 'summary.json')
+    if not os.path.exists(path):
+        return None
+    try:
+        summary = run_dir.read_json(path)
+        done = summary['mean']['env_steps']
+    except (ValueError, KeyError, TypeError):
+        return None
+    return summary if done >= run_config.total_steps else None
+
+
 def make_demonstrations(components: loop.Components, seed: int, log) -> Any:
     """The run's demonstrations (recorded with the task's scripted demonstrator),
     in the agent's action space of the run's mode; None if it needs none."""

@@ -59,32 +59,12 @@ def run_path(sweep_dir: str, configuration: Configuration) -> str:
     return os.path.join(sweep_dir, configuration.name)
 
 
-def check_run_dir(sweep_dir: str, configuration: Configuration) -> None:
-    """Raises `run_dir.ConfigMismatchError` where the configuration's run
-    directory holds a run of another configuration (a longer run or another
-    evaluation schedule is not another configuration: `runner.EXTENDABLE`)."""
-    path = os.path.join(run_path(sweep_dir, configuration), 'config.json')
-    if os.path.exists(path):
-        run_dir.check_config(
-            path,
-            runner.config_dict(configuration.train_config, configuration.run_config),
-            runner.EXTENDABLE,
-            runner.read_back,
-        )
-
-
 def finished_summary(sweep_dir: str, configuration: Configuration) -> Optional[Dict[str, Any]]:
-    """The run's summary if it has ended at the configuration's total_steps or
-    later; None if it has not started, stopped early, or is to be extended."""
-    path = os.path.join(run_path(sweep_dir, configuration), 'summary.json')
-    if not os.path.exists(path):
-        return None
-    try:
-        summary = run_dir.read_json(path)
-        done = summary['mean']['env_steps']
-    except (ValueError, KeyError, TypeError):
-        return None  # damaged: runner.train writes it again
-    return summary if done >= configuration.run_config.total_steps else None
+    """The configuration's summary once its run has ended (`runner.finished_summary`:
+    ConfigMismatchError where its directory holds another configuration)."""
+    return runner.finished_summary(
+        run_path(sweep_dir, configuration), configuration.train_config, configuration.run_config
+    )
 
 
 class RunConfiguration:
