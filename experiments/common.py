@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any
 
 import jax
@@ -100,19 +101,61 @@ def enable_compilation_cache() -> None:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
+# ------------------------------------------------------------ run output
+def _flags_module(module_name: str) -> str:
+    """The name absl files a module's flags under (`python -m` runs a module
+    as __main__, whose flags absl files under the program's path)."""
+    return sys.argv[0] if module_name == '__main__' else module_name
+
+
+def define_run_flags(module_name: str) -> None:
+    """--keep and --tensorboard, flags of the entry point `module_name`: what
+    its runs keep and write beyond their configuration (`run_kwargs` reads
+    them)."""
+    module_name = _flags_module(module_name)
+    flags.DEFINE_integer(
+        'keep', 2, 'Checkpoints kept per run (the newest).', lower_bound=1, module_name=module_name
+    )
+    flags.DEFINE_bool(
+        'tensorboard',
+        True,
+        "Also write TensorBoard event files into the run's tensorboard/.",
+        module_name=module_name,
+    )
+
+
+def run_kwargs() -> dict:
+    """`runner.train`'s (and `der_study.run_study`'s) `keep` and `tensorboard`
+    from the flags of `define_run_flags`."""
+    return {'keep': flags.FLAGS['keep'].value, 'tensorboard': flags.FLAGS['tensorboard'].value}
+
+
 # ------------------------------------------------------------ many hosts
-def define_process_flags() -> None:
-    """--coordinator_address, --num_processes, --process_id: the training
-    entry points' multi-host flags (`join_processes` reads them)."""
+def define_process_flags(module_name: str) -> None:
+    """--coordinator_address, --num_processes, --process_id, flags of the
+    entry point `module_name`: one job over several processes or hosts
+    (`join_processes` reads them)."""
+    module_name = _flags_module(module_name)
     flags.DEFINE_string(
         'coordinator_address',
         None,
         'host:port of process 0, to run one job over several processes/hosts '
         '(jax.distributed.initialize; found by itself under Slurm and on TPU pods).',
+        module_name=module_name,
     )
-    flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process job.', lower_bound=1)
     flags.DEFINE_integer(
-        'process_id', None, "This process's index in [0, num_processes).", lower_bound=0
+        'num_processes',
+        None,
+        'Processes of a multi-process job.',
+        lower_bound=1,
+        module_name=module_name,
+    )
+    flags.DEFINE_integer(
+        'process_id',
+        None,
+        "This process's index in [0, num_processes).",
+        lower_bound=0,
+        module_name=module_name,
     )
 
 

@@ -73,10 +73,8 @@ _COMPARE = flags.DEFINE_list(
     'PEG_DIR,LAP_DIR: instead of training, compare two finished studies (peg-in-hole, lap '
     'joint) and write tasks.md and tasks.png into --out.',
 )
-_TENSORBOARD = flags.DEFINE_bool(
-    'tensorboard', True, 'Also write TensorBoard event files into --out/tensorboard.'
-)
-common.define_process_flags()
+common.define_run_flags(__name__)
+common.define_process_flags(__name__)
 _YAW = flags.DEFINE_list(
     'yaw_range_deg', None, "Start yaw low,high, degrees: a scaled task (default: the paper's)."
 )
@@ -133,7 +131,7 @@ def main(argv):
             config,
             _OUT.value or f'runs/der_{_TASK.value}',
             _DEMOS.value,
-            tensorboard=_TENSORBOARD.value,
+            **common.run_kwargs(),
         )
     except (ValueError, FileNotFoundError, demonstrations.DemonstratorError) as e:
         # DemoFormatError and ConfigMismatchError are ValueErrors: one line each.

@@ -35,10 +35,8 @@ from insertion_jax.training import paper_table, reproduction
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(reproduction.PRESETS), 'Run sizes.')
 _OUT = flags.DEFINE_string('out', 'runs/reproduce_insertion', 'Output directory.')
-_TENSORBOARD = flags.DEFINE_bool(
-    'tensorboard', True, "Each cell's run also writes TensorBoard event files."
-)
-common.define_process_flags()
+common.define_run_flags(__name__)
+common.define_process_flags(__name__)
 _CONNECTORS = flags.DEFINE_list(
     'connectors', list(paper_table.CONNECTORS), 'Connectors (rows of the table).'
 )
@@ -82,7 +80,7 @@ def main(argv):
             seeds=_SEEDS.value,
             seed=_SEED.value,
             paper_cells_only=_CELLS.value == 'paper',
-            tensorboard=_TENSORBOARD.value,
+            train_kwargs=common.run_kwargs(),
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from e

@@ -147,11 +147,8 @@ _STRUCTURE = flags.DEFINE_enum(
 )
 _DER_ON = flags.DEFINE_bool('der', True, 'Refresh the demonstration zones (replay=der).')
 _NUM_BUFFERS = flags.DEFINE_integer('num_buffers', 6, 'DER buffers.', lower_bound=1)
-_KEEP = flags.DEFINE_integer('keep', 2, 'Checkpoints kept (the newest).', lower_bound=1)
-_TENSORBOARD = flags.DEFINE_bool(
-    'tensorboard', True, 'Also write TensorBoard event files into --out/tensorboard.'
-)
-common.define_process_flags()
+common.define_run_flags(__name__)
+common.define_process_flags(__name__)
 
 # Flags an algo's preset may fill when they are left unset (`ALGO_PRESETS`).
 _PRESETTABLE = (_BATCH, _N_STEP, _OBS_NORMALIZER, _REPLAY)
@@ -246,7 +243,7 @@ def build_configs():
 
 def train_kwargs():
     """`runner.train`'s keyword arguments beyond the configs, from the flags."""
-    return {'keep': _KEEP.value, 'tensorboard': _TENSORBOARD.value}
+    return common.run_kwargs()
 
 
 def main(argv):

@@ -431,13 +431,15 @@ def run_study(
     log: Callable[[str], None] = print,
     max_new_iterations: Optional[int] = None,
     tensorboard: bool = True,
+    keep: int = 2,
 ) -> Dict[str, Any]:
     """Runs (or resumes) the study and writes its outputs; returns the summary.
 
     `max_new_iterations` stops after that many iterations of this call (a
     time-boxed session); the next call resumes from the checkpoint.
     `tensorboard`: also write TensorBoard event files, one TensorBoard run
-    per configuration and seed (`training.tensorboard`).
+    per configuration and seed (`training.tensorboard`). `keep`: checkpoints
+    kept (the newest).
     """
     writer = distributed.is_writer()  # process 0 of a multi-process study writes and logs
     log = distributed.writer_log(log)
@@ -448,6 +450,7 @@ def run_study(
         # a study from before a new setting resumes where its default is what it ran
         read_back=lambda stored: dataclasses.asdict(study_config_from_dict(stored)),
         writer=writer,
+        keep=keep,
     )
     demos = load_demonstrations(config, out_dir, demos_path, log)
     runs = len(config.configurations) * config.num_seeds

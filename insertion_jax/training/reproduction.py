@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -183,11 +183,11 @@ def learned_cell(
     out: str,
     log: Callable[[str], None],
     train: bool = True,
-    tensorboard: bool = True,
+    train_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Optional[paper_table.Row]:
     """Trains the cell unless it has finished (resuming a stopped one), and
     reads its final evaluation; with `train` False, None unless finished.
-    `tensorboard`: the run also writes TensorBoard event files."""
+    `train_kwargs`: `runner.train`'s further arguments (keep, tensorboard)."""
     train_config, run_config = cell_configs(connector, method, preset, seeds, seed)
     cell = _cell_dir(out, connector, method)
     summary = runner.finished_summary(cell, train_config, run_config)
@@ -199,7 +199,7 @@ def learned_cell(
             run_config,
             cell,
             log=lambda line: log('    ' + line),
-            tensorboard=tensorboard,
+            **(train_kwargs or {}),
         )
     per_seed = summary['seeds']
     records = run_dir.Records(os.path.join(cell, 'metrics.jsonl')).read()
@@ -228,7 +228,7 @@ def run(
     seed: int = 0,
     log: Callable[[str], None] = print,
     paper_cells_only: bool = True,
-    tensorboard: bool = True,
+    train_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> List[paper_table.Row]:
     """Every requested cell (see the module docstring), then the outputs.
 
@@ -255,7 +255,7 @@ def run(
         connector, method = cell
         if method == 'p_controller':
             return p_controller_cell(connector, preset, seeds, seed, out, train)
-        return learned_cell(connector, method, preset, seeds, seed, out, log, train, tensorboard)
+        return learned_cell(connector, method, preset, seeds, seed, out, log, train, train_kwargs)
 
     # Finished cells are read back first, so the ETA counts only the cells
     # that run in this session.
