@@ -179,6 +179,10 @@ def test_a_job_killed_mid_save_and_mid_iteration_ends_over_two_processes_as_one_
     assert 'resumed from the checkpoint after 4 iterations' in log
     summary = assert_same_run(out, reference)
     assert (summary['num_devices'], summary['num_processes']) == (4, 2)
+    # The policy the two processes saved loads in this one-device process
+    # (as experiments.evaluate and experiments.export load it).
+    again = runner.evaluate_run(out, RUN4.eval_episodes, RUN4.seed)['random']['per_seed']
+    assert again == {str(s['seed']): s['success_random'] for s in summary['seeds']}
     # --keep=1: only the final checkpoint is left, and no torn one.
     assert os.listdir(os.path.join(out, checkpoint.CHECKPOINTS)) == ['120']
     # TensorBoard shows every step once: what the killed sessions wrote after

@@ -25,7 +25,18 @@ POLICY = 'policy'
 
 
 def _abstract(tree: Any) -> Any:
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    """Shapes, dtypes and shardings of `tree`'s leaves; a leaf without one
+    (`jax.eval_shape`'s) goes to this process's first device, whatever
+    devices wrote it (a run trained over several reads back on one)."""
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def leaf(x):
+        spec = ocp.utils.to_shape_dtype_struct(x)
+        if getattr(spec, 'sharding', None) is None:
+            spec = jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=here)
+        return spec
+
+    return jax.tree.map(leaf, tree)
 
 
 # Orbax refuses zero-size arrays, and MJX's Data has some (e.g. `act` for a
