@@ -84,6 +84,9 @@ def scaling(components, devices, per_device, calls) -> dict:
         seeds = k * len(devices)
         rates = {}
         for name, used in (('devices', devices), ('one_device', devices[:1])):
+            if name == 'one_device' and len(devices) == 1:
+                rates[name] = rates['devices']  # the same run: timed once
+                continue
             layout = distributed.make_layout(seeds, components.config.num_envs, used)
             state = loop.init_states(components, 0, seeds, layout=layout)
             seconds = time_calls(loop.make_train_fn(components, 1, layout), state, calls)
