@@ -1,7 +1,7 @@
 """One job, three ways of running it: the same numbers on 1 device and on 4
-(whole seeds, or environments split), uninterrupted and killed with SIGKILL
-midway then finished by 2 processes (2 x 2 devices, over loopback); and its
-TensorBoard event files.
+(whole seeds, or environments split); uninterrupted in 1 process, and over
+2 processes (2 x 2 devices, over loopback) killed with SIGKILL midway and
+resumed; and its TensorBoard event files.
 
 The reference is conftest's TOY run with 4 seeds, trained in this process on
 one device; the others are real `python -m experiments.train` processes with
@@ -128,55 +128,58 @@ def free_port():
         return s.getsockname()[1]
 
 
-def two_processes(out, *extra):
-    """Both processes of a 2 x 2-device job over loopback; process 0's log."""
+def start_two_processes(out, *extra):
+    """Both processes of a 2 x 2-device job over loopback."""
     address = f'--coordinator_address=127.0.0.1:{free_port()}'
-    processes = [
+    return [
         train(out, address, '--num_processes=2', f'--process_id={i}', *extra, devices=2)
         for i in range(2)
     ]
-    logs = [finish(p) for p in processes]
-    # Process 0 speaks for the run; process 1 only takes part.
-    assert 'cpu:2049 (process 1): seed 3' in logs[0]
-    assert 'env steps]' not in logs[1] and 'layout' not in logs[1]
-    return logs[0]
 
 
-def kill_when(process, out, ready):
-    """SIGKILLs `process` as soon as `ready(names in checkpoints/)` holds
-    (polled every half millisecond); returns those names."""
+def kill_when(processes, out, ready):
+    """SIGKILLs `processes` as soon as `ready(names in checkpoints/)` holds
+    (polled every half millisecond); returns those names and process 0's log."""
     directory = os.path.join(out, checkpoint.CHECKPOINTS)
     deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
+    while time.time() < deadline and all(p.poll() is None for p in processes):
         names = os.listdir(directory) if os.path.isdir(directory) else []
         if ready(names):
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return names
+            for process in processes:
+                process.send_signal(signal.SIGKILL)
+            for process in processes:
+                process.wait()
+            return names, processes[0].stdout.read()
         time.sleep(0.0005)
-    raise AssertionError(f'never got there: {process.communicate()[0][-3000:]}')
+    raise AssertionError(f'never got there: {processes[0].communicate()[0][-3000:]}')
 
 
-def test_a_job_killed_mid_save_and_mid_iteration_ends_over_two_processes_as_one_uninterrupted(
+def test_a_job_over_two_processes_killed_mid_save_and_mid_iteration_ends_as_one_uninterrupted(
     reference, tmp_path
 ):
-    """The 4-seed job on one device, SIGKILLed mid-checkpoint and again
-    mid-iteration, then finished by 2 processes x 2 devices (over loopback),
-    which both restore the same checkpoint, laid out anew: every metric is
-    the uninterrupted single process's."""
+    """The 4-seed job over 2 processes x 2 devices (loopback), each owning 2
+    seeds; SIGKILLed mid-checkpoint, resumed by one process on one device,
+    SIGKILLed again mid-iteration, finished by 2 processes again: every
+    metric is the uninterrupted single process's, and each start restores
+    the checkpoint another layout wrote."""
     out = str(tmp_path / 'killed')
-    # 1. While orbax writes checkpoint 80 (its temporary directory exists; a
-    # save takes tens of milliseconds, the poll half of one).
-    names = kill_when(train(out, '--keep=1'), out, lambda n: any('80.' in x for x in n))
+    # 1. Both processes killed while orbax writes checkpoint 80 (its
+    # temporary directory exists; a save takes tens of milliseconds, the poll
+    # half of one).
+    names, log = kill_when(
+        start_two_processes(out, '--keep=1'), out, lambda n: any('80.' in x for x in n)
+    )
     assert '80' not in names, names
-    # 2. Resumed from 40, killed again once checkpoint 80 is complete: in the
-    # iterations after it.
-    process = train(out, '--keep=1')
-    kill_when(process, out, lambda n: '80' in n)
-    assert 'resumed from the checkpoint after 2 iterations' in process.stdout.read()
-    # 3. Two processes own 2 seeds each and resume from checkpoint 80.
-    log = two_processes(out, '--keep=1')
-    assert 'resumed from the checkpoint after 4 iterations' in log
+    assert 'cpu:2049 (process 1): seed 3' in log  # the layout, printed by process 0
+    # 2. One process resumes from 40; killed once checkpoint 80 is complete,
+    # in the iterations after it.
+    _, log = kill_when([train(out, '--keep=1')], out, lambda n: '80' in n)
+    assert 'resumed from the checkpoint after 2 iterations' in log
+    # 3. Two processes resume from checkpoint 80 and finish; process 1 only
+    # takes part, process 0 speaks for the run.
+    logs = [finish(p) for p in start_two_processes(out, '--keep=1')]
+    assert 'resumed from the checkpoint after 4 iterations' in logs[0]
+    assert 'env steps]' not in logs[1] and 'layout' not in logs[1]
     summary = assert_same_run(out, reference)
     assert (summary['num_devices'], summary['num_processes']) == (4, 2)
     # The policy the two processes saved loads in this one-device process
