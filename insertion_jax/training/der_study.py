@@ -302,33 +302,47 @@ def preset(name: str, task: str) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------- running
-def _initial_state(config: StudyConfig, demos: demos_lib.Demonstrations):
-    """All configurations' initial states, stacked (configuration-major, seeds inner).
+def _initial_state(
+    config: StudyConfig,
+    demos: demos_lib.Demonstrations,
+    layout: Optional[distributed.Layout] = None,
+):
+    """All configurations' initial states, stacked (configuration-major, seeds
+    inner), laid out by `layout`: one jitted call in which each device builds
+    only its own runs (no replay passes through the host).
 
     One initialization of agents and environments serves every configuration;
     only the replay differs: the structure's zones (built once per structure,
     the same for every seed) and the DER flag.
     """
-    components = loop.make_components(config.train_config())
-    base = loop.init_states(components, config.seed, config.num_seeds)
-    example = loop.example_step(components.env)
-    zones = {}
-    for structure in config.structures:
-        init = _zone_init(config.train_config(structure))
-        zones[structure] = init(example, demos if structure != 'none' else None)
-    parts = []
-    for structure, der_on in config.configurations:
-        replay = zones[structure].replace(der=jnp.asarray(der_on))
-        replay = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), replay)
-        parts.append(base.replace(buffer=replay))
-    return loop.committed(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts))
+    keys, demos = jax.device_get((loop.seed_keys(config.seed, config.num_seeds), demos))
+    return loop.committed(_build_initial_state(config, loop.spread(layout))(keys, demos))
 
 
 @functools.lru_cache(maxsize=8)
-def _zone_init(train_config: TrainConfig):
-    """The jitted `init` of a structure's replay (cached: a resumed study in the
-    same process reuses it instead of tracing and compiling it again)."""
-    return jax.jit(train_config.make_replay().init)
+def _build_initial_state(config: StudyConfig, layout: Optional[distributed.Layout]):
+    """The jitted `(seed keys, demos) -> stacked initial state` of `_initial_state`
+    (cached: a resumed study in the same process compiles it once)."""
+    components = loop.make_components(config.train_config())
+    init = jax.vmap(functools.partial(loop.init_state, components), in_axes=(0, None))
+    example = loop.example_step(components.env)
+    replays = {s: config.train_config(s).make_replay() for s in config.structures}
+
+    def build(keys, demos):
+        base = init(keys, None)
+        zones = {
+            structure: replay.init(example, demos if structure != 'none' else None)
+            for structure, replay in replays.items()
+        }
+        parts = []
+        for structure, der_on in config.configurations:
+            zone = zones[structure].replace(der=jnp.asarray(der_on))
+            zone = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), zone)
+            parts.append(base.replace(buffer=zone))
+        state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+        return state if layout is None else loop.constrain(layout, state)
+
+    return jax.jit(build)
 
 
 def _iteration_rows(config, metrics, iteration, wall) -> List[Dict[str, Any]]:
@@ -460,7 +474,7 @@ def run_study(
     )
     layout = distributed.make_layout(runs, config.num_envs)
     log(layout.describe())
-    state = layout.put(_initial_state(config, demos))
+    state = _initial_state(config, demos, layout)
     components = loop.make_components(config.train_config())
     train_fn = loop.make_train_fn(components, config.loop_iterations, layout)
     records = out.records('results.csv', CSV_FIELDS)

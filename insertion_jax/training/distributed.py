@@ -90,20 +90,6 @@ class Layout:
             }
         )
 
-    def put(self, tree: Any, shardings: Any = None) -> Any:
-        """`tree` (the same host value on every process) laid out on the mesh
-        (`shardings`, default `state_shardings`): each process places only its
-        own devices' shards."""
-        shardings = self.state_shardings(tree) if shardings is None else shardings
-        if jax.process_count() == 1:
-            return jax.device_put(tree, shardings)
-
-        def place(x, sharding):
-            host = np.asarray(x)
-            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-        return jax.tree.map(place, tree, shardings)
-
     def describe(self) -> str:
         """The layout in a few lines: which seeds (and environments) each device holds."""
         per_row = self.num_seeds // self.seed_split

@@ -330,7 +330,7 @@ def make_train_fn(
     `layout` the state and metrics stay laid out over its devices
     (`distributed.Layout.state_shardings`), call after call, in one program.
     """
-    return _train_fn(components, num_iterations, layout if _spread(layout) else None)
+    return _train_fn(components, num_iterations, spread(layout))
 
 
 @functools.lru_cache(maxsize=16)
@@ -340,23 +340,26 @@ def _train_fn(components: Components, num_iterations: int, layout: Optional[dist
         return jax.jit(fn, donate_argnums=0)
 
     def laid_out(state):
-        state, metrics = fn(_constrain(layout, state))
-        return _constrain(layout, state), jax.lax.with_sharding_constraint(metrics, layout.seeds)
+        state, metrics = fn(constrain(layout, state))
+        return constrain(layout, state), jax.lax.with_sharding_constraint(metrics, layout.seeds)
 
     return jax.jit(laid_out, donate_argnums=0)
 
 
-def _spread(layout: Optional[distributed.Layout]) -> bool:
-    """Whether `layout` needs its constraints: seeds over several devices, or
-    on another device than the default one. On the default device alone they
-    would change nothing but cost compile time (about 3 s of the USB
-    iteration's 21 s), so the plain program runs."""
-    if layout is None:
-        return False
-    return layout.num_devices > 1 or layout.mesh.devices.flat[0] != jax.devices()[0]
+def spread(layout: Optional[distributed.Layout]) -> Optional[distributed.Layout]:
+    """`layout` where its constraints are needed (seeds over several devices,
+    or on another device than the default one), else None: on the default
+    device alone they would change nothing but cost compile time (about 3 s
+    of the USB iteration's 21 s), so the plain program runs."""
+    if layout is None or (
+        layout.num_devices == 1 and layout.mesh.devices.flat[0] == jax.devices()[0]
+    ):
+        return None
+    return layout
 
 
-def _constrain(layout: distributed.Layout, state: TrainState) -> TrainState:
+def constrain(layout: distributed.Layout, state: Any) -> Any:
+    """`state` (leading seed axis) constrained to `layout` inside a jitted function."""
     return jax.lax.with_sharding_constraint(state, layout.state_shardings(state))
 
 
@@ -390,7 +393,7 @@ def init_states(
     # Host values: a multi-process jit takes numpy arguments as the same
     # global value on every process.
     keys, demos = jax.device_get((seed_keys(seed, num_seeds), demos))
-    return committed(_init_fn(components, layout if _spread(layout) else None)(keys, demos))
+    return committed(_init_fn(components, spread(layout))(keys, demos))
 
 
 def committed(tree: Any) -> Any:
@@ -410,4 +413,4 @@ def _init_fn(components: Components, layout: Optional[distributed.Layout] = None
     init = jax.vmap(functools.partial(init_state, components), in_axes=(0, None))
     if layout is None:
         return jax.jit(init)
-    return jax.jit(lambda keys, demos: _constrain(layout, init(keys, demos)))
+    return jax.jit(lambda keys, demos: constrain(layout, init(keys, demos)))
