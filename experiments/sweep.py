@@ -26,8 +26,9 @@ runs/sweep_usb/algo=sac,reward=dense, with `runner.train`'s files). A
 finished configuration is skipped, a stopped one resumes from its checkpoint.
 --out/sweep.json records the grid and the settings: another grid or other
 settings into the same --out are refused, except a larger --total_steps or
-another --eval_every, which continue the runs as in experiments.train (and
---keep, --tensorboard); without --grid, the stored sweep resumes.
+another --eval_every or --checkpoint_every, which continue the runs as in
+experiments.train (and --keep, --tensorboard); without --grid, the stored
+sweep resumes.
 
 Launchers (--launcher):
   local           one configuration after another in this process (the

@@ -19,9 +19,10 @@ paper's loop settings (`training.config.ALGO_PRESETS`: 3-step returns, batch
 (`ddpg.ApeXDDPGConfig`). Writes config.json, metrics.jsonl,
 learning_curve.png, summary.json, summary.md, policy/, checkpoints/ (the last
 --keep) and tensorboard/ (unless --notensorboard) into --out; the same command
-resumes a stopped run (even one killed with SIGKILL) from its last checkpoint,
-and with a larger --total_steps (or another --eval_every) continues a run,
-finished or not.
+resumes a stopped run (even one killed with SIGKILL) from its last checkpoint
+(one at every evaluation, and every --checkpoint_every steps), and with a
+larger --total_steps (or another --eval_every or --checkpoint_every)
+continues a run, finished or not.
 
 The seeds lie over every local device (one compiled program; the run prints
 the layout). Over several processes or hosts, start the same command in each
@@ -119,6 +120,13 @@ _EVAL_GOAL_NOISE = flags.DEFINE_float(
 )
 _EVAL_EVERY = flags.DEFINE_integer(
     'eval_every', 4_000, 'Environment steps between evaluations.', lower_bound=1
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    'checkpoint_every',
+    None,
+    'Environment steps between checkpoints besides those at evaluations (default: at '
+    'evaluations only): what a hard kill can lose.',
+    lower_bound=1,
 )
 _EVAL_EPISODES = flags.DEFINE_integer(
     'eval_episodes', 25, 'Executions per evaluation condition.', lower_bound=1
@@ -235,6 +243,7 @@ def build_configs():
             eval_episodes=_EVAL_EPISODES.value,
             eval_noise_mm=_EVAL_GOAL_NOISE.value,
             iterations_per_call=_ITERS_PER_CALL.value,
+            checkpoint_every=_CHECKPOINT_EVERY.value,
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from e

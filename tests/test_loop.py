@@ -230,6 +230,37 @@ def test_a_stopped_run_resumes_and_ends_the_same_and_a_longer_one_continues_it(s
         runner.train(dataclasses.replace(TOY, utd=1.0), TOY_RUN, out, log=lambda s: None)
 
 
+def test_checkpoints_between_evaluations_bound_what_a_stop_loses(tmp_path):
+    """checkpoint_every saves between evaluations: a run evaluated only at its
+    end, stopped after 80 steps, resumes from there and ends as a run that
+    was not stopped; `keep` checkpoints are left."""
+    run = dataclasses.replace(TOY_RUN, eval_every=120, checkpoint_every=40)
+
+    def log(line):
+        if line.startswith('[') and line.split('/')[0].strip('[ ') == '80':
+            raise Stop  # after the second call and its checkpoint (no evaluation)
+
+    out = str(tmp_path / 'saved')
+    with pytest.raises(Stop):
+        runner.train(TOY, run, out, log=log, keep=5)
+    assert sorted(os.listdir(os.path.join(out, 'checkpoints')), key=int) == ['40', '80']
+    lines = []
+    resumed = runner.train(TOY, run, out, log=lines.append, keep=5)
+    assert 'resumed from the checkpoint after 4 iterations' in '\n'.join(lines)
+    assert sorted(os.listdir(os.path.join(out, 'checkpoints')), key=int) == ['40', '80', '120']
+    whole_dir = str(tmp_path / 'whole')
+    whole = runner.train(TOY, run, whole_dir, log=lambda line: None, keep=1)
+    assert os.listdir(os.path.join(whole_dir, 'checkpoints')) == ['120']
+
+    def rows(path):
+        records = run_dir.Records(os.path.join(path, 'metrics.jsonl')).read()
+        return [{k: v for k, v in r.items() if k != 'wall_clock_s'} for r in records]
+
+    assert rows(out) == rows(whole_dir)
+    assert [k for k in rows(out)[3] if k.startswith('eval/')] == []  # no evaluation at 80
+    assert resumed['seeds'][0]['success_random'] == whole['seeds'][0]['success_random']
+
+
 def test_records_drop_a_torn_last_line_and_files_are_written_whole(tmp_path):
     records = run_dir.Records(str(tmp_path / 'm.jsonl'))
     records.append([{'iteration': 1, 'x': float('nan')}, {'iteration': 2, 'x': 1.5}])

@@ -12,8 +12,8 @@ and writes into `out_dir` (through `run_dir.RunDir`):
   learning_curve.png  success vs environment steps, mean and 95% band
   summary.json / summary.md   final success per seed and their mean, with the
                       hand-designed controller measured on the same episodes
-  checkpoints/        the full training state at each evaluation, for resuming
-                      (the newest `keep`)
+  checkpoints/        the full training state at each evaluation (and every
+                      `checkpoint_every` steps), for resuming (the newest `keep`)
   policy/             the final policy parameters (see `load_run`)
   tensorboard/        TensorBoard event files (`training.tensorboard`)
 The seeds lie over every device of every process (`distributed`); the
@@ -53,9 +53,9 @@ from insertion_jax.training.config import TrainConfig
 ConfigMismatchError = run_dir.ConfigMismatchError
 
 # What a later start of a run may change: a run continues to a larger
-# `total_steps` (a finished run too), and evaluates on another schedule.
-# Neither changes what the steps already taken compute.
-EXTENDABLE = ('run.total_steps', 'run.eval_every')
+# `total_steps` (a finished run too), and evaluates or saves on another
+# schedule. None changes what the steps already taken compute.
+EXTENDABLE = ('run.total_steps', 'run.eval_every', 'run.checkpoint_every')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,8 @@ class RunConfig:
       eval_episodes: executions per evaluation condition (the paper's 25).
       eval_noise_mm: goal noise of the noisy evaluation condition (connector tasks).
       iterations_per_call: iterations per jitted device call.
+      checkpoint_every: environment steps between checkpoints besides those
+        at evaluations (None: at evaluations only); what a hard kill can lose.
     """
 
     total_steps: int = 30_000
@@ -79,6 +81,7 @@ class RunConfig:
     eval_episodes: int = 25
     eval_noise_mm: float = 1.0
     iterations_per_call: int = 1
+    checkpoint_every: Optional[int] = None
 
     def __post_init__(self):
         checks.positive_int(
@@ -89,6 +92,8 @@ class RunConfig:
             eval_episodes=self.eval_episodes,
             iterations_per_call=self.iterations_per_call,
         )
+        if self.checkpoint_every is not None:
+            checks.positive_int('RunConfig', checkpoint_every=self.checkpoint_every)
         checks.non_negative('RunConfig', eval_noise_mm=self.eval_noise_mm)
 
 
@@ -237,6 +242,11 @@ def train(
     steps_per_call = train_config.env_steps_per_iteration * iterations_per_call
     num_calls = math.ceil(run_config.total_steps / steps_per_call)
     calls_per_eval = max(1, round(run_config.eval_every / steps_per_call))
+    calls_per_save = (
+        max(1, round(run_config.checkpoint_every / steps_per_call))
+        if run_config.checkpoint_every
+        else num_calls + 1  # at evaluations only
+    )
     num_seeds = run_config.num_seeds
 
     log(
@@ -285,7 +295,7 @@ def train(
         rows = _records(metrics, call, run_config, train_config, wall, evaluation)
         records.append(rows)
         board.records(rows)
-        if evaluation is not None:
+        if evaluation is not None or (call + 1) % calls_per_save == 0:
             board.flush()  # the event files hold what the checkpoint holds
             out.save(
                 (call + 1) * steps_per_call,
