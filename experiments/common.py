@@ -94,9 +94,9 @@ def quiet_logs() -> None:
 
 def enable_compilation_cache() -> None:
     """Turns on JAX's persistent compilation cache (skips recompiles across runs)."""
-    cache_dir = os.environ.get(
-        'JAX_COMPILATION_CACHE_DIR', os.path.expanduser('~/.cache/insertion_jax/jax')
-    )
+    cache_dir = os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.expanduser(
+        '~/.cache/insertion_jax/jax'
+    )  # (an empty value counts as unset)
     jax.config.update('jax_compilation_cache_dir', cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 

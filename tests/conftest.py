@@ -13,10 +13,11 @@ import pytest
 # One absolute path, exported, so that the CLIs the tests start find what the
 # tests compiled: the persistent cache key includes the cache directory as
 # written (see BUILD_NOTES, "the cache key names the cache's path").
+# An empty value counts as unset (its absolute path would be the working
+# directory, which would fill with cache files).
 os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.abspath(
-    os.environ.get(
-        'JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(__file__), '..', '.jax_cache')
-    )
+    os.environ.get('JAX_COMPILATION_CACHE_DIR')
+    or os.path.join(os.path.dirname(__file__), '..', '.jax_cache')
 )
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 # The persistent cache settings come from the environment (the Makefile sets
