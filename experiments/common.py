@@ -13,17 +13,15 @@ from absl import logging as absl_logging
 
 from insertion_jax.envs import (
     assembly,
-    assembly_scene,
     camera,
-    connectors,
     insertion,
     point_reach,
 )
 from insertion_jax.envs import registry as env_registry
 from insertion_jax.training import distributed
 
-CONNECTORS = tuple(connectors.task_names())
-ASSEMBLY = tuple(assembly_scene.TASKS)
+CONNECTORS = env_registry.TASKS['insertion']
+ASSEMBLY = env_registry.TASKS['assembly']
 # Every task `experiments.train` and `experiments.evaluate` run.
 TASKS = env_registry.task_names()
 

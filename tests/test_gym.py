@@ -29,6 +29,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 import insertion_jax.gym as ij_gym
+from insertion_jax.envs import registry as env_registry
 
 # Set by `make test-gym`: also run the USB vector env (its compile dominates).
 SLOW = 'INSERTION_JAX_SLOW_GYM_TESTS'
@@ -62,6 +63,7 @@ def _actions(space, count, seed=0):
 
 # ------------------------------------------------------------ registration
 def test_every_task_is_registered_single_and_vector():
+    assert set(env_registry.TASKS) == set(env_registry.ENVS), 'a registry kind lacks a task list'
     assert ij_gym.tasks() == TASKS
     for task in TASKS:
         spec = gymnasium.spec(f'insertion_jax/{task}')

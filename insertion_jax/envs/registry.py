@@ -33,27 +33,25 @@ ENVS: Dict[str, Any] = {
 }
 
 
+# The tasks of each kind, in order (tests/test_gym.py checks that every kind
+# has its list): a config of a kind with several tasks names one (`task`).
+TASKS: Dict[str, Tuple[str, ...]] = {
+    'insertion': tuple(connectors.task_names()),
+    'assembly': tuple(assembly_scene.TASKS),
+    'point_reach': ('point_reach',),
+}
+
+
 def task_names() -> Tuple[str, ...]:
     """Every task, in the registry's order: the connectors, the assembly
     tasks, point_reach (what `experiments/` and `insertion_jax.gym` offer)."""
-    return tuple(task for kind in ENVS for task in _tasks_of(kind))
-
-
-def _tasks_of(kind: str) -> Tuple[str, ...]:
-    config_cls = ENVS[kind][0]
-    if 'task' not in {f.name for f in dataclasses.fields(config_cls)}:
-        return (kind,)  # a kind that is one task
-    if kind == 'insertion':
-        return tuple(connectors.task_names())
-    if kind == 'assembly':
-        return tuple(assembly_scene.TASKS)
-    raise NotImplementedError(f'the task names of environment kind {kind!r}')
+    return tuple(task for kind in ENVS for task in TASKS[kind])
 
 
 def default_config(task: str) -> Any:
     """The config of `task` with every other field at its default."""
     for kind, (config_cls, _) in ENVS.items():
-        if task in _tasks_of(kind):
+        if task in TASKS[kind]:
             has_task = 'task' in {f.name for f in dataclasses.fields(config_cls)}
             return config_cls(task=task) if has_task else config_cls()
     raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(task_names())}.')
