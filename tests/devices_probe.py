@@ -42,6 +42,8 @@ def main(out4, out2):
         json.dumps(
             {
                 'devices': len(jax.devices()),
+                # 3 seeds of 5 envs divide over no more than one of 4 devices
+                'odd_layout': distributed.make_layout(3, 5).describe().splitlines()[0],
                 'collectives': {
                     op: len(re.findall(rf'\b{op}(-start)?\(', hlo)) for op in COLLECTIVES
                 },

@@ -118,6 +118,9 @@ def test_four_devices_compute_what_one_device_does(reference, tmp_path):
     # stays one seed per device after a call.
     probe = json.loads(log.strip().splitlines()[-1])
     assert probe['devices'] == 4
+    assert probe['odd_layout'].endswith(
+        '; 3 more device(s) idle: the seeds and envs do not divide over them'
+    )
     assert probe['collectives'] == dict.fromkeys(probe['collectives'], 0)
     assert probe['seeds_per_device'] == [1]
 
@@ -252,6 +255,6 @@ def test_a_layout_on_one_device_holds_every_seed():
 
     layout = distributed.make_layout(3, 5, jax.devices()[:1])
     assert (layout.seed_split, layout.env_split, layout.num_devices) == (1, 1, 1)
-    assert 'seeds 0-2' in layout.describe()
+    assert 'seeds 0-2' in layout.describe() and 'idle' not in layout.describe()
     assert not distributed.cluster_detected()
     assert distributed.initialize() is False  # nothing to join

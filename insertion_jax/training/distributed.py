@@ -52,6 +52,7 @@ class Layout:
     mesh: Mesh
     num_seeds: int
     num_envs: int
+    idle: int = 0  # devices offered that the seeds and environments do not divide over
 
     @property
     def seed_split(self) -> int:
@@ -103,6 +104,11 @@ class Layout:
             f'{per_row} seed(s)'
             + (f', {per_device_envs} envs' if self.env_split > 1 else '')
             + ' per device)'
+            + (
+                f'; {self.idle} more device(s) idle: the seeds and envs do not divide over them'
+                if self.idle
+                else ''
+            )
         )
         lines = [head]
         for row in range(self.seed_split):
@@ -131,7 +137,7 @@ def make_layout(
 
     Seeds go over as many devices as divide them evenly; the devices left
     over per seed split its environments where those divide evenly. On one
-    process a remainder stays idle (the layout says so); a multi-process run
+    process a remainder stays idle (`describe` says so); a multi-process run
     needs every device used (LayoutError naming what divides).
     """
     devices = list(jax.devices() if devices is None else devices)
@@ -146,7 +152,7 @@ def make_layout(
             f'num_seeds a multiple of {n}, or num_seeds and num_envs whose product is.'
         )
     mesh = Mesh(np.asarray(devices[:used]).reshape(seed_split, env_split), (SEED, ENV))
-    return Layout(mesh=mesh, num_seeds=num_seeds, num_envs=num_envs)
+    return Layout(mesh=mesh, num_seeds=num_seeds, num_envs=num_envs, idle=n - used)
 
 
 def to_host(tree: Any) -> Any:
@@ -168,12 +174,6 @@ def writer_log(log: Callable[[str], None]) -> Callable[[str], None]:
 
 def _silent(line: str) -> None:
     del line
-
-
-def barrier(name: str) -> None:
-    """Waits until every process gets here (nothing to wait for on one)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
 
 
 def cluster_detected() -> bool:

@@ -227,6 +227,8 @@ def train(
     process). In a multi-process run every process calls `train` with the
     same arguments; process 0 writes the files and logs.
     """
+    # Laid out first: a layout the devices refuse writes nothing.
+    layout = distributed.make_layout(run_config.num_seeds, train_config.num_envs, devices)
     writer = distributed.is_writer()
     log = distributed.writer_log(log)
     out = run_dir.RunDir(
@@ -253,7 +255,6 @@ def train(
         f'Compiling {train_config.env.task} ({train_config.mode} {train_config.algo}, '
         f'{num_seeds} seed(s) x {train_config.num_envs} envs)...'
     )
-    layout = distributed.make_layout(num_seeds, train_config.num_envs, devices)
     log(layout.describe())
     components = loop.make_components(train_config)
     demos = make_demonstrations(components, run_config.seed, log)
